@@ -1,0 +1,133 @@
+/**
+ * The operator's entry point. Exit codes: 0 success, 1 the remediation failed,
+ * 2 bad input or config, 3 refused by a safety rule.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError } from '../lib/config';
+import { ExitCode } from '../lib/failures';
+import { runWorker } from '../worker/worker';
+import { type GlobalOptions, loadConfig } from './connect';
+import { CliError } from './errors';
+import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
+import { serverCommand } from './server';
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0  success
+  1  the remediation failed (or a node could not be probed)
+  2  bad input or config: nothing was started or changed
+  3  refused by a safety rule (node lock held, disruption budget exhausted)
+
+Config: --config FILE or $KUBEMEND_CONFIG (YAML).`;
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function buildProgram(out: NodeJS.WritableStream = process.stdout): { program: Command; exitCode: () => number } {
+  let exitCode: number = ExitCode.Ok;
+  // Commander ignores an action's return value: keep the exit code the command decided on.
+  const act =
+    <A extends unknown[]>(fn: (...a: A) => Promise<number>) =>
+    async (...a: A) => {
+      exitCode = await fn(...a);
+    };
+  const program = new Command('kubemend')
+    .description('Remediation workflows for broken node networking on kubeadm-built Kubernetes clusters')
+    .option('-c, --config <file>', 'config file (default: $KUBEMEND_CONFIG)')
+    .addHelpText('after', EXIT_CODES_HELP)
+    .showHelpAfterError(false)
+    .exitOverride();
+  const globals = (): GlobalOptions => program.opts<GlobalOptions>();
+
+  program
+    .command('server')
+    .description('start the embedded Temporal dev server (SQLite on disk, Web UI)')
+    .action(act(async () => serverCommand(loadConfig(globals()))));
+
+  program
+    .command('worker')
+    .description('run the kubemend Temporal worker until SIGINT/SIGTERM')
+    .action(act(async () => {
+      await runWorker(loadConfig(globals()));
+      return ExitCode.Ok;
+    }));
+
+  program
+    .command('run')
+    .description(`start a remediation run and follow it (remediations: ${REMEDIATIONS.join(', ')})`)
+    .argument('<remediation>', `one of: ${REMEDIATIONS.join(', ')}`)
+    .requiredOption('--cluster <name>', 'cluster from the config')
+    .option('--node <name>', 'target node (repeatable; default: every node of the cluster)', collect, [])
+    .option('--dry-run', 'plan only: print what would change and change nothing', false)
+    .option('--auto-approve', 'do not wait for `kubemend approve`', false)
+    .option('--reason <text>', 'why this run is being done (ticket, incident)')
+    .option('--actor <name>', 'who asked for it (default: your OS user)')
+    .option('--detach', 'print the run ID and return without following', false)
+    .option('--json', 'machine-readable output only', false)
+    .addHelpText('after', EXIT_CODES_HELP)
+    .action(act(async (remediation: string, o: Record<string, unknown>) => runCommand(loadConfig(globals()), { ...o, remediation }, out)));
+
+  program
+    .command('status')
+    .description('show a run: its phase, each node\'s phase, and its result')
+    .argument('<run>', 'run ID')
+    .option('--json', 'machine-readable output', false)
+    .action(act(async (run: string, o: { json?: boolean }) => statusCommand(loadConfig(globals()), run, o, out)));
+
+  program
+    .command('list')
+    .description('list kubemend runs, newest first')
+    .option('--cluster <name>', 'only runs on this cluster')
+    .option('--node <name>', 'only runs that touched this node')
+    .addOption(new Option('--remediation <name>', 'only this remediation').choices([...REMEDIATIONS]))
+    .option('--limit <n>', 'at most this many', '20')
+    .option('--json', 'machine-readable output', false)
+    .action(act(async (o: Record<string, unknown>) => listCommand(loadConfig(globals()), o, out)));
+
+  program
+    .command('approve')
+    .description('approve a run that waits for approval')
+    .argument('<run>', 'run ID')
+    .option('--actor <name>', 'who approves (default: your OS user)')
+    .option('--comment <text>', 'recorded with the approval')
+    .action(act(async (run: string, o: { actor?: string; comment?: string }) => approveCommand(loadConfig(globals()), run, o, out)));
+
+  program
+    .command('cancel')
+    .description('cancel a running run; its compensations (undo steps) still run')
+    .argument('<run>', 'run ID')
+    .action(act(async (run: string) => cancelCommand(loadConfig(globals()), run, out)));
+
+  return { program, exitCode: () => exitCode };
+}
+
+/** Parses argv, runs the command, and returns the exit code; never throws. */
+export async function main(argv: string[], err: NodeJS.WritableStream = process.stderr): Promise<number> {
+  const { program, exitCode } = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version exit 0; every other parse problem is bad input.
+      return e.exitCode === 0 ? ExitCode.Ok : ExitCode.BadInput;
+    }
+    if (e instanceof ConfigError) {
+      err.write(`kubemend: ${e.message}\n`);
+      return ExitCode.BadInput;
+    }
+    if (e instanceof CliError) {
+      err.write(`kubemend: ${e.message}\n`);
+      return e.exitCode;
+    }
+    err.write(`kubemend: ${(e as Error).message ?? String(e)}\n`);
+    if (process.env.KUBEMEND_DEBUG) err.write(`${(e as Error).stack}\n`);
+    return ExitCode.RemediationFailed;
+  }
+  return exitCode();
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    () => process.exit(ExitCode.RemediationFailed),
+  );
+}

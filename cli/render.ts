@@ -1,0 +1,69 @@
+/** Terminal output: live per-node progress and the probe report, as text for people. */
+import type { ProbeNodeReport, ProbeReport } from '../lib/probe';
+import type { RunStatus } from '../lib/run-status';
+import type { IpRoute } from '../lib/node-facts';
+
+export interface ProgressSink {
+  update(s: RunStatus): void;
+  done(): void;
+}
+
+/** Plain lines, one per change: for logs, pipes and CI. */
+export class LineProgress implements ProgressSink {
+  private last = new Map<string, string>();
+  constructor(private readonly out: NodeJS.WritableStream) {}
+  update(s: RunStatus): void {
+    const rows: Array<[string, string]> = [['run', s.phase], ...Object.entries(s.nodes).map(([n, st]): [string, string] => [n, `${st.phase}${st.detail ? ` (${st.detail})` : ''}`])];
+    for (const [k, v] of rows) {
+      if (this.last.get(k) === v) continue;
+      this.last.set(k, v);
+      this.out.write(`${k === 'run' ? `${s.remediation} ${s.cluster}` : `  ${k}`}: ${v}\n`);
+    }
+  }
+  done(): void {}
+}
+
+/** A block redrawn in place on a terminal. */
+export class TtyProgress implements ProgressSink {
+  private drawn = 0;
+  constructor(private readonly out: NodeJS.WriteStream) {}
+  update(s: RunStatus): void {
+    const width = this.out.columns || 100;
+    const lines = [`${s.remediation} ${s.cluster}: ${s.phase}`, ...Object.entries(s.nodes).map(([n, st]) => `  ${n.padEnd(24)} ${st.phase}${st.detail ? `  ${st.detail}` : ''}`)].map((l) => l.slice(0, width - 1));
+    if (this.drawn) this.out.write(`\x1b[${this.drawn}A`);
+    for (const l of lines) this.out.write(`\x1b[2K${l}\n`);
+    this.drawn = lines.length;
+  }
+  done(): void {}
+}
+
+export function progressFor(stream: NodeJS.WriteStream): ProgressSink {
+  return stream.isTTY ? new TtyProgress(stream) : new LineProgress(stream);
+}
+
+function route(r: IpRoute | null): string {
+  if (!r) return 'none';
+  return ['default', r.gateway && `via ${r.gateway}`, r.dev && `dev ${r.dev}`, r.metric !== undefined && `metric ${r.metric}`].filter(Boolean).join(' ');
+}
+
+function nodeBlock(n: ProbeNodeReport): string {
+  const lines = [`${n.name}${n.error ? '  [ERROR]' : ''}`];
+  if (n.error) {
+    lines.push(`  error            ${n.error}`);
+  } else {
+    lines.push(`  machine-id       ${n.machineId ?? '-'}`);
+    lines.push(`  dbus machine-id  ${n.dbusMachineId ?? '-'}`);
+    lines.push(`  boot id          ${n.bootId ?? '-'}`);
+    lines.push(`  default route    ${route(n.defaultRoute)}`);
+    for (const l of n.links) {
+      lines.push(`  link ${String(l.ifname).padEnd(16)}${String(l.operstate ?? '').padEnd(9)}${l.address ?? ''}`);
+    }
+  }
+  for (const p of n.problems) lines.push(`  problem          ${p}`);
+  return lines.join('\n');
+}
+
+export function probeText(r: ProbeReport): string {
+  const errors = r.nodes.filter((n) => n.error).length;
+  return `probe of cluster ${r.cluster}: ${r.nodes.length} node(s), ${errors} could not be probed\n\n${r.nodes.map(nodeBlock).join('\n\n')}\n`;
+}

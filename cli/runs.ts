@@ -1,0 +1,293 @@
+/** run, status, list, approve, cancel: starting runs and looking after them. */
+import { randomBytes } from 'node:crypto';
+import { userInfo } from 'node:os';
+import {
+  type Client,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure, TerminatedFailure } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
+import { z } from 'zod';
+import { type Config, findCluster, formatZodIssues, selectNodes } from '../lib/config';
+import { ExitCode } from '../lib/failures';
+import { clusterName, freeText, nodeName } from '../lib/patterns';
+import type { ProbeInput, ProbeReport } from '../lib/probe';
+import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
+import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
+import { connectClient } from './connect';
+import { CliError, REFUSAL_TYPES } from './errors';
+import { probeText, progressFor } from './render';
+
+export const REMEDIATIONS = ['probe'] as const;
+
+const RunArgs = z.object({
+  remediation: z.enum(REMEDIATIONS, { error: (i) => `unknown remediation ${JSON.stringify(i.input)}; known: ${REMEDIATIONS.join(', ')}` }),
+  cluster: clusterName,
+  node: z.array(nodeName).default([]),
+  reason: freeText(2000).optional(),
+  actor: freeText(200).optional(),
+  dryRun: z.boolean().default(false),
+  autoApprove: z.boolean().default(false),
+  detach: z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+
+const RunId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$/, 'must be a kubemend run ID as printed by `kubemend run` or `kubemend list`');
+
+function parseArgs<T extends z.ZodType>(schema: T, raw: unknown): z.output<T> {
+  const r = schema.safeParse(raw);
+  if (!r.success) throw new CliError(`bad arguments:\n${formatZodIssues(r.error).map((l) => `  - ${l.replace(/^node\[(\d+)\]/, '--node #$1').replace(/^(\w+):/, '--$1:')}`).join('\n')}`);
+  return r.data;
+}
+
+function newRunId(remediation: string, cluster: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${remediation}-${cluster}-${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+function actorName(flag: string | undefined): string {
+  if (flag) return flag;
+  try {
+    return userInfo().username;
+  } catch {
+    return `uid-${process.getuid?.() ?? 'unknown'}`;
+  }
+}
+
+/** Exit code and message for a run that ended without a result. */
+function endedBadly(err: unknown): CliError {
+  if (err instanceof WorkflowFailedError) {
+    const cause = err.cause;
+    if (cause instanceof ApplicationFailure) {
+      if (cause.type === 'BadInput') return new CliError(cause.message, ExitCode.BadInput);
+      if (cause.type && REFUSAL_TYPES.has(cause.type)) return new CliError(`refused: ${cause.message}`, ExitCode.Refused);
+      return new CliError(`run failed: ${cause.type ? `${cause.type}: ` : ''}${cause.message}`, ExitCode.RemediationFailed);
+    }
+    if (cause instanceof CancelledFailure) return new CliError('run was cancelled', ExitCode.RemediationFailed);
+    if (cause instanceof TerminatedFailure) return new CliError('run was terminated', ExitCode.RemediationFailed);
+    return new CliError(`run failed: ${cause?.message ?? err.message}`, ExitCode.RemediationFailed);
+  }
+  throw err;
+}
+
+async function warnIfNoWorker(client: Client, cfg: Config, err: NodeJS.WritableStream): Promise<void> {
+  const r = await client.workflowService.describeTaskQueue({
+    namespace: cfg.temporal.namespace,
+    taskQueue: { name: cfg.temporal.taskQueue },
+    taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+  });
+  if (!r.pollers?.length) {
+    err.write(`warning: no worker is polling task queue ${cfg.temporal.taskQueue}; the run waits until one starts (kubemend worker)\n`);
+  }
+}
+
+const noop = () => undefined;
+
+async function follow<T>(handle: WorkflowHandle, quiet: boolean): Promise<T> {
+  const result = handle.result() as Promise<T>;
+  if (quiet) return result;
+  const sink = progressFor(process.stderr);
+  let settled = false;
+  result.then(noop, noop).finally(() => (settled = true));
+  // One query in flight at a time: with no worker to answer, a query blocks server-side.
+  let inFlight: Promise<void> | undefined;
+  while (!settled) {
+    inFlight ??= handle
+      .query<RunStatus>(STATUS_QUERY)
+      .then((st) => sink.update(st), noop)
+      .finally(() => (inFlight = undefined));
+    await Promise.race([result.then(noop, noop), new Promise((r) => setTimeout(r, 300))]);
+  }
+  try {
+    sink.update(await handle.query<RunStatus>(STATUS_QUERY));
+  } catch {
+    // A closed run answers queries only while a worker can replay it; the result is what matters.
+  }
+  sink.done();
+  return result;
+}
+
+export async function runCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
+  const args = parseArgs(RunArgs, raw);
+  const cluster = findCluster(cfg, args.cluster);
+  if (!cluster) throw new CliError(`--cluster: no cluster ${JSON.stringify(args.cluster)} in the config (it has: ${cfg.clusters.map((c) => c.name).join(', ')})`);
+  const picked = selectNodes(cluster, args.node);
+  if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
+
+  const { client, connection } = await connectClient(cfg);
+  try {
+    const input: ProbeInput = { cluster: args.cluster, nodes: args.node, requestedBy: actorName(args.actor), reason: args.reason };
+    const workflowId = newRunId(args.remediation, args.cluster);
+    const handle = await client.workflow.start(args.remediation, {
+      workflowId,
+      taskQueue: cfg.temporal.taskQueue,
+      args: [input],
+      typedSearchAttributes: [
+        { key: SA_CLUSTER, value: args.cluster },
+        { key: SA_NODE, value: picked.nodes },
+        { key: SA_REMEDIATION, value: args.remediation },
+      ],
+      memo: { requestedBy: input.requestedBy, reason: args.reason ?? '' },
+    });
+    process.stderr.write(`started ${workflowId}\n`);
+    await warnIfNoWorker(client, cfg, process.stderr);
+    if (args.detach) {
+      out.write(args.json ? `${JSON.stringify({ runId: workflowId })}\n` : `${workflowId}\n`);
+      return ExitCode.Ok;
+    }
+    let report: ProbeReport;
+    try {
+      report = await follow<ProbeReport>(handle, args.json);
+    } catch (err) {
+      throw endedBadly(err);
+    }
+    out.write(args.json ? `${JSON.stringify(report)}\n` : probeText(report));
+    const failed = report.nodes.filter((n) => n.error);
+    if (failed.length) {
+      process.stderr.write(`${failed.length} node(s) could not be probed: ${failed.map((n) => n.name).join(', ')}\n`);
+      return ExitCode.RemediationFailed;
+    }
+    return ExitCode.Ok;
+  } finally {
+    await connection.close();
+  }
+}
+
+async function withRun<T>(cfg: Config, runId: string, fn: (h: WorkflowHandle, client: Client) => Promise<T>): Promise<T> {
+  const id = parseArgs(RunId, runId);
+  const { client, connection } = await connectClient(cfg);
+  try {
+    return await fn(client.workflow.getHandle(id), client);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new CliError(`no run ${JSON.stringify(id)} in namespace ${cfg.temporal.namespace}`);
+    throw err;
+  } finally {
+    await connection.close();
+  }
+}
+
+export async function statusCommand(cfg: Config, runId: string, opts: { json?: boolean }, out: NodeJS.WritableStream): Promise<number> {
+  return withRun(cfg, runId, async (h) => {
+    const d = await h.describe();
+    const view: Record<string, unknown> = {
+      runId: d.workflowId,
+      remediation: d.type,
+      status: d.status.name,
+      cluster: d.typedSearchAttributes.get(SA_CLUSTER) ?? null,
+      nodes: d.typedSearchAttributes.get(SA_NODE) ?? [],
+      startTime: d.startTime.toISOString(),
+      closeTime: d.closeTime?.toISOString() ?? null,
+      progress: null,
+      result: null,
+      failure: null,
+    };
+    try {
+      view.progress = await h.query<RunStatus>(STATUS_QUERY);
+    } catch {
+      // Closed long ago or no worker to answer: the status line and result still tell the story.
+    }
+    if (d.status.name === 'COMPLETED') view.result = await h.result();
+    if (d.status.name === 'FAILED') {
+      try {
+        await h.result();
+      } catch (err) {
+        view.failure = ((err as Error).cause as Error | undefined)?.message ?? (err as Error).message;
+      }
+    }
+    if (opts.json) {
+      out.write(`${JSON.stringify(view)}\n`);
+      return ExitCode.Ok;
+    }
+    out.write(`${view.runId}\n  remediation  ${view.remediation}\n  cluster      ${view.cluster}\n  nodes        ${(view.nodes as string[]).join(', ')}\n  status       ${view.status}\n  started      ${view.startTime}\n`);
+    if (view.closeTime) out.write(`  closed       ${view.closeTime}\n`);
+    const p = view.progress as RunStatus | null;
+    if (p) {
+      out.write(`  phase        ${p.phase}\n`);
+      for (const [n, st] of Object.entries(p.nodes)) out.write(`    ${n.padEnd(24)} ${st.phase}${st.detail ? `  ${st.detail}` : ''}\n`);
+    }
+    if (view.failure) out.write(`  failure      ${view.failure}\n`);
+    if (view.result && d.type === 'probe') out.write(`\n${probeText(view.result as ProbeReport)}`);
+    return ExitCode.Ok;
+  });
+}
+
+const ListArgs = z.object({
+  cluster: clusterName.optional(),
+  node: nodeName.optional(),
+  remediation: z.enum(REMEDIATIONS).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(20),
+  json: z.boolean().default(false),
+});
+
+/** A visibility query from validated values only: the patterns admit no quote characters. */
+export function listQuery(f: { cluster?: string; node?: string; remediation?: string }): string {
+  const parts = [f.remediation ? `${SA_REMEDIATION.name} = '${f.remediation}'` : `${SA_REMEDIATION.name} IN (${REMEDIATIONS.map((r) => `'${r}'`).join(', ')})`];
+  if (f.cluster) parts.push(`${SA_CLUSTER.name} = '${f.cluster}'`);
+  if (f.node) parts.push(`${SA_NODE.name} = '${f.node}'`);
+  return parts.join(' AND ');
+}
+
+export async function listCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
+  const args = parseArgs(ListArgs, raw);
+  const { client, connection } = await connectClient(cfg);
+  try {
+    const rows: Array<Record<string, unknown>> = [];
+    for await (const w of client.workflow.list({ query: listQuery(args), pageSize: Math.min(args.limit, 100) })) {
+      rows.push({
+        runId: w.workflowId,
+        remediation: w.type,
+        cluster: w.typedSearchAttributes.get(SA_CLUSTER) ?? null,
+        nodes: w.typedSearchAttributes.get(SA_NODE) ?? [],
+        status: w.status.name,
+        startTime: w.startTime.toISOString(),
+        closeTime: w.closeTime?.toISOString() ?? null,
+      });
+      if (rows.length >= args.limit) break;
+    }
+    if (args.json) {
+      out.write(`${JSON.stringify(rows)}\n`);
+    } else if (rows.length === 0) {
+      out.write('no runs\n');
+    } else {
+      out.write(`${'RUN'.padEnd(48)} ${'STATUS'.padEnd(11)} ${'STARTED'.padEnd(24)} NODES\n`);
+      for (const r of rows) out.write(`${String(r.runId).padEnd(48)} ${String(r.status).padEnd(11)} ${String(r.startTime).padEnd(24)} ${(r.nodes as string[]).join(',')}\n`);
+    }
+    return ExitCode.Ok;
+  } finally {
+    await connection.close();
+  }
+}
+
+export async function approveCommand(cfg: Config, runId: string, raw: { actor?: string; comment?: string }, out: NodeJS.WritableStream): Promise<number> {
+  const a = parseArgs(z.object({ actor: freeText(200).optional(), comment: freeText(2000).optional() }), raw);
+  return withRun(cfg, runId, async (h) => {
+    try {
+      await h.executeUpdate('approve', { args: [{ approver: actorName(a.actor), comment: a.comment ?? '' }] });
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) {
+        const msg = err.cause?.message ?? err.message;
+        if (/handler|unknown update|not registered/i.test(msg)) throw new CliError(`run ${runId} has nothing to approve (${msg})`);
+        throw new CliError(`approval rejected: ${msg}`);
+      }
+      const msg = (err as Error).message ?? '';
+      if (/already completed|not found/i.test(msg)) throw new CliError(`run ${runId} is not waiting for approval: ${msg}`);
+      throw err;
+    }
+    out.write(`approved ${runId}\n`);
+    return ExitCode.Ok;
+  });
+}
+
+export async function cancelCommand(cfg: Config, runId: string, out: NodeJS.WritableStream): Promise<number> {
+  return withRun(cfg, runId, async (h) => {
+    const d = await h.describe();
+    if (d.status.name !== 'RUNNING') throw new CliError(`run ${runId} is ${d.status.name}, not running: nothing to cancel`);
+    await h.cancel();
+    out.write(`cancellation requested for ${runId}; its compensations run before it stops (kubemend status ${runId})\n`);
+    return ExitCode.Ok;
+  });
+}
+

@@ -1,0 +1,54 @@
+/**
+ * `kubemend server`: the embedded default. Runs the Temporal CLI's dev server (built from
+ * source by `npm run tools`) with its SQLite database on disk, kubemend's search
+ * attributes registered, and the Web UI on its own port.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { Config } from '../lib/config';
+import { ExitCode } from '../lib/failures';
+import { SEARCH_ATTRIBUTES } from '../lib/search-attributes';
+import { CliError } from './errors';
+
+export function temporalBinary(env: NodeJS.ProcessEnv = process.env): string {
+  return env.KUBEMEND_TEMPORAL_BIN ?? resolve(__dirname, '..', '..', '.tools', 'bin', 'temporal');
+}
+
+export function devServerArgs(cfg: Config): string[] {
+  const [host, port] = splitHostPort(cfg.temporal.address);
+  return [
+    'server', 'start-dev',
+    '--db-filename', cfg.server.dbFile,
+    '--ip', host,
+    '--port', port,
+    '--ui-port', String(cfg.server.uiPort),
+    '--namespace', cfg.temporal.namespace,
+    '--log-level', 'warn',
+    ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a.name}=${a.cliType}`]),
+  ];
+}
+
+function splitHostPort(address: string): [string, string] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i).replace(/^\[|\]$/g, ''), address.slice(i + 1)];
+}
+
+export async function serverCommand(cfg: Config): Promise<number> {
+  const bin = temporalBinary();
+  if (!existsSync(bin)) throw new CliError(`Temporal CLI not found at ${bin}: build it with \`npm run tools\` (or set KUBEMEND_TEMPORAL_BIN)`);
+  mkdirSync(dirname(cfg.server.dbFile), { recursive: true });
+  const args = devServerArgs(cfg);
+  process.stderr.write(`kubemend server: Temporal on ${cfg.temporal.address}, Web UI on http://127.0.0.1:${cfg.server.uiPort}, data in ${cfg.server.dbFile}\n`);
+  const child = spawn(bin, args, { stdio: 'inherit' });
+  const forward = (sig: NodeJS.Signals) => child.kill(sig);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  return new Promise((done) => {
+    child.on('exit', (code, signal) => done(signal ? ExitCode.Ok : (code ?? ExitCode.RemediationFailed)));
+    child.on('error', (err) => {
+      process.stderr.write(`kubemend server: ${err.message}\n`);
+      done(ExitCode.RemediationFailed);
+    });
+  });
+}

@@ -1,0 +1,215 @@
+/**
+ * kubemend's one config file: Temporal connection, remediation policy, clusters and their
+ * nodes. Parsing is pure (text in, typed config or a list of field errors out); reading
+ * the file and resolving paths against its directory happen in the caller.
+ */
+import { z } from 'zod';
+import { durationMs } from './duration';
+import { clusterName, filePath, host, loginName, nodeName, port } from './patterns';
+
+const hostPort = z.string().refine((v) => /^[A-Za-z0-9.-]+:\d{1,5}$/.test(v) || /^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/.test(v), {
+  message: 'must be host:port',
+});
+const identifier = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be 1-200 of A-Z a-z 0-9 . _ - (no spaces)');
+
+/** SSH settings; each can be given per cluster (defaults) and overridden per node. */
+const sshFields = {
+  port: port.optional(),
+  user: loginName.optional(),
+  privateKeyPath: filePath.optional(),
+  agent: z.union([z.literal(true), filePath]).optional(),
+  knownHostsPath: filePath.optional(),
+};
+
+const NodeSchema = z
+  .object({
+    name: nodeName,
+    role: z.enum(['control-plane', 'worker']),
+    host,
+    ...sshFields,
+  })
+  .strict();
+
+const ClusterSchema = z
+  .object({
+    name: clusterName,
+    kubeconfig: filePath.optional(),
+    context: z.string().min(1).max(253).optional(),
+    ssh: z.object(sshFields).strict().optional(),
+    nodes: z.array(NodeSchema).min(1, 'a cluster needs at least one node'),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Map<string, number>();
+    c.nodes.forEach((n, i) => {
+      const first = seen.get(n.name);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['nodes', i, 'name'], message: `duplicate node name ${JSON.stringify(n.name)} (also nodes[${first}])` });
+      }
+      seen.set(n.name, i);
+    });
+  });
+
+export const ConfigSchema = z
+  .object({
+    temporal: z
+      .object({
+        address: hostPort.default('127.0.0.1:7233'),
+        namespace: identifier.default('default'),
+        taskQueue: identifier.default('kubemend'),
+      })
+      .strict()
+      .default({ address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'kubemend' }),
+    server: z
+      .object({
+        dbFile: filePath.default('.kubemend/temporal.db'),
+        uiPort: port.default(8233),
+      })
+      .strict()
+      .default({ dbFile: '.kubemend/temporal.db', uiPort: 8233 }),
+    ssh: z
+      .object({
+        connectTimeout: durationMs({ min: 100, max: 300_000 }).default(10_000),
+        commandTimeout: durationMs({ min: 100, max: 3_600_000 }).default(60_000),
+      })
+      .strict()
+      .default({ connectTimeout: 10_000, commandTimeout: 60_000 }),
+    policy: z
+      .object({
+        maxUnavailable: z.number().int().min(1).max(100).default(1),
+        approvalRequired: z.boolean().default(true),
+        approvalTimeout: durationMs({ min: 1000, max: 7 * 86_400_000 }).default(3_600_000),
+        drainTimeout: durationMs({ min: 1000, max: 86_400_000 }).default(600_000),
+      })
+      .strict()
+      .default({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000 }),
+    clusters: z.array(ClusterSchema).min(1, 'at least one cluster is required'),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const seen = new Set<string>();
+    cfg.clusters.forEach((c, i) => {
+      if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['clusters', i, 'name'], message: `duplicate cluster name ${JSON.stringify(c.name)}` });
+      seen.add(c.name);
+      c.nodes.forEach((n, j) => {
+        const ssh = { ...c.ssh, ...stripUndefined(n) };
+        if (!ssh.privateKeyPath && !ssh.agent) {
+          ctx.addIssue({ code: 'custom', path: ['clusters', i, 'nodes', j], message: 'no SSH credential: set privateKeyPath or agent (on the node or in the cluster\'s ssh block)' });
+        }
+        if (!ssh.knownHostsPath) {
+          ctx.addIssue({ code: 'custom', path: ['clusters', i, 'nodes', j], message: 'no knownHostsPath: host keys are always verified, so a known_hosts file is required' });
+        }
+      });
+    });
+  });
+
+export type Config = z.output<typeof ConfigSchema>;
+export type ClusterConfig = Config['clusters'][number];
+
+/** Everything needed to open an SSH session to one node, after defaults are applied. */
+export interface NodeTarget {
+  cluster: string;
+  name: string;
+  role: 'control-plane' | 'worker';
+  host: string;
+  port: number;
+  user: string;
+  privateKeyPath?: string;
+  agent?: string;
+  knownHostsPath: string;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[], readonly source?: string) {
+    super(`${source ? `${source}: ` : ''}invalid config:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** "clusters[0].nodes[1].name" from zod's path array. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
+  return out || '(top level)';
+}
+
+export function formatZodIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
+}
+
+/**
+ * Validates a parsed YAML document. `resolvePath` turns a relative path into an absolute
+ * one (relative to the config file's directory); `env` supplies SSH_AUTH_SOCK for `agent: true`.
+ */
+export function parseConfig(
+  doc: unknown,
+  opts: { resolvePath: (p: string) => string; env?: Record<string, string | undefined>; source?: string },
+): Config {
+  const result = ConfigSchema.safeParse(doc ?? {});
+  if (!result.success) throw new ConfigError(formatZodIssues(result.error), opts.source);
+  const cfg = result.data;
+  const problems: string[] = [];
+  cfg.clusters.forEach((c, i) => {
+    if (c.kubeconfig) c.kubeconfig = opts.resolvePath(c.kubeconfig);
+    for (const n of c.nodes) {
+      for (const key of ['privateKeyPath', 'knownHostsPath'] as const) {
+        if (n[key]) n[key] = opts.resolvePath(n[key]!);
+      }
+      if (typeof n.agent === 'string') n.agent = opts.resolvePath(n.agent);
+    }
+    if (c.ssh) {
+      for (const key of ['privateKeyPath', 'knownHostsPath'] as const) {
+        if (c.ssh[key]) c.ssh[key] = opts.resolvePath(c.ssh[key]!);
+      }
+      if (typeof c.ssh.agent === 'string') c.ssh.agent = opts.resolvePath(c.ssh.agent);
+    }
+    const needsAgent = c.nodes.some((n) => (n.agent ?? c.ssh?.agent) === true && !(n.privateKeyPath ?? c.ssh?.privateKeyPath));
+    if (needsAgent && !opts.env?.SSH_AUTH_SOCK) {
+      problems.push(`clusters[${i}].ssh.agent: agent is true but SSH_AUTH_SOCK is not set`);
+    }
+  });
+  cfg.server.dbFile = opts.resolvePath(cfg.server.dbFile);
+  if (problems.length) throw new ConfigError(problems, opts.source);
+  return cfg;
+}
+
+export function findCluster(cfg: Config, name: string): ClusterConfig | undefined {
+  return cfg.clusters.find((c) => c.name === name);
+}
+
+/** Applies cluster SSH defaults to a node. */
+export function nodeTarget(cluster: ClusterConfig, nodeName: string, env?: Record<string, string | undefined>): NodeTarget | undefined {
+  const n = cluster.nodes.find((x) => x.name === nodeName);
+  if (!n) return undefined;
+  const d = cluster.ssh ?? {};
+  const agent = n.agent ?? d.agent;
+  return {
+    cluster: cluster.name,
+    name: n.name,
+    role: n.role,
+    host: n.host,
+    port: n.port ?? d.port ?? 22,
+    user: n.user ?? d.user ?? 'root',
+    privateKeyPath: n.privateKeyPath ?? d.privateKeyPath,
+    agent: agent === true ? env?.SSH_AUTH_SOCK : agent,
+    knownHostsPath: (n.knownHostsPath ?? d.knownHostsPath)!,
+  };
+}
+
+/**
+ * Picks the target nodes of a run: every node of the cluster, or the named ones. Unknown
+ * names are an input error listing what the cluster does have.
+ */
+export function selectNodes(cluster: ClusterConfig, wanted: readonly string[] | undefined): { nodes: string[] } | { error: string } {
+  const all = cluster.nodes.map((n) => n.name);
+  if (!wanted || wanted.length === 0) return { nodes: all };
+  const unknown = wanted.filter((w) => !all.includes(w));
+  if (unknown.length) {
+    return { error: `cluster ${cluster.name} has no node ${unknown.map((u) => JSON.stringify(u)).join(', ')} (it has: ${all.join(', ')})` };
+  }
+  return { nodes: [...new Set(wanted)] };
+}

@@ -1,0 +1,33 @@
+/**
+ * Failure types carried by ApplicationFailure.type. The retry policy is derived from this
+ * table in one place: a type is retried only if it is marked transient.
+ */
+export const Failure = {
+  /** The node's SSH host key is not the one in known_hosts (or is revoked). */
+  HostKeyMismatch: 'HostKeyMismatch',
+  /** known_hosts has no entry for the node: kubemend never trusts on first use. */
+  HostKeyUnknown: 'HostKeyUnknown',
+  /** The server refused our credentials. Retrying will not change that. */
+  SshAuthFailed: 'SshAuthFailed',
+  /** A local credential or known_hosts file cannot be read. */
+  CredentialUnavailable: 'CredentialUnavailable',
+  /** The workflow input names a cluster or node the worker's config does not have. */
+  BadInput: 'BadInput',
+  /** A remote command exited non-zero where success was required. */
+  CommandFailed: 'CommandFailed',
+  /** Connect refused/timeout, connection reset, command timed out or dropped. */
+  SshTransient: 'SshTransient',
+} as const;
+export type FailureType = (typeof Failure)[keyof typeof Failure];
+
+const TRANSIENT: ReadonlySet<string> = new Set([Failure.SshTransient]);
+
+export const NON_RETRYABLE_FAILURES: string[] = Object.values(Failure).filter((t) => !TRANSIENT.has(t));
+
+/** CLI exit codes, documented in the README and in `kubemend --help`. */
+export const ExitCode = {
+  Ok: 0,
+  RemediationFailed: 1,
+  BadInput: 2,
+  Refused: 3,
+} as const;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what kubemend's demo and tests need, skipping whatever is already in place:
+#   - Debian packages: openssh-server (real sshd for tests and the demo), iproute2,
+#     docker-compose (parses docker-compose.yml offline; no engine is needed);
+#   - node_modules, via `npm ci`, when package-lock.json changed since the last install;
+#   - the Temporal binaries, built from pinned Go modules (scripts/build-tools.sh).
+# A second run takes about a second.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+need_pkgs=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need_pkgs+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_pkgs[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -d node_modules ] || [ "$(cat node_modules/.kubemend-lock.sha256 2>/dev/null)" != "$lock_sum" ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_sum" > node_modules/.kubemend-lock.sha256
+fi
+
+bash scripts/build-tools.sh

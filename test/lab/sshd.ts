@@ -1,0 +1,149 @@
+/**
+ * A private sshd on loopback (Debian's openssh-server) with its own host key, client key
+ * and known_hosts, in a directory of its own. It never touches the host's SSH config or
+ * keys. Tests use one per suite; the demo uses one as its "local node".
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const SSHD = process.env.KUBEMEND_SSHD ?? '/usr/sbin/sshd';
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export function keygen(path: string, type = 'ed25519'): string {
+  execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', 'kubemend-test', '-f', path], { stdio: 'ignore' });
+  return readFileSync(`${path}.pub`, 'utf8').trim();
+}
+
+/** Resolves once the port speaks SSH (the server sends its banner first). */
+async function waitForBanner(host: string, port: number, deadlineMs: number, child: ChildProcess): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  let lastErr = '';
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`sshd exited with code ${child.exitCode}`);
+    const banner = await new Promise<string>((resolve) => {
+      const sock = createConnection({ host, port });
+      let data = '';
+      sock.setTimeout(1000);
+      sock.on('data', (d) => {
+        data += d.toString();
+        sock.destroy();
+      });
+      sock.on('close', () => resolve(data));
+      sock.on('timeout', () => sock.destroy());
+      sock.on('error', (e) => {
+        lastErr = e.message;
+        resolve('');
+      });
+    });
+    if (banner.startsWith('SSH-2.0-')) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`sshd on ${host}:${port} did not come up: ${lastErr}`);
+}
+
+export interface LocalSshdOptions {
+  dir?: string;
+  host?: string;
+  port?: number;
+  hostKeyType?: 'ed25519' | 'ecdsa' | 'rsa';
+}
+
+export class LocalSshd {
+  private stderr = '';
+  private constructor(
+    readonly dir: string,
+    readonly host: string,
+    readonly port: number,
+    readonly hostPublicKey: string,
+    readonly clientKeyPath: string,
+    readonly knownHostsPath: string,
+    private readonly child: ChildProcess,
+    private readonly ownsDir: boolean,
+  ) {
+    child.stderr?.on('data', (d) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+  }
+
+  static async start(opts: LocalSshdOptions = {}): Promise<LocalSshd> {
+    const ownsDir = !opts.dir;
+    const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'kubemend-sshd-'));
+    mkdirSync(dir, { recursive: true });
+    const host = opts.host ?? '127.0.0.1';
+    const hostKey = join(dir, `ssh_host_${opts.hostKeyType ?? 'ed25519'}_key`);
+    const clientKey = join(dir, 'client_ed25519');
+    rmSync(hostKey, { force: true });
+    rmSync(`${hostKey}.pub`, { force: true });
+    rmSync(clientKey, { force: true });
+    rmSync(`${clientKey}.pub`, { force: true });
+    const hostPub = keygen(hostKey, opts.hostKeyType ?? 'ed25519');
+    const clientPub = keygen(clientKey);
+    writeFileSync(join(dir, 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
+    mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // sshd's privilege-separation directory
+
+    for (let attempt = 0; ; attempt++) {
+      const port = opts.port ?? (await freePort(host));
+      const cfg = join(dir, 'sshd_config');
+      writeFileSync(
+        cfg,
+        [
+          `Port ${port}`,
+          `ListenAddress ${host}`,
+          `HostKey ${hostKey}`,
+          `PidFile ${join(dir, 'sshd.pid')}`,
+          `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+          'PubkeyAuthentication yes',
+          'PasswordAuthentication no',
+          'KbdInteractiveAuthentication no',
+          'PermitRootLogin prohibit-password',
+          'UsePAM no',
+          // Test directories live under /tmp (world-writable); a real node's keys do not.
+          'StrictModes no',
+          'LogLevel ERROR',
+          '',
+        ].join('\n'),
+      );
+      const knownHosts = join(dir, 'known_hosts');
+      const [type, key] = hostPub.split(/\s+/);
+      writeFileSync(knownHosts, `[${host}]:${port} ${type} ${key}\n`);
+      const child = spawn(SSHD, ['-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const sshd = new LocalSshd(dir, host, port, hostPub, clientKey, knownHosts, child, ownsDir);
+      try {
+        await waitForBanner(host, port, 10_000, child);
+        return sshd;
+      } catch (err) {
+        await sshd.stop();
+        if (attempt >= 2 || opts.port) throw new Error(`${(err as Error).message}\n${sshd.stderr}`);
+      }
+    }
+  }
+
+  /** A known_hosts line for this server in OpenSSH's format. */
+  knownHostsLine(): string {
+    const [type, key] = this.hostPublicKey.split(/\s+/);
+    return `[${this.host}]:${this.port} ${type} ${key}`;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((r) => this.child.once('exit', r));
+      this.child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+      if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    }
+    if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}

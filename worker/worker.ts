@@ -1,0 +1,67 @@
+/**
+ * Process wiring: config in, clients built once, injected into activities, one task queue.
+ * Graceful shutdown: on SIGINT/SIGTERM the SDK stops polling, gives in-flight activities
+ * `shutdownGraceTime` to finish, then cancels them (they see it through their
+ * cancellation signal) and the process exits 0.
+ */
+import { Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities } from '../activities';
+import { KubeClients } from '../activities/kube';
+import { SshConnector } from '../activities/ssh';
+import type { Config } from '../lib/config';
+import { jsonLogger } from './log';
+import { ensureSearchAttributes } from './temporal-setup';
+
+export const WORKFLOWS_PATH = require.resolve('../workflows');
+
+export interface WorkerWiring {
+  /** A prebuilt bundle (tests build one per run); default: bundle workflows/ at start. */
+  workflowBundle?: { codePath: string };
+  connection?: NativeConnection;
+  identity?: string;
+  shutdownGraceTimeMs?: number;
+  env?: Record<string, string | undefined>;
+}
+
+export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Promise<Worker> {
+  const activities = createActivities({
+    config: cfg,
+    ssh: new SshConnector({ connectTimeoutMs: cfg.ssh.connectTimeout, commandTimeoutMs: cfg.ssh.commandTimeout }),
+    kube: new KubeClients(cfg),
+    env: wiring.env ?? process.env,
+  });
+  const connection = wiring.connection ?? (await NativeConnection.connect({ address: cfg.temporal.address }));
+  const options: WorkerOptions = {
+    connection,
+    namespace: cfg.temporal.namespace,
+    taskQueue: cfg.temporal.taskQueue,
+    activities,
+    ...(wiring.identity ? { identity: wiring.identity } : {}),
+    shutdownGraceTime: wiring.shutdownGraceTimeMs ?? 30_000,
+    ...(wiring.workflowBundle ? { workflowBundle: wiring.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+  };
+  return Worker.create(options);
+}
+
+/** `kubemend worker`: runs until SIGINT/SIGTERM. */
+export async function runWorker(cfg: Config): Promise<void> {
+  const logger = jsonLogger();
+  Runtime.install({ logger });
+  const client = await Connection.connect({ address: cfg.temporal.address });
+  try {
+    const added = await ensureSearchAttributes(client, cfg.temporal.namespace);
+    if (added.length) logger.info('registered search attributes', { added });
+  } finally {
+    await client.close();
+  }
+  const worker = await createWorker(cfg);
+  logger.info('kubemend worker started', {
+    address: cfg.temporal.address,
+    namespace: cfg.temporal.namespace,
+    taskQueue: cfg.temporal.taskQueue,
+    clusters: cfg.clusters.map((c) => c.name),
+  });
+  await worker.run();
+  logger.info('kubemend worker stopped');
+}

@@ -1,0 +1,2 @@
+// Every workflow kubemend's worker registers. Workflow code is deterministic: see ../README.md.
+export { probe, statusQuery } from './probe';
