@@ -5,7 +5,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from '../lib/config';
 import { ExitCode } from '../lib/failures';
-import { runWorker } from '../worker/worker';
 import { type GlobalOptions, loadConfig } from './connect';
 import { CliError } from './errors';
 import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
@@ -47,6 +46,8 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .command('worker')
     .description('run the kubemend Temporal worker until SIGINT/SIGTERM')
     .action(act(async () => {
+      // Loaded on demand: the worker's native bridge and bundler are not needed by other commands.
+      const { runWorker } = await import('../worker/worker');
       await runWorker(loadConfig(globals()));
       return ExitCode.Ok;
     }));

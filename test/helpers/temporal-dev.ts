@@ -1,0 +1,70 @@
+/** Starts the real Temporal dev server built by scripts/build-tools.sh (SQLite on disk). */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Connection } from '@temporalio/client';
+import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
+import { freePort } from '../lab/sshd';
+
+export const TOOLS_BIN = resolve(__dirname, '..', '..', '.tools', 'bin');
+
+export function toolPath(name: string): string {
+  const p = join(TOOLS_BIN, name);
+  if (!existsSync(p)) throw new Error(`${p} is missing: run \`npm run tools\` (scripts/build-tools.sh) first`);
+  return p;
+}
+
+/** Polls until the frontend answers, or the process dies, or the deadline passes. */
+export async function waitForFrontend(address: string, proc: ChildProcess, deadlineMs: number, log: () => string): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  while (Date.now() < until) {
+    if (proc.exitCode !== null) throw new Error(`Temporal exited with ${proc.exitCode}:\n${log()}`);
+    try {
+      const c = await Connection.connect({ address, connectTimeout: 1000 });
+      await c.workflowService.getSystemInfo({});
+      await c.close();
+      return;
+    } catch {
+      await sleep(250);
+    }
+  }
+  throw new Error(`Temporal on ${address} did not answer within ${deadlineMs} ms:\n${log()}`);
+}
+
+export interface DevServer {
+  address: string;
+  process: ChildProcess;
+}
+
+export async function startDevServer(dbFile: string): Promise<DevServer> {
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  let log = '';
+  const proc = spawn(
+    toolPath('temporal'),
+    [
+      'server', 'start-dev', '--headless',
+      '--db-filename', dbFile,
+      '--ip', '127.0.0.1', '--port', String(port),
+      '--log-level', 'warn',
+      ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a.name}=${a.cliType}`]),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  proc.stdout!.on('data', (d) => (log = (log + d).slice(-4000)));
+  proc.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
+  await waitForFrontend(address, proc, 60_000, () => log);
+  return { address, process: proc };
+}
+
+export async function stopProcess(p: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await Promise.race([exited, sleep(graceMs)]);
+  if (p.exitCode === null && p.signalCode === null) {
+    p.kill('SIGKILL');
+    await exited;
+  }
+}
