@@ -5,7 +5,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import type { temporal } from '@temporalio/proto';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../../lib/search-attributes';
 import type { ProbeReport } from '../../lib/probe';
@@ -21,6 +20,16 @@ let worker: RunningWorker;
 let dir: string;
 let config: string;
 const taskQueue = uniqueQueue('probe');
+
+/**
+ * KUBEMEND_RECORD_HISTORIES=1 saves a run's history for the replay test, exported by
+ * Temporal's own CLI in the standard JSON form.
+ */
+function recordHistory(runId: string, file: string): void {
+  if (!process.env.KUBEMEND_RECORD_HISTORIES) return;
+  const json = execFileSync(toolPath('temporal'), ['workflow', 'show', '--address', temporalAddress(), '--workflow-id', runId, '--output', 'json'], { encoding: 'utf8' });
+  writeFileSync(join(REPO, 'test', 'histories', file), json);
+}
 
 const runIdFrom = (stderr: string) => /started (\S+)/.exec(stderr)?.[1] ?? '';
 
@@ -111,11 +120,7 @@ test('probe returns the node facts over SSH as the stable JSON contract', async 
 
   const runId = runIdFrom(r.stderr);
   expect(runId).toMatch(/^probe-local-\d{8}T\d{6}Z-[0-9a-f]{6}$/);
-  if (process.env.KUBEMEND_RECORD_HISTORIES) {
-    const { client, close } = await testClient();
-    writeFileSync(join(REPO, 'test', 'histories', 'probe-one-node.json'), historyToJSON(await client.workflow.getHandle(runId).fetchHistory()));
-    await close();
-  }
+  recordHistory(runId, 'probe-one-node.json');
 
   // Search attributes make the run findable by node, with Temporal's own CLI too.
   const listed = JSON.parse(
@@ -150,11 +155,7 @@ test('a wrong host key is refused, and the refusal is not retried', async () => 
   expect(r.stderr).toContain('1 node(s) could not be probed: node2');
 
   const runId = runIdFrom(r.stderr);
-  if (process.env.KUBEMEND_RECORD_HISTORIES) {
-    const { client, close } = await testClient();
-    writeFileSync(join(REPO, 'test', 'histories', 'probe-host-key-mismatch.json'), historyToJSON(await client.workflow.getHandle(runId).fetchHistory()));
-    await close();
-  }
+  recordHistory(runId, 'probe-host-key-mismatch.json');
   const attempts = activityAttempts(await history(runId)).filter((a) => a.type === 'probeNode');
   // Two probeNode activities (node1, node2), each started once, though the policy allows 5.
   expect(attempts).toEqual([
