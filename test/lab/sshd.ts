@@ -22,6 +22,23 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/**
+ * A free port below 32768. Temporal's SQL schema keeps membership ports in a smallint,
+ * so its ports must fit in 15 bits; the kernel's ephemeral range (port 0) does not.
+ */
+export async function freeLowPort(host = '127.0.0.1'): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, host, () => srv.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port in 20000-32000');
+}
+
 export function keygen(path: string, type = 'ed25519'): string {
   execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', 'kubemend-test', '-f', path], { stdio: 'ignore' });
   return readFileSync(`${path}.pub`, 'utf8').trim();

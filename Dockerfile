@@ -1,0 +1,27 @@
+# kubemend worker image. Build stage compiles TypeScript; the runtime stage has production
+# dependencies only. The worker bundles workflows/ at start from the compiled sources.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY lib lib
+COPY workflows workflows
+COPY activities activities
+COPY worker worker
+COPY cli cli
+COPY scripts scripts
+COPY test test
+RUN npx tsc -p tsconfig.json
+
+FROM node:20-bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends openssh-client && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY --from=build /app/dist dist
+COPY bin bin
+USER node
+ENTRYPOINT ["node", "bin/kubemend"]
+CMD ["worker"]
