@@ -2,7 +2,8 @@
 # Installs what kubemend's demo and tests need, skipping whatever is already in place:
 #   - Debian packages: openssh-server (real sshd for tests and the demo), iproute2,
 #     docker-compose (parses docker-compose.yml offline; no engine is needed);
-#   - node_modules, via `npm ci`, when package-lock.json changed since the last install;
+#   - node_modules, at the versions package-lock.json pins, when the lockfile changed since
+#     the last install;
 #   - the Temporal binaries, built from pinned Go modules (scripts/build-tools.sh).
 # A second run takes about a second.
 set -euo pipefail
@@ -25,8 +26,11 @@ fi
 
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -d node_modules ] || [ "$(cat node_modules/.kubemend-lock.sha256 2>/dev/null)" != "$lock_sum" ]; then
-  echo "setup: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # Not `npm ci`: the registry reachable here serves no other platform's binaries (e.g.
+  # @swc/core-darwin-arm64 is a 404), so the lockfile cannot list them and `npm ci` calls it
+  # out of sync. `npm install --no-save` installs the locked versions and leaves the lock alone.
+  echo "setup: npm install (locked versions)"
+  npm install --no-save --no-audit --no-fund --loglevel=error
   echo "$lock_sum" > node_modules/.kubemend-lock.sha256
 fi
 
