@@ -5,14 +5,15 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Config } from '../lib/config';
 import { ExitCode } from '../lib/failures';
 import { SEARCH_ATTRIBUTES } from '../lib/search-attributes';
+import { TOOLS_BIN } from '../worker/paths';
 import { CliError } from './errors';
 
 export function temporalBinary(env: NodeJS.ProcessEnv = process.env): string {
-  return env.KUBEMEND_TEMPORAL_BIN ?? resolve(__dirname, '..', '..', '.tools', 'bin', 'temporal');
+  return env.KUBEMEND_TEMPORAL_BIN ?? join(TOOLS_BIN, 'temporal');
 }
 
 export function devServerArgs(cfg: Config): string[] {

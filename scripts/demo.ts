@@ -7,12 +7,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../worker/paths';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { freePort, LocalSshd } from '../test/lab/sshd';
 
-const root = resolve(__dirname, '..', '..');
+const root = REPO_ROOT;
 const dir = join(root, '.kubemend', 'demo');
 const kubemend = join(root, 'bin', 'kubemend');
 

@@ -2,15 +2,16 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { stringify } from 'yaml';
 import type { Config } from '../../lib/config';
 import { createWorker } from '../../worker/worker';
 import { loadConfigFile } from '../../worker/config-file';
+import { REPO_ROOT } from '../../worker/paths';
 
-export const REPO = resolve(__dirname, '..', '..');
+export const REPO = REPO_ROOT;
 export const CLI = join(REPO, 'bin', 'kubemend');
 
 export function temporalAddress(): string {

@@ -1,13 +1,13 @@
 /** Starts the real Temporal dev server built by scripts/build-tools.sh (SQLite on disk). */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
+import { TOOLS_BIN } from '../../worker/paths';
 import { freePort } from '../lab/sshd';
 
-export const TOOLS_BIN = resolve(__dirname, '..', '..', '.tools', 'bin');
 
 export function toolPath(name: string): string {
   const p = join(TOOLS_BIN, name);

@@ -6,13 +6,14 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../worker/paths';
 import { stringify } from 'yaml';
 import { freeLowPort } from '../lab/sshd';
 import { toolPath, waitForFrontend } from './temporal-dev';
 
 export const PG = { host: process.env.KUBEMEND_TEST_PGHOST ?? '127.0.0.1', port: Number(process.env.KUBEMEND_TEST_PGPORT ?? 5432), user: process.env.KUBEMEND_TEST_PGUSER ?? 'postgres' };
-const SCHEMA = resolve(__dirname, '..', '..', '.tools', 'schema', 'postgresql');
+const SCHEMA = join(REPO_ROOT, '.tools', 'schema', 'postgresql');
 
 export function psql(db: string, sql: string): string {
   return execFileSync('psql', ['-h', PG.host, '-p', String(PG.port), '-U', PG.user, '-d', db, '-v', 'ON_ERROR_STOP=1', '-tAc', sql], { encoding: 'utf8' }).trim();
