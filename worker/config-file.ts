@@ -1,6 +1,7 @@
 /** Reads kubemend's YAML config (--config, else $KUBEMEND_CONFIG) and validates it. */
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { type Config, ConfigError, parseConfig } from '../lib/config';
 
@@ -24,6 +25,10 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
     const msg = err instanceof YAMLParseError ? err.message.split('\n')[0] : String(err);
     throw new ConfigError([`not valid YAML: ${msg}`], path);
   }
-  const base = dirname(path);
-  return parseConfig(doc, { resolvePath: (p) => (isAbsolute(p) ? p : resolve(base, p)), env, source: path });
+  return parseConfig(doc, { resolvePath: configPathResolver(dirname(path)), env, source: path });
+}
+
+/** Paths in config: absolute, `~/...` (home directory), or relative to the config file's directory. */
+export function configPathResolver(base: string, home = homedir()): (p: string) => string {
+  return (p) => (p === '~' ? home : p.startsWith('~/') ? join(home, p.slice(2)) : isAbsolute(p) ? p : resolve(base, p));
 }

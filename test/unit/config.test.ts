@@ -1,5 +1,6 @@
 import { type Config, ConfigError, nodeTarget, parseConfig, selectNodes } from '../../lib/config';
 import { parseDuration } from '../../lib/duration';
+import { configPathResolver } from '../../worker/config-file';
 
 const resolvePath = (p: string) => (p.startsWith('/') ? p : `/etc/kubemend/${p}`);
 
@@ -138,4 +139,15 @@ describe('parseDuration', () => {
     ['500ms', 500], ['30s', 30_000], ['10m', 600_000], ['2h', 7_200_000], ['1.5s', 1500], ['45', 45_000],
   ])('%s = %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
   test.each(['', 'soon', '10 minutes', '-1s', '1d'])('%j is not a duration', (text) => expect(parseDuration(text)).toBeUndefined());
+});
+
+describe('configPathResolver', () => {
+  const r = configPathResolver('/etc/kubemend', '/home/sre');
+  test.each([
+    ['keys/id', '/etc/kubemend/keys/id'],
+    ['../shared/kh', '/etc/shared/kh'],
+    ['/abs/kh', '/abs/kh'],
+    ['~/.kube/lab.conf', '/home/sre/.kube/lab.conf'],
+    ['~other/x', '/etc/kubemend/~other/x'],
+  ])('%s -> %s', (p, want) => expect(r(p)).toBe(want));
 });
