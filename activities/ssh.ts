@@ -100,26 +100,37 @@ export class SshConnector implements SshPort {
 
     let verdict: HostKeyVerdict | undefined;
     const ssh = new NodeSSH();
+    const connecting = ssh.connect({
+      host: target.host,
+      port: target.port,
+      username: target.user,
+      privateKey,
+      agent: target.agent,
+      readyTimeout: this.opts.connectTimeoutMs,
+      keepaliveInterval: 5000,
+      keepaliveCountMax: 3,
+      algorithms: { serverHostKey: hostKeyAlgorithms(mine.map((e) => e.keyType)) as never },
+      hostVerifier: (key: Buffer) => {
+        verdict = verifyHostKey(known, target.host, target.port, key);
+        return verdict.verdict === 'ok';
+      },
+    });
+    // A cancelled activity (worker shutdown, run cancelled) must not sit out the handshake timeout.
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal!.reason ?? new Error('aborted'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
     try {
-      await ssh.connect({
-        host: target.host,
-        port: target.port,
-        username: target.user,
-        privateKey,
-        agent: target.agent,
-        readyTimeout: this.opts.connectTimeoutMs,
-        keepaliveInterval: 5000,
-        keepaliveCountMax: 3,
-        algorithms: { serverHostKey: hostKeyAlgorithms(mine.map((e) => e.keyType)) as never },
-        hostVerifier: (key: Buffer) => {
-          verdict = verifyHostKey(known, target.host, target.port, key);
-          return verdict.verdict === 'ok';
-        },
-      });
+      await Promise.race([connecting, aborted]);
     } catch (err) {
       ssh.dispose();
+      connecting.catch(() => undefined);
+      if (signal?.aborted) throw err;
       if (verdict && verdict.verdict !== 'ok') throw describeVerdict(verdict, target);
       throw classifyConnectError(err, target);
+    } finally {
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
     return new Session(ssh, target, this.opts.commandTimeoutMs, signal);
   }

@@ -67,6 +67,13 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ dbFile: '.kubemend/temporal.db', uiPort: 8233 }),
+    worker: z
+      .object({
+        /** On SIGINT/SIGTERM, how long in-flight activities may run on before they are cancelled. */
+        shutdownGraceTime: durationMs({ min: 0, max: 3_600_000 }).default(30_000),
+      })
+      .strict()
+      .default({ shutdownGraceTime: 30_000 }),
     ssh: z
       .object({
         connectTimeout: durationMs({ min: 100, max: 300_000 }).default(10_000),

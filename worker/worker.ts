@@ -38,7 +38,7 @@ export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Prom
     taskQueue: cfg.temporal.taskQueue,
     activities,
     ...(wiring.identity ? { identity: wiring.identity } : {}),
-    shutdownGraceTime: wiring.shutdownGraceTimeMs ?? 30_000,
+    shutdownGraceTime: wiring.shutdownGraceTimeMs ?? cfg.worker.shutdownGraceTime,
     ...(wiring.workflowBundle ? { workflowBundle: wiring.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
   };
   return Worker.create(options);
