@@ -153,6 +153,8 @@ function classifyConnectError(err: unknown, t: NodeTarget): ApplicationFailure {
 class Session implements SshSession {
   private dead: Error | undefined;
   private readonly onAbort = () => this.close();
+  /** Settles once, when the activity is cancelled; every command races it. */
+  private readonly aborted: Promise<'aborted'>;
 
   constructor(
     private readonly ssh: NodeSSH,
@@ -168,6 +170,7 @@ class Session implements SshSession {
       this.dead ??= new Error('connection closed');
     });
     signal?.addEventListener('abort', this.onAbort, { once: true });
+    this.aborted = new Promise((resolve) => signal?.addEventListener('abort', () => resolve('aborted'), { once: true }));
   }
 
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<CommandResult> {
@@ -180,9 +183,8 @@ class Session implements SshSession {
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
-    const aborted = new Promise<'aborted'>((resolve) => this.signal?.addEventListener('abort', () => resolve('aborted'), { once: true }));
     try {
-      const r = await Promise.race([this.ssh.execCommand(command), timedOut, aborted]);
+      const r = await Promise.race([this.ssh.execCommand(command), timedOut, this.aborted]);
       if (r === 'timeout') {
         this.close(); // the only sure way to stop a remote command whose channel we cannot signal
         throw transient(`${command} on ${this.target.name} did not finish within ${timeoutMs} ms`);

@@ -12,6 +12,8 @@ import { REPO_ROOT } from '../worker/paths';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { freePort, LocalSshd } from '../test/lab/sshd';
+import { waitForFrontend } from '../worker/temporal-setup';
+import { stopProcess } from '../test/helpers/temporal-dev';
 
 const root = REPO_ROOT;
 const dir = join(root, '.kubemend', 'demo');
@@ -20,30 +22,6 @@ const kubemend = join(root, 'bin', 'kubemend');
 function start(name: string, args: string[]): ChildProcess {
   const log = openSync(join(dir, `${name}.log`), 'w');
   return spawn(process.execPath, [kubemend, ...args], { stdio: ['ignore', log, log] });
-}
-
-async function stop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise((r) => p.once('exit', r));
-  p.kill('SIGTERM');
-  await Promise.race([exited, sleep(15_000)]);
-  if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-}
-
-async function waitForTemporal(address: string, server: ChildProcess): Promise<void> {
-  const until = Date.now() + 60_000;
-  while (Date.now() < until) {
-    if (server.exitCode !== null) throw new Error(`kubemend server exited (${server.exitCode}); see ${join(dir, 'server.log')}`);
-    try {
-      const c = await Connection.connect({ address, connectTimeout: 1000 });
-      await c.workflowService.getSystemInfo({});
-      await c.close();
-      return;
-    } catch {
-      await sleep(300);
-    }
-  }
-  throw new Error('Temporal did not come up within 60 s');
 }
 
 /** The worker bundles workflow code at start (a second or two); run the probe once it polls. */
@@ -96,7 +74,7 @@ clusters:
     console.error(`demo: starting Temporal dev server on 127.0.0.1:${port} (Web UI http://127.0.0.1:${uiPort})`);
     const server = start('server', ['--config', config, 'server']);
     procs.push(server);
-    await waitForTemporal(`127.0.0.1:${port}`, server);
+    await waitForFrontend(`127.0.0.1:${port}`, server, 60_000, () => `see ${join(dir, 'server.log')}`);
     console.error('demo: starting kubemend worker (JSON logs in .kubemend/demo/worker.log)');
     const worker = start('worker', ['--config', config, 'worker']);
     procs.unshift(worker);
@@ -110,7 +88,7 @@ clusters:
     console.error(`\ndemo: probe exited ${code}. Same run as JSON: kubemend --config ${config} list --json`);
     return code;
   } finally {
-    for (const p of procs) await stop(p);
+    for (const p of procs) await stopProcess(p, 15_000);
     await sshd.stop();
   }
 }

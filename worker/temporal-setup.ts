@@ -1,5 +1,7 @@
-/** Namespace-level setup kubemend needs: its custom search attributes. Idempotent. */
-import type { Connection } from '@temporalio/client';
+/** Namespace-level setup kubemend needs (its custom search attributes, idempotent), and waiting for a server to answer. */
+import type { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { SEARCH_ATTRIBUTES } from '../lib/search-attributes';
 
@@ -25,4 +27,21 @@ export async function ensureSearchAttributes(connection: Connection, namespace: 
     searchAttributes: Object.fromEntries(missing.map((a) => [a.name, INDEXED[a.cliType]])),
   });
   return missing.map((a) => a.name);
+}
+
+/** Polls until the frontend at `address` answers, or `proc` dies, or the deadline passes. */
+export async function waitForFrontend(address: string, proc: ChildProcess, deadlineMs: number, log: () => string): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  while (Date.now() < until) {
+    if (proc.exitCode !== null) throw new Error(`Temporal exited with ${proc.exitCode}:\n${log()}`);
+    try {
+      const c = await Connection.connect({ address, connectTimeout: 1000 });
+      await c.workflowService.getSystemInfo({});
+      await c.close();
+      return;
+    } catch {
+      await sleep(250);
+    }
+  }
+  throw new Error(`Temporal on ${address} did not answer within ${deadlineMs} ms:\n${log()}`);
 }

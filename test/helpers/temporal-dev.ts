@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Connection } from '@temporalio/client';
+import { waitForFrontend } from '../../worker/temporal-setup';
 import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
 import { TOOLS_BIN } from '../../worker/paths';
 import { freePort } from '../lab/sshd';
@@ -15,27 +15,12 @@ export function toolPath(name: string): string {
   return p;
 }
 
-/** Polls until the frontend answers, or the process dies, or the deadline passes. */
-export async function waitForFrontend(address: string, proc: ChildProcess, deadlineMs: number, log: () => string): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  while (Date.now() < until) {
-    if (proc.exitCode !== null) throw new Error(`Temporal exited with ${proc.exitCode}:\n${log()}`);
-    try {
-      const c = await Connection.connect({ address, connectTimeout: 1000 });
-      await c.workflowService.getSystemInfo({});
-      await c.close();
-      return;
-    } catch {
-      await sleep(250);
-    }
-  }
-  throw new Error(`Temporal on ${address} did not answer within ${deadlineMs} ms:\n${log()}`);
-}
-
 export interface DevServer {
   address: string;
   process: ChildProcess;
 }
+
+export { waitForFrontend };
 
 export async function startDevServer(dbFile: string): Promise<DevServer> {
   const port = await freePort();
