@@ -22,13 +22,15 @@ export interface WorkerWiring {
   identity?: string;
   shutdownGraceTimeMs?: number;
   env?: Record<string, string | undefined>;
+  /** Kubernetes clients already built from cfg (runWorker builds them before any network I/O). */
+  kube?: KubeClients;
 }
 
 export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Promise<Worker> {
   const activities = createActivities({
     config: cfg,
     ssh: new SshConnector({ connectTimeoutMs: cfg.ssh.connectTimeout, commandTimeoutMs: cfg.ssh.commandTimeout }),
-    kube: new KubeClients(cfg),
+    kube: wiring.kube ?? new KubeClients(cfg),
     env: wiring.env ?? process.env,
   });
   const connection = wiring.connection ?? (await NativeConnection.connect({ address: cfg.temporal.address }));
@@ -46,6 +48,7 @@ export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Prom
 
 /** `kubemend worker`: runs until SIGINT/SIGTERM. */
 export async function runWorker(cfg: Config): Promise<void> {
+  const kube = new KubeClients(cfg); // a bad kubeconfig is a config error (exit 2) before anything connects
   const logger = jsonLogger();
   Runtime.install({ logger });
   const client = await Connection.connect({ address: cfg.temporal.address });
@@ -55,7 +58,7 @@ export async function runWorker(cfg: Config): Promise<void> {
   } finally {
     await client.close();
   }
-  const worker = await createWorker(cfg);
+  const worker = await createWorker(cfg, { kube });
   logger.info('kubemend worker started', {
     address: cfg.temporal.address,
     namespace: cfg.temporal.namespace,
