@@ -1,9 +1,10 @@
 # kubemend worker image. Build stage compiles TypeScript; the runtime stage has production
-# dependencies only. The worker bundles workflows/ at start from the compiled sources.
+# dependencies only. `npm run build` compiles and prebundles workflows/ (dist/workflow-bundle.js).
+# npm install --no-save, not npm ci: see scripts/setup.sh (the lockfile holds only linux-x64 binaries).
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm install --no-save --no-audit --no-fund
 COPY tsconfig.json ./
 COPY lib lib
 COPY workflows workflows
@@ -12,14 +13,14 @@ COPY worker worker
 COPY cli cli
 COPY scripts scripts
 COPY test test
-RUN npx tsc -p tsconfig.json
+RUN npm run build
 
 FROM node:20-bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends openssh-client && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+RUN npm install --no-save --omit=dev --no-audit --no-fund
 COPY --from=build /app/dist dist
 COPY bin bin
 USER node

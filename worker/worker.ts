@@ -10,13 +10,13 @@ import { createActivities } from '../activities';
 import { KubeClients } from '../activities/kube';
 import { SshConnector } from '../activities/ssh';
 import type { Config } from '../lib/config';
+import { prebuiltBundle, WORKFLOWS_PATH } from './bundle';
 import { jsonLogger } from './log';
 import { ensureSearchAttributes } from './temporal-setup';
 
-export const WORKFLOWS_PATH = require.resolve('../workflows');
 
 export interface WorkerWiring {
-  /** A prebuilt bundle (tests build one per run); default: bundle workflows/ at start. */
+  /** A prebuilt bundle; default: dist/workflow-bundle.js when fresh, else bundle workflows/ at start. */
   workflowBundle?: { codePath: string };
   connection?: NativeConnection;
   identity?: string;
@@ -41,9 +41,13 @@ export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Prom
     activities,
     ...(wiring.identity ? { identity: wiring.identity } : {}),
     shutdownGraceTime: wiring.shutdownGraceTimeMs ?? cfg.worker.shutdownGraceTime,
-    ...(wiring.workflowBundle ? { workflowBundle: wiring.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    ...workflowSource(wiring.workflowBundle ?? prebuiltBundle()),
   };
   return Worker.create(options);
+}
+
+function workflowSource(bundle: { codePath: string } | undefined): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> {
+  return bundle ? { workflowBundle: bundle } : { workflowsPath: WORKFLOWS_PATH };
 }
 
 /** `kubemend worker`: runs until SIGINT/SIGTERM. */
