@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what kubemend's demo and tests need, skipping whatever is already in place:
 #   - Debian packages: openssh-server (real sshd for tests and the demo), iproute2,
-#     docker-compose (parses docker-compose.yml offline; no engine is needed);
+#     docker-compose (parses docker-compose.yml offline; no engine is needed), socat and
+#     util-linux (the lab), systemd (systemd-machine-id-setup, run inside lab nodes);
 #   - node_modules, at the versions package-lock.json pins, when the lockfile changed since
 #     the last install;
 #   - the Temporal binaries, built from pinned Go modules (scripts/build-tools.sh).
@@ -16,6 +17,9 @@ command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)           # the lab's loopback forwarders
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v systemd-machine-id-setup >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   sudo=""

@@ -1,0 +1,310 @@
+/**
+ * The proving ground, part 1 (foundation): lab nodes that are real network, UTS and mount
+ * namespaces on this machine, each with its own sshd, hostname, machine-id, boot id and
+ * interfaces, reachable by kubemend through a loopback port.
+ *
+ * Nothing touches the host's machine-id, hostname, links, routes or mount table:
+ *  - a node is a holder process made by `unshare --net --uts --mount` (no `ip netns add`,
+ *    which would leave bind mounts under /run/netns in the host's mount table);
+ *  - its /etc and /var/lib are overlays on the host's, with a per-node upper directory in
+ *    .lab/nodes/<name>/, and /run is a private tmpfs, all inside the node's mount namespace;
+ *  - the host-only network's bridge lives in a lab "hub" namespace, not on the host;
+ *  - kubemend reaches a node's sshd (on the node's own lab address) through a socat
+ *    forwarder on 127.0.0.1 that connects from inside the node's namespace.
+ * Every lab process carries a marker in argv[0] ("kmlab-..." + the lab directory), so
+ * `down` finds and stops them from /proc alone, after a crash or a killed `up` too; the
+ * namespaces disappear with their last process.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+import { freePort, keygen } from './sshd';
+
+export const HOSTONLY_PREFIX = '10.213.0';
+export const NAT_ADDRESS = '10.0.2.15/24';
+export const NAT_GATEWAY = '10.0.2.2';
+export const MAX_NODES = 200;
+
+export interface LabNode {
+  name: string;
+  role: 'control-plane' | 'worker';
+  /** The node's address on the lab's host-only network (enp0s8), where its sshd listens. */
+  address: string;
+  /** Loopback port of the forwarder to the node's sshd. */
+  port: number;
+  holderPid: number;
+  forwarderPid: number;
+  machineId: string;
+}
+
+export interface LabState {
+  dir: string;
+  hubPid: number;
+  nodes: LabNode[];
+}
+
+export class LabError extends Error {}
+
+const SSHD = '/usr/sbin/sshd';
+
+/**
+ * Runs inside a new node's namespaces, before anything else: mounts its persistent state
+ * over /etc and /var/lib, gives it a private /run, its own boot id and hostname, records
+ * its pid and becomes the marked holder. Arguments: $1 lab dir, $2 node dir, $3 name.
+ */
+const NODE_SETUP = [
+  'set -e',
+  'mount -t overlay kmlab-etc -o "lowerdir=/etc,upperdir=$2/etc.upper,workdir=$2/etc.work" /etc',
+  'mount -t overlay kmlab-varlib -o "lowerdir=/var/lib,upperdir=$2/varlib.upper,workdir=$2/varlib.work" /var/lib',
+  'mount -t tmpfs kmlab-run /run',
+  'mkdir -p /run/sshd /run/flannel',
+  'mount --bind "$2/run-flannel" /run/flannel',
+  'mount --bind "$2/boot_id" /proc/sys/kernel/random/boot_id',
+  'hostname "$3"',
+  'ip link set lo up',
+  'echo $$ > "$2/holder.pid"',
+  'exec -a "kmlab-node $1 $3" sleep infinity',
+].join('\n');
+
+/** The hub holds the host-only bridge. Arguments: $1 lab dir. */
+const HUB_SETUP = ['set -e', 'ip link set lo up', 'ip link add br-lab type bridge', 'ip link set br-lab up', 'echo $$ > "$1/hub.pid"', 'exec -a "kmlab-hub $1" sleep infinity'].join('\n');
+
+function run(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new LabError(`${cmd} ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`);
+  }
+}
+
+/** Runs a command in the network namespace of `pid`. */
+const inNet = (pid: number, cmd: string, ...args: string[]) => run('nsenter', ['-t', String(pid), '-n', '--', cmd, ...args]);
+
+function detached(cmd: string, args: string[]): ChildProcess {
+  const child = spawn(cmd, args, { detached: true, stdio: 'ignore' });
+  child.unref();
+  return child;
+}
+
+async function waitForFile(path: string, what: string, timeoutMs = 10_000): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (existsSync(path)) {
+      const text = readFileSync(path, 'utf8').trim();
+      if (text) return text;
+    }
+    await sleep(20);
+  }
+  throw new LabError(`${what} did not start within ${timeoutMs} ms`);
+}
+
+function holder(setup: string, args: string[], unshareFlags: string[]): void {
+  detached('unshare', [...unshareFlags, '--propagation', 'private', '--fork', '--', 'bash', '-c', setup, 'kmlab-setup', ...args]);
+}
+
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) throw new LabError('the lab needs root: it creates network and mount namespaces (run it as root or with sudo)');
+}
+
+export function statePath(dir: string): string {
+  return join(dir, 'state.json');
+}
+
+export function readState(dir: string): LabState | undefined {
+  return existsSync(statePath(dir)) ? (JSON.parse(readFileSync(statePath(dir), 'utf8')) as LabState) : undefined;
+}
+
+async function startNode(dir: string, hubPid: number, index: number, clientPub: string): Promise<LabNode> {
+  const name = `node${index}`;
+  const nodeDir = join(dir, 'nodes', name);
+  for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh']) mkdirSync(join(nodeDir, d), { recursive: true });
+  const machineId = randomBytes(16).toString('hex');
+  writeFileSync(join(nodeDir, 'etc.upper', 'machine-id'), `${machineId}\n`);
+  writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
+  writeFileSync(join(nodeDir, 'etc.upper', 'hostname'), `${name}\n`);
+  writeFileSync(join(nodeDir, 'boot_id'), `${randomUUID()}\n`);
+  const hostKey = join(nodeDir, 'ssh', 'ssh_host_ed25519_key');
+  if (!existsSync(hostKey)) keygen(hostKey);
+  writeFileSync(join(nodeDir, 'ssh', 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
+  const address = `${HOSTONLY_PREFIX}.${10 + index}`;
+  writeFileSync(
+    join(nodeDir, 'ssh', 'sshd_config'),
+    [
+      `ListenAddress ${address}:22`,
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${join(nodeDir, 'ssh', 'authorized_keys')}`,
+      `PidFile /run/sshd.pid`,
+      'PubkeyAuthentication yes',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'PermitRootLogin prohibit-password',
+      'UsePAM no',
+      'StrictModes no',
+      'LogLevel ERROR',
+      '',
+    ].join('\n'),
+  );
+  rmSync(join(nodeDir, 'holder.pid'), { force: true });
+  holder(NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount']);
+  const holderPid = Number(await waitForFile(join(nodeDir, 'holder.pid'), `node ${name}`));
+
+  // enp0s8: the host-only network, its peer on the hub's bridge.
+  const hubSide = `h-${name}`;
+  inNet(hubPid, 'ip', 'link', 'add', hubSide, 'type', 'veth', 'peer', 'name', 'enp0s8', 'netns', String(holderPid));
+  inNet(hubPid, 'ip', 'link', 'set', hubSide, 'master', 'br-lab', 'up');
+  // enp0s3: VirtualBox NAT lookalike, 10.0.2.15 on every node, the gateway's end in the hub.
+  const natSide = `n-${name}`;
+  inNet(hubPid, 'ip', 'link', 'add', natSide, 'type', 'veth', 'peer', 'name', 'enp0s3', 'netns', String(holderPid));
+  inNet(hubPid, 'ip', 'addr', 'add', `${NAT_GATEWAY}/24`, 'dev', natSide);
+  inNet(hubPid, 'ip', 'link', 'set', natSide, 'up');
+  inNet(holderPid, 'ip', 'addr', 'add', `${address}/24`, 'dev', 'enp0s8');
+  inNet(holderPid, 'ip', 'addr', 'add', NAT_ADDRESS, 'dev', 'enp0s3');
+  inNet(holderPid, 'ip', 'link', 'set', 'enp0s8', 'up');
+  inNet(holderPid, 'ip', 'link', 'set', 'enp0s3', 'up');
+  inNet(holderPid, 'ip', 'route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
+
+  run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
+
+  const port = await freePort();
+  const fwd = detached('bash', [
+    '-c',
+    'exec -a "kmlab-fwd $1 $2" socat "TCP-LISTEN:$3,bind=127.0.0.1,reuseaddr,fork" "EXEC:nsenter -t $4 -n -- socat STDIO TCP\\:$5\\:22"',
+    'kmlab-fwd',
+    dir,
+    name,
+    String(port),
+    String(holderPid),
+    address,
+  ]);
+  return { name, role: index === 1 ? 'control-plane' : 'worker', address, port, holderPid, forwarderPid: fwd.pid!, machineId };
+}
+
+async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  const { createConnection } = await import('node:net');
+  while (Date.now() < until) {
+    const banner = await new Promise<string>((resolve) => {
+      const s = createConnection({ host: '127.0.0.1', port: node.port });
+      let data = '';
+      s.setTimeout(1000);
+      s.on('data', (d) => {
+        data += d;
+        s.destroy();
+      });
+      s.on('close', () => resolve(data));
+      s.on('timeout', () => s.destroy());
+      s.on('error', () => resolve(''));
+    });
+    if (banner.startsWith('SSH-2.0-')) return;
+    await sleep(50);
+  }
+  throw new LabError(`${node.name}: sshd did not answer through 127.0.0.1:${node.port} within ${timeoutMs} ms`);
+}
+
+export interface UpOptions {
+  dir: string;
+  nodes: number;
+}
+
+/** Brings the lab up. A lab already there is taken down first. */
+export async function up(opts: UpOptions): Promise<LabState> {
+  requireRoot();
+  if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > MAX_NODES) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${opts.nodes}`);
+  await down(opts.dir);
+  mkdirSync(opts.dir, { recursive: true });
+  const clientKey = join(opts.dir, 'id_ed25519');
+  const clientPub = keygen(clientKey);
+  holder(HUB_SETUP, [opts.dir], ['--net']);
+  const hubPid = Number(await waitForFile(join(opts.dir, 'hub.pid'), 'the lab hub'));
+  const nodes: LabNode[] = [];
+  try {
+    for (let i = 1; i <= opts.nodes; i++) nodes.push(await startNode(opts.dir, hubPid, i, clientPub));
+    await Promise.all(nodes.map((n) => waitForSsh(n)));
+  } catch (err) {
+    await down(opts.dir);
+    throw err;
+  }
+  const state: LabState = { dir: opts.dir, hubPid, nodes };
+  writeFileSync(statePath(opts.dir), `${JSON.stringify(state, null, 2)}\n`);
+  writeKubemendConfig(state, clientKey);
+  return state;
+}
+
+function writeKubemendConfig(state: LabState, clientKey: string): void {
+  const hostKeyLine = (n: LabNode) => {
+    const [type, key] = readFileSync(join(state.dir, 'nodes', n.name, 'ssh', 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(/\s+/);
+    return `[127.0.0.1]:${n.port} ${type} ${key}`;
+  };
+  const knownHosts = join(state.dir, 'known_hosts');
+  writeFileSync(knownHosts, `${state.nodes.map(hostKeyLine).join('\n')}\n`);
+  writeFileSync(
+    join(state.dir, 'kubemend.yaml'),
+    `# Written by \`npm run lab -- up\`: the lab's nodes, reached through loopback forwarders.\n${stringify({
+      clusters: [
+        {
+          name: 'lab',
+          ssh: { user: 'root', privateKeyPath: clientKey, knownHostsPath: knownHosts },
+          nodes: state.nodes.map((n) => ({ name: n.name, role: n.role, host: '127.0.0.1', port: n.port })),
+        },
+      ],
+    })}`,
+  );
+}
+
+/** Processes of this lab: argv[0] "kmlab-<kind> <dir> ...". */
+export function labProcesses(dir: string): Array<{ pid: number; argv0: string }> {
+  const out: Array<{ pid: number; argv0: string }> = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv0: string;
+    try {
+      argv0 = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0];
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (/^kmlab-(node|hub|fwd) /.test(argv0) && argv0.split(' ')[1] === dir) out.push({ pid: Number(entry), argv0 });
+  }
+  return out;
+}
+
+function netnsOf(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/net`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Stops every process of the lab in `dir` (holders, forwarders, and whatever runs in a
+ * node's namespaces: sshd, sessions) and removes the directory. Safe to repeat.
+ */
+export async function down(dir: string): Promise<{ killed: number }> {
+  requireRoot();
+  const marked = labProcesses(dir);
+  const hostNet = netnsOf(process.pid);
+  const labNets = new Set(marked.filter((p) => !p.argv0.startsWith('kmlab-fwd')).map((p) => netnsOf(p.pid)).filter((n): n is string => !!n && n !== hostNet));
+  const victims = new Set(marked.map((p) => p.pid));
+  if (labNets.size) {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const ns = netnsOf(Number(entry));
+      if (ns && labNets.has(ns)) victims.add(Number(entry));
+    }
+  }
+  for (const pid of victims) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  const until = Date.now() + 10_000;
+  while ([...victims].some((pid) => existsSync(`/proc/${pid}`)) && Date.now() < until) await sleep(20);
+  rmSync(dir, { recursive: true, force: true });
+  return { killed: victims.size };
+}

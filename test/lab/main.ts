@@ -1,0 +1,61 @@
+/**
+ * npm run lab -- up --nodes N | status | down
+ * Exit codes as kubemend's: 0 ok, 1 failed, 2 bad input (including "not root").
+ */
+import { Command, CommanderError } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../worker/paths';
+import { down, labProcesses, LabError, MAX_NODES, readState, requireRoot, up } from './lab';
+
+const DIR = process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab');
+
+async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const program = new Command('lab').description(`kubemend's proving ground: lab nodes in namespaces on this machine (state in ${DIR})`).exitOverride();
+  program
+    .command('up')
+    .description('bring the lab up (a lab already up is taken down first)')
+    .option('--nodes <n>', `number of nodes, 1-${MAX_NODES}`, '3')
+    .action(async (o: { nodes: string }) => {
+      if (!/^\d+$/.test(o.nodes)) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${JSON.stringify(o.nodes)}`);
+      const t0 = Date.now();
+      const state = await up({ dir: DIR, nodes: Number(o.nodes) });
+      console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      for (const n of state.nodes) console.log(`  ${n.name.padEnd(8)} ${n.role.padEnd(14)} ${n.address.padEnd(13)} ssh via 127.0.0.1:${n.port}`);
+      console.log(`kubemend config: ${join(DIR, 'kubemend.yaml')} (cluster "lab")`);
+    });
+  program
+    .command('status')
+    .description('show the nodes and whether their processes are alive')
+    .action(() => {
+      requireRoot();
+      const state = readState(DIR);
+      if (!state) {
+        console.log('lab is down');
+        return;
+      }
+      const alive = new Set(labProcesses(DIR).map((p) => p.pid));
+      for (const n of state.nodes) console.log(`${n.name.padEnd(8)} ${alive.has(n.holderPid) ? 'up  ' : 'DOWN'} ${n.address.padEnd(13)} 127.0.0.1:${n.port}`);
+      if (state.nodes.some((n) => !alive.has(n.holderPid))) code = 1;
+    });
+  program
+    .command('down')
+    .description('stop and remove everything the lab created (safe to repeat)')
+    .action(async () => {
+      const t0 = Date.now();
+      const had = existsSync(DIR);
+      const { killed } = await down(DIR);
+      console.log(had || killed ? `lab down: ${killed} process(es) stopped in ${((Date.now() - t0) / 1000).toFixed(1)} s` : 'lab was already down');
+    });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    console.error(`lab: ${(e as Error).message}`);
+    return e instanceof LabError && /needs root|--nodes/.test(e.message) ? 2 : 1;
+  }
+  return code;
+}
+
+main(process.argv.slice(2)).then((c) => process.exit(c));
