@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import type { ProbeReport } from '../../lib/probe';
 import { REPO_ROOT } from '../../worker/paths';
-import { down, labProcesses, type LabState, up } from '../lab/lab';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { weavePeerMac } from '../../lib/weave';
+import { down, labProcesses, type LabNode, type LabState, readState, up } from '../lab/lab';
 import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir, temporalAddress, uniqueQueue, writeConfig } from '../helpers/harness';
 
 /** What an operator would compare on the host: identity, links, routes, mounts. */
@@ -67,17 +69,23 @@ test('kubemend probes every lab node as its own machine', async () => {
     expect(n.dbusMachineId).toBe(lab.machineId);
     expect(n.machineId).not.toBe(before.machineId?.trim());
     expect(n.bootId).not.toBe(before.bootId?.trim());
-    expect(n.links.map((l) => l.ifname).sort()).toEqual(['enp0s3', 'enp0s8', 'lo']);
+    expect(n.links.map((l) => l.ifname).sort()).toEqual(['enp0s3', 'enp0s8', 'lo', 'weave']);
+    expect(n.links.find((l) => l.ifname === 'weave')?.address).toBe(weavePeerMac(`${lab.machineId}\n`));
     expect(n.defaultRoute).toMatchObject({ dst: 'default', gateway: '10.0.2.2', dev: 'enp0s3' });
   }
   expect(new Set(report.nodes.map((n) => n.machineId)).size).toBe(3);
   expect(new Set(report.nodes.map((n) => n.bootId)).size).toBe(3);
 });
 
+/** ssh as an operator would: the lab's key, strict host-key checking against the lab's known_hosts. */
+function sshArgs(port: number, cmd: string): string[] {
+  return ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-p', String(port), 'root@127.0.0.1', cmd];
+}
+const sshTo = (port: number) => (cmd: string) => execFileSync('ssh', sshArgs(port, cmd), { encoding: 'utf8' });
+
 test('a node is a real machine to an operator: hostname, its own 10.0.2.15, file writes stay on the node', () => {
   const n = state.nodes[1];
-  const ssh = (cmd: string) =>
-    execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(n.port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });
+  const ssh = sshTo(n.port);
   expect(ssh('hostname').trim()).toBe('node2');
   expect(ssh('ip -j addr show enp0s3')).toContain('"local":"10.0.2.15"');
   ssh('rm /etc/machine-id /var/lib/dbus/machine-id && systemd-machine-id-setup >/dev/null 2>&1');
@@ -89,9 +97,50 @@ test('a node is a real machine to an operator: hostname, its own 10.0.2.15, file
   expect(hostSnapshot()).toEqual(before);
 });
 
+test('`reboot` on a node drops the session; it comes back with a new boot id, its files, and a weave MAC from its new machine-id (seed 000 by hand)', async () => {
+  const n = state.nodes[1];
+  const ssh = sshTo(n.port);
+  // The previous test regenerated node2's machine-id; weave keeps the old bridge until reboot.
+  const newId = ssh('cat /etc/machine-id');
+  expect(newId.trim()).not.toBe(n.machineId);
+  expect(ssh('cat /sys/class/net/weave/address').trim()).toBe(weavePeerMac(`${n.machineId}\n`));
+  const bootBefore = ssh('cat /proc/sys/kernel/random/boot_id').trim();
+  ssh('echo kept > /etc/kubemend-lab-marker; touch /run/kubemend-lab-ephemeral');
+
+  const r = spawnSync('ssh', sshArgs(n.port, 'reboot; sleep 10; echo STILL-HERE'), { encoding: 'utf8', timeout: 30_000 });
+  expect(r.status).toBe(255); // the connection went away under the session
+  expect(r.stdout).not.toContain('STILL-HERE');
+
+  let back: LabNode | undefined;
+  for (let i = 0; i < 200 && !back; i++) {
+    const now = readState(dir)!.nodes[1];
+    if (now.boots === 2) back = now;
+    else await sleep(50);
+  }
+  expect(back).toBeDefined();
+  expect(ssh('cat /proc/sys/kernel/random/boot_id').trim()).not.toBe(bootBefore);
+  expect(ssh('cat /etc/kubemend-lab-marker').trim()).toBe('kept');
+  expect(spawnSync('ssh', sshArgs(n.port, 'test -e /run/kubemend-lab-ephemeral')).status).toBe(1);
+  expect(ssh('ip -j route show default')).toContain('"gateway":"10.0.2.2"');
+  expect(ssh('cat /sys/class/net/weave/address').trim()).toBe(weavePeerMac(newId));
+  expect(hostSnapshot()).toEqual(before);
+});
+
+test('lab reboot <node> from the host waits until the node is back; an unknown node is exit 2', () => {
+  const lab = join(REPO_ROOT, 'dist', 'test', 'lab', 'main.js');
+  const env = { ...process.env, KUBEMEND_LAB_DIR: dir };
+  const ok = spawnSync(process.execPath, [lab, 'reboot', 'node3'], { encoding: 'utf8', env });
+  expect(ok.status).toBe(0);
+  expect(ok.stdout).toMatch(/^node3 rebooted in [\d.]+ s \(boot 2, boot id [0-9a-f-]{36}\)/);
+  expect(sshTo(state.nodes[2].port)('hostname').trim()).toBe('node3');
+  const bad = spawnSync(process.execPath, [lab, 'reboot', 'node9'], { encoding: 'utf8', env });
+  expect(bad.status).toBe(2);
+  expect(bad.stderr).toContain('no lab node "node9"');
+});
+
 test('down removes every process and file, and can run twice', async () => {
   const stopped = await down(dir);
-  expect(stopped.killed).toBeGreaterThanOrEqual(1 + 3 * 3); // hub, and per node: holder, sshd, forwarder
+  expect(stopped.killed).toBeGreaterThanOrEqual(2 + 3 * 3); // hub, daemon, and per node: holder, sshd, forwarder
   expect(labProcesses(dir)).toEqual([]);
   expect(existsSync(dir)).toBe(false);
   expect(hostSnapshot()).toEqual(before);

@@ -17,10 +17,12 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
+import { weavePeerMac } from '../../lib/weave';
+import { REPO_ROOT } from '../../worker/paths';
 import { freePort, keygen } from './sshd';
 
 export const HOSTONLY_PREFIX = '10.213.0';
@@ -30,6 +32,7 @@ export const MAX_NODES = 200;
 
 export interface LabNode {
   name: string;
+  index: number;
   role: 'control-plane' | 'worker';
   /** The node's address on the lab's host-only network (enp0s8), where its sshd listens. */
   address: string;
@@ -37,12 +40,18 @@ export interface LabNode {
   port: number;
   holderPid: number;
   forwarderPid: number;
+  /** The machine-id the lab gave the node at `up` (the node may change it since). */
   machineId: string;
+  bootId: string;
+  /** 1 after `up`, +1 per simulated reboot. */
+  boots: number;
 }
 
 export interface LabState {
   dir: string;
   hubPid: number;
+  /** How long a rebooting node stays down before it comes back. */
+  rebootDowntimeMs: number;
   nodes: LabNode[];
 }
 
@@ -60,9 +69,14 @@ const NODE_SETUP = [
   'mount -t overlay kmlab-etc -o "lowerdir=/etc,upperdir=$2/etc.upper,workdir=$2/etc.work" /etc',
   'mount -t overlay kmlab-varlib -o "lowerdir=/var/lib,upperdir=$2/varlib.upper,workdir=$2/varlib.work" /var/lib',
   'mount -t tmpfs kmlab-run /run',
+  'mount -t sysfs kmlab-sys /sys', // the node's own interfaces under /sys/class/net
   'mkdir -p /run/sshd /run/flannel',
   'mount --bind "$2/run-flannel" /run/flannel',
   'mount --bind "$2/boot_id" /proc/sys/kernel/random/boot_id',
+  // Stand-ins (reboot, systemctl) first in PATH; requests to the lab daemon go through /run/kmlab.
+  'mount --bind "$1/bin" /usr/local/sbin',
+  'mkdir -p /run/kmlab',
+  'mount --bind "$2/control" /run/kmlab',
   'hostname "$3"',
   'ip link set lo up',
   'echo $$ > "$2/holder.pid"',
@@ -81,11 +95,25 @@ function run(cmd: string, args: string[]): string {
   }
 }
 
+/** What weave reads: /etc/machine-id as the node sees it, else /var/lib/dbus/machine-id, raw. */
+function nodeMachineIdFile(pid: number): string {
+  for (const file of ['/etc/machine-id', '/var/lib/dbus/machine-id']) {
+    try {
+      return execFileSync('nsenter', ['-t', String(pid), '-m', '--', 'cat', '--', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    } catch {
+      // missing: try the next, as weave does
+    }
+  }
+  return '';
+}
+
 /** Runs a command in the network namespace of `pid`. */
 const inNet = (pid: number, cmd: string, ...args: string[]) => run('nsenter', ['-t', String(pid), '-n', '--', cmd, ...args]);
 
-function detached(cmd: string, args: string[]): ChildProcess {
-  const child = spawn(cmd, args, { detached: true, stdio: 'ignore' });
+function detached(cmd: string, args: string[], logFile?: string): ChildProcess {
+  const out = logFile ? openSync(logFile, 'a') : 'ignore';
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out] });
+  if (typeof out === 'number') closeSync(out);
   child.unref();
   return child;
 }
@@ -114,21 +142,27 @@ export function statePath(dir: string): string {
   return join(dir, 'state.json');
 }
 
+function writeState(state: LabState): void {
+  const tmp = `${statePath(state.dir)}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`);
+  renameSync(tmp, statePath(state.dir));
+}
+
 export function readState(dir: string): LabState | undefined {
   return existsSync(statePath(dir)) ? (JSON.parse(readFileSync(statePath(dir), 'utf8')) as LabState) : undefined;
 }
 
-async function startNode(dir: string, hubPid: number, index: number, clientPub: string): Promise<LabNode> {
+/** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs. */
+function prepareNode(dir: string, index: number, clientPub: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
-  for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh']) mkdirSync(join(nodeDir, d), { recursive: true });
+  for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
   const machineId = randomBytes(16).toString('hex');
   writeFileSync(join(nodeDir, 'etc.upper', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'etc.upper', 'hostname'), `${name}\n`);
-  writeFileSync(join(nodeDir, 'boot_id'), `${randomUUID()}\n`);
   const hostKey = join(nodeDir, 'ssh', 'ssh_host_ed25519_key');
-  if (!existsSync(hostKey)) keygen(hostKey);
+  keygen(hostKey);
   writeFileSync(join(nodeDir, 'ssh', 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
   const address = `${HOSTONLY_PREFIX}.${10 + index}`;
   writeFileSync(
@@ -137,7 +171,7 @@ async function startNode(dir: string, hubPid: number, index: number, clientPub: 
       `ListenAddress ${address}:22`,
       `HostKey ${hostKey}`,
       `AuthorizedKeysFile ${join(nodeDir, 'ssh', 'authorized_keys')}`,
-      `PidFile /run/sshd.pid`,
+      'PidFile /run/sshd.pid',
       'PubkeyAuthentication yes',
       'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',
@@ -148,6 +182,18 @@ async function startNode(dir: string, hubPid: number, index: number, clientPub: 
       '',
     ].join('\n'),
   );
+  return { name, index, role: index === 1 ? 'control-plane' : 'worker', address, machineId };
+}
+
+/**
+ * Boots a prepared node: new namespaces and boot id, interfaces built afresh, sshd, and the
+ * loopback forwarder on the node's port. What lives in the overlays' upper dirs survives.
+ */
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number): Promise<{ holderPid: number; forwarderPid: number; bootId: string }> {
+  const { name, address } = node;
+  const nodeDir = join(dir, 'nodes', name);
+  const bootId = randomUUID();
+  writeFileSync(join(nodeDir, 'boot_id'), `${bootId}\n`);
   rmSync(join(nodeDir, 'holder.pid'), { force: true });
   holder(NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount']);
   const holderPid = Number(await waitForFile(join(nodeDir, 'holder.pid'), `node ${name}`));
@@ -166,10 +212,13 @@ async function startNode(dir: string, hubPid: number, index: number, clientPub: 
   inNet(holderPid, 'ip', 'link', 'set', 'enp0s8', 'up');
   inNet(holderPid, 'ip', 'link', 'set', 'enp0s3', 'up');
   inNet(holderPid, 'ip', 'route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
+  // weave: the bridge Weave Net creates, its MAC derived from the machine-id the node has
+  // now (lab nodes have no DMI product_uuid, like a VM whose hypervisor does not expose it).
+  inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
+  inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weavePeerMac(nodeMachineIdFile(holderPid)), 'mtu', '1376', 'up');
 
   run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
 
-  const port = await freePort();
   const fwd = detached('bash', [
     '-c',
     'exec -a "kmlab-fwd $1 $2" socat "TCP-LISTEN:$3,bind=127.0.0.1,reuseaddr,fork" "EXEC:nsenter -t $4 -n -- socat STDIO TCP\\:$5\\:22"',
@@ -180,7 +229,7 @@ async function startNode(dir: string, hubPid: number, index: number, clientPub: 
     String(holderPid),
     address,
   ]);
-  return { name, role: index === 1 ? 'control-plane' : 'worker', address, port, holderPid, forwarderPid: fwd.pid!, machineId };
+  return { holderPid, forwarderPid: fwd.pid!, bootId };
 }
 
 async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
@@ -208,6 +257,8 @@ async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
 export interface UpOptions {
   dir: string;
   nodes: number;
+  /** How long a rebooting node stays down (default 1 s). */
+  rebootDowntimeMs?: number;
 }
 
 /** Brings the lab up. A lab already there is taken down first. */
@@ -218,19 +269,26 @@ export async function up(opts: UpOptions): Promise<LabState> {
   mkdirSync(opts.dir, { recursive: true });
   const clientKey = join(opts.dir, 'id_ed25519');
   const clientPub = keygen(clientKey);
+  installStandIns(opts.dir);
   holder(HUB_SETUP, [opts.dir], ['--net']);
   const hubPid = Number(await waitForFile(join(opts.dir, 'hub.pid'), 'the lab hub'));
   const nodes: LabNode[] = [];
+  let state: LabState;
   try {
-    for (let i = 1; i <= opts.nodes; i++) nodes.push(await startNode(opts.dir, hubPid, i, clientPub));
+    for (let i = 1; i <= opts.nodes; i++) {
+      const prepared = prepareNode(opts.dir, i, clientPub);
+      const port = await freePort();
+      nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port)), boots: 1 });
+    }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
+    state = { dir: opts.dir, hubPid, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, nodes };
+    writeState(state);
+    writeKubemendConfig(state, clientKey);
+    await startDaemon(opts.dir);
   } catch (err) {
     await down(opts.dir);
     throw err;
   }
-  const state: LabState = { dir: opts.dir, hubPid, nodes };
-  writeFileSync(statePath(opts.dir), `${JSON.stringify(state, null, 2)}\n`);
-  writeKubemendConfig(state, clientKey);
   return state;
 }
 
@@ -266,7 +324,7 @@ export function labProcesses(dir: string): Array<{ pid: number; argv0: string }>
     } catch {
       continue; // exited meanwhile
     }
-    if (/^kmlab-(node|hub|fwd) /.test(argv0) && argv0.split(' ')[1] === dir) out.push({ pid: Number(entry), argv0 });
+    if (/^kmlab-(node|hub|fwd|daemon) /.test(argv0) && argv0.split(' ')[1] === dir) out.push({ pid: Number(entry), argv0 });
   }
   return out;
 }
@@ -287,7 +345,7 @@ export async function down(dir: string): Promise<{ killed: number }> {
   requireRoot();
   const marked = labProcesses(dir);
   const hostNet = netnsOf(process.pid);
-  const labNets = new Set(marked.filter((p) => !p.argv0.startsWith('kmlab-fwd')).map((p) => netnsOf(p.pid)).filter((n): n is string => !!n && n !== hostNet));
+  const labNets = new Set(marked.filter((p) => /^kmlab-(node|hub) /.test(p.argv0)).map((p) => netnsOf(p.pid)).filter((n): n is string => !!n && n !== hostNet));
   const victims = new Set(marked.map((p) => p.pid));
   if (labNets.size) {
     for (const entry of readdirSync('/proc')) {
@@ -304,7 +362,109 @@ export async function down(dir: string): Promise<{ killed: number }> {
     }
   }
   const until = Date.now() + 10_000;
-  while ([...victims].some((pid) => existsSync(`/proc/${pid}`)) && Date.now() < until) await sleep(20);
+  while ([...victims].some((pid) => isAlive(pid)) && Date.now() < until) await sleep(20);
   rmSync(dir, { recursive: true, force: true });
   return { killed: victims.size };
+}
+
+/**
+ * Stand-ins on every node's PATH (/usr/local/sbin). `reboot` and `systemctl reboot` ask the
+ * lab daemon to reboot the node, as the real commands ask systemd: they return at once and
+ * the node goes down a moment later, dropping every SSH session.
+ */
+function installStandIns(dir: string): void {
+  const bin = join(dir, 'bin');
+  mkdirSync(bin, { recursive: true });
+  const scripts: Record<string, string> = {
+    reboot: ['#!/bin/sh', '# kubemend lab stand-in for reboot(8)', 'echo reboot > /run/kmlab/request', 'exit 0'].join('\n'),
+    systemctl: [
+      '#!/bin/sh',
+      '# kubemend lab stand-in for systemctl(1): only what the lab simulates.',
+      'case "$1" in',
+      '  reboot) echo reboot > /run/kmlab/request; exit 0 ;;',
+      '  *) echo "System has not been booted with systemd as init system (PID 1). Can\'t operate." >&2; exit 1 ;;',
+      'esac',
+    ].join('\n'),
+  };
+  for (const [name, text] of Object.entries(scripts)) {
+    writeFileSync(join(bin, name), `${text}\n`);
+    chmodSync(join(bin, name), 0o755);
+  }
+}
+
+/** Stops everything in a node's namespaces and its forwarder; the node's files stay. */
+async function killNode(dir: string, node: LabNode): Promise<void> {
+  const net = netnsOf(node.holderPid);
+  const victims = new Set<number>();
+  for (const p of labProcesses(dir)) if (p.argv0 === `kmlab-fwd ${dir} ${node.name}`) victims.add(p.pid);
+  if (net && net !== netnsOf(process.pid)) {
+    for (const entry of readdirSync('/proc')) if (/^\d+$/.test(entry) && netnsOf(Number(entry)) === net) victims.add(Number(entry));
+  }
+  for (const pid of victims) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  const until = Date.now() + 10_000;
+  while ([...victims].some((pid) => isAlive(pid)) && Date.now() < until) await sleep(20);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A simulated reboot: the node goes down (its processes, sessions and interfaces vanish),
+ * stays down for the lab's downtime, and boots again with a new boot id. Only the lab
+ * daemon calls this, so state.json has one writer.
+ */
+export async function rebootNode(dir: string, name: string): Promise<LabNode> {
+  const state = readState(dir);
+  const node = state?.nodes.find((n) => n.name === name);
+  if (!state || !node) throw new LabError(`no lab node ${name}`);
+  await killNode(dir, node);
+  await sleep(state.rebootDowntimeMs);
+  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port), { boots: node.boots + 1 });
+  await waitForSsh(node);
+  // Other nodes may have rebooted meanwhile: update this node in the current state only
+  // (no await between read and write, so the daemon's other reboots cannot interleave).
+  const current = readState(dir)!;
+  current.nodes = current.nodes.map((n) => (n.name === name ? node : n));
+  writeState(current);
+  return node;
+}
+
+/** Asks the daemon to reboot a node (as the node's own `reboot` does) and waits until it is back. */
+export async function requestReboot(dir: string, name: string, timeoutMs = 60_000): Promise<LabNode> {
+  const before = readState(dir)?.nodes.find((n) => n.name === name);
+  if (!before) throw new LabError(`no lab node ${JSON.stringify(name)}${readState(dir) ? '' : ' (the lab is down)'}`);
+  writeFileSync(join(dir, 'nodes', name, 'control', 'request'), 'reboot\n');
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const now = readState(dir)?.nodes.find((n) => n.name === name);
+    if (now && now.boots > before.boots) return now;
+    await sleep(50);
+  }
+  throw new LabError(`${name} did not come back from reboot within ${timeoutMs} ms`);
+}
+
+/** Compiled daemon (the lab may be driven from ts sources in tests, the daemon runs from dist/). */
+const DAEMON = join(REPO_ROOT, 'dist', 'test', 'lab', 'daemon.js');
+
+async function startDaemon(dir: string): Promise<void> {
+  if (!existsSync(DAEMON)) throw new LabError(`${DAEMON} is missing: run \`npm run build\` first`);
+  const log = join(dir, 'daemon.log');
+  detached('bash', ['-c', 'exec -a "kmlab-daemon $1" "$2" "$3" "$1"', 'kmlab-daemon', dir, process.execPath, DAEMON], log);
+  const until = Date.now() + 10_000;
+  while (Date.now() < until) {
+    if (labProcesses(dir).some((p) => p.argv0 === `kmlab-daemon ${dir}`)) return;
+    await sleep(20);
+  }
+  throw new LabError(`the lab daemon did not start: ${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : 'no log'}`);
 }

@@ -6,7 +6,8 @@ import { Command, CommanderError } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
-import { down, labProcesses, LabError, MAX_NODES, readState, requireRoot, up } from './lab';
+import { parseDuration } from '../../lib/duration';
+import { down, labProcesses, LabError, MAX_NODES, readState, requestReboot, requireRoot, up } from './lab';
 
 const DIR = process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab');
 
@@ -17,10 +18,13 @@ async function main(argv: string[]): Promise<number> {
     .command('up')
     .description('bring the lab up (a lab already up is taken down first)')
     .option('--nodes <n>', `number of nodes, 1-${MAX_NODES}`, '3')
-    .action(async (o: { nodes: string }) => {
+    .option('--reboot-downtime <duration>', 'how long a rebooting node stays down', '1s')
+    .action(async (o: { nodes: string; rebootDowntime: string }) => {
       if (!/^\d+$/.test(o.nodes)) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${JSON.stringify(o.nodes)}`);
+      const downtime = parseDuration(o.rebootDowntime);
+      if (downtime === undefined || downtime > 600_000) throw new LabError(`--reboot-downtime must be a duration up to 10m, got ${JSON.stringify(o.rebootDowntime)}`);
       const t0 = Date.now();
-      const state = await up({ dir: DIR, nodes: Number(o.nodes) });
+      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime });
       console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       for (const n of state.nodes) console.log(`  ${n.name.padEnd(8)} ${n.role.padEnd(14)} ${n.address.padEnd(13)} ssh via 127.0.0.1:${n.port}`);
       console.log(`kubemend config: ${join(DIR, 'kubemend.yaml')} (cluster "lab")`);
@@ -40,6 +44,16 @@ async function main(argv: string[]): Promise<number> {
       if (state.nodes.some((n) => !alive.has(n.holderPid))) code = 1;
     });
   program
+    .command('reboot')
+    .description('reboot a node as `reboot` on it would, and wait until it is back')
+    .argument('<node>', 'node name')
+    .action(async (name: string) => {
+      requireRoot();
+      const t0 = Date.now();
+      const n = await requestReboot(DIR, name);
+      console.log(`${name} rebooted in ${((Date.now() - t0) / 1000).toFixed(1)} s (boot ${n.boots}, boot id ${n.bootId})`);
+    });
+  program
     .command('down')
     .description('stop and remove everything the lab created (safe to repeat)')
     .action(async () => {
@@ -53,7 +67,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
-    return e instanceof LabError && /needs root|--nodes/.test(e.message) ? 2 : 1;
+    return e instanceof LabError && /needs root|--nodes|--reboot-downtime|no lab node/.test(e.message) ? 2 : 1;
   }
   return code;
 }
