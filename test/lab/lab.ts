@@ -30,6 +30,31 @@ export const NAT_ADDRESS = '10.0.2.15/24';
 export const NAT_GATEWAY = '10.0.2.2';
 export const MAX_NODES = 200;
 
+/** The seeds' failure states. Each is injected at `up` and, where the seed says so, at every boot. */
+export const SCENARIOS = {
+  'cloned-machine-id': 'seed 000: every node has the same machine-id in both files, so their weave MACs collide',
+  'nat-advertise': 'seed 001: the control plane advertises the NAT address 10.0.2.15',
+  'no-default-route': "seed 002: the control-plane node's uplink stays down at boot: no default route",
+  'stale-cni': 'seed 003: cni0/flannel.1 left over from kubeadm reset, leaked host-local IPAM files',
+  'orphan-calico': 'seed 004: cali veths without pods, pods without veths',
+} as const;
+export type Scenario = keyof typeof SCENARIOS;
+/** Scenarios this lab can inject today; the others are refused, never silently skipped. */
+export const BUILT_SCENARIOS: ReadonlySet<Scenario> = new Set<Scenario>(['cloned-machine-id', 'no-default-route']);
+
+export function parseScenarios(text: string | undefined): Scenario[] {
+  if (!text) return [];
+  const names = [...new Set(text.split(',').map((x) => x.trim()).filter(Boolean))];
+  const unknown = names.filter((n) => !(n in SCENARIOS));
+  if (unknown.length) throw new LabError(`--scenario: unknown ${unknown.map((u) => JSON.stringify(u)).join(', ')}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+  const unbuilt = names.filter((n) => !BUILT_SCENARIOS.has(n as Scenario));
+  if (unbuilt.length) throw new LabError(`--scenario: ${unbuilt.join(', ')} not built yet (issue 3); available: ${[...BUILT_SCENARIOS].join(', ')}`);
+  return names as Scenario[];
+}
+
+/** seed 002: it was the control-plane node whose uplink did not come up after reboot. */
+const uplinkStaysDown = (scenarios: readonly Scenario[], index: number) => scenarios.includes('no-default-route') && index === 1;
+
 export interface LabNode {
   name: string;
   index: number;
@@ -52,6 +77,7 @@ export interface LabState {
   hubPid: number;
   /** How long a rebooting node stays down before it comes back. */
   rebootDowntimeMs: number;
+  scenarios: Scenario[];
   nodes: LabNode[];
 }
 
@@ -153,11 +179,11 @@ export function readState(dir: string): LabState | undefined {
 }
 
 /** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs. */
-function prepareNode(dir: string, index: number, clientPub: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots'> {
+function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
   for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
-  const machineId = randomBytes(16).toString('hex');
+  const machineId = sharedMachineId ?? randomBytes(16).toString('hex');
   writeFileSync(join(nodeDir, 'etc.upper', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'etc.upper', 'hostname'), `${name}\n`);
@@ -189,7 +215,7 @@ function prepareNode(dir: string, index: number, clientPub: string): Omit<LabNod
  * Boots a prepared node: new namespaces and boot id, interfaces built afresh, sshd, and the
  * loopback forwarder on the node's port. What lives in the overlays' upper dirs survives.
  */
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number): Promise<{ holderPid: number; forwarderPid: number; bootId: string }> {
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number, uplinkDown: boolean): Promise<{ holderPid: number; forwarderPid: number; bootId: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -210,8 +236,10 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   inNet(holderPid, 'ip', 'addr', 'add', `${address}/24`, 'dev', 'enp0s8');
   inNet(holderPid, 'ip', 'addr', 'add', NAT_ADDRESS, 'dev', 'enp0s3');
   inNet(holderPid, 'ip', 'link', 'set', 'enp0s8', 'up');
-  inNet(holderPid, 'ip', 'link', 'set', 'enp0s3', 'up');
-  inNet(holderPid, 'ip', 'route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
+  if (!uplinkDown) {
+    inNet(holderPid, 'ip', 'link', 'set', 'enp0s3', 'up');
+    inNet(holderPid, 'ip', 'route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
+  }
   // weave: the bridge Weave Net creates, its MAC derived from the machine-id the node has
   // now (lab nodes have no DMI product_uuid, like a VM whose hypervisor does not expose it).
   inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
@@ -259,6 +287,7 @@ export interface UpOptions {
   nodes: number;
   /** How long a rebooting node stays down (default 1 s). */
   rebootDowntimeMs?: number;
+  scenarios?: Scenario[];
 }
 
 /** Brings the lab up. A lab already there is taken down first. */
@@ -273,15 +302,18 @@ export async function up(opts: UpOptions): Promise<LabState> {
   holder(HUB_SETUP, [opts.dir], ['--net']);
   const hubPid = Number(await waitForFile(join(opts.dir, 'hub.pid'), 'the lab hub'));
   const nodes: LabNode[] = [];
+  const scenarios = opts.scenarios ?? [];
+  // seed 000: the nodes were cloned from one image, machine-id and all.
+  const clonedId = scenarios.includes('cloned-machine-id') ? randomBytes(16).toString('hex') : undefined;
   let state: LabState;
   try {
     for (let i = 1; i <= opts.nodes; i++) {
-      const prepared = prepareNode(opts.dir, i, clientPub);
+      const prepared = prepareNode(opts.dir, i, clientPub, clonedId);
       const port = await freePort();
-      nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port)), boots: 1 });
+      nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, uplinkStaysDown(scenarios, i))), boots: 1 });
     }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
-    state = { dir: opts.dir, hubPid, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, nodes };
+    state = { dir: opts.dir, hubPid, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, nodes };
     writeState(state);
     writeKubemendConfig(state, clientKey);
     await startDaemon(opts.dir);
@@ -385,6 +417,15 @@ function installStandIns(dir: string): void {
       '  *) echo "System has not been booted with systemd as init system (PID 1). Can\'t operate." >&2; exit 1 ;;',
       'esac',
     ].join('\n'),
+    // seed 002's fix: applies the lab's one uplink configuration (enp0s3, gateway 10.0.2.2).
+    netplan: [
+      '#!/bin/sh',
+      '# kubemend lab stand-in for netplan(5): `netplan apply` brings the uplink up with its default route.',
+      'case "$1" in',
+      `  apply) ip link set enp0s3 up && ip route replace default via ${NAT_GATEWAY} dev enp0s3 ;;`,
+      '  *) echo "netplan: the kubemend lab only simulates \'netplan apply\'" >&2; exit 1 ;;',
+      'esac',
+    ].join('\n'),
   };
   for (const [name, text] of Object.entries(scripts)) {
     writeFileSync(join(bin, name), `${text}\n`);
@@ -430,7 +471,7 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   if (!state || !node) throw new LabError(`no lab node ${name}`);
   await killNode(dir, node);
   await sleep(state.rebootDowntimeMs);
-  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port), { boots: node.boots + 1 });
+  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port, uplinkStaysDown(state.scenarios, node.index)), { boots: node.boots + 1 });
   await waitForSsh(node);
   // Other nodes may have rebooted meanwhile: update this node in the current state only
   // (no await between read and write, so the daemon's other reboots cannot interleave).

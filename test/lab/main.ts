@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
-import { down, labProcesses, LabError, MAX_NODES, readState, requestReboot, requireRoot, up } from './lab';
+import { BUILT_SCENARIOS, down, labProcesses, LabError, MAX_NODES, parseScenarios, readState, requestReboot, requireRoot, SCENARIOS, type Scenario, up } from './lab';
 
 const DIR = process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab');
 
@@ -19,13 +19,16 @@ async function main(argv: string[]): Promise<number> {
     .description('bring the lab up (a lab already up is taken down first)')
     .option('--nodes <n>', `number of nodes, 1-${MAX_NODES}`, '3')
     .option('--reboot-downtime <duration>', 'how long a rebooting node stays down', '1s')
-    .action(async (o: { nodes: string; rebootDowntime: string }) => {
+    .option('--scenario <list>', `comma-separated failure states to inject: ${Object.keys(SCENARIOS).join(', ')}`)
+    .addHelpText('after', `\nScenarios:\n${Object.entries(SCENARIOS).map(([k, v]) => `  ${k.padEnd(18)} ${v}${BUILT_SCENARIOS.has(k as Scenario) ? '' : ' (not built yet)'}`).join('\n')}`)
+    .action(async (o: { nodes: string; rebootDowntime: string; scenario?: string }) => {
+      const scenarios = parseScenarios(o.scenario);
       if (!/^\d+$/.test(o.nodes)) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${JSON.stringify(o.nodes)}`);
       const downtime = parseDuration(o.rebootDowntime);
       if (downtime === undefined || downtime > 600_000) throw new LabError(`--reboot-downtime must be a duration up to 10m, got ${JSON.stringify(o.rebootDowntime)}`);
       const t0 = Date.now();
-      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime });
-      console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime, scenarios });
+      console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s${scenarios.length ? `, scenarios: ${scenarios.join(', ')}` : ''}`);
       for (const n of state.nodes) console.log(`  ${n.name.padEnd(8)} ${n.role.padEnd(14)} ${n.address.padEnd(13)} ssh via 127.0.0.1:${n.port}`);
       console.log(`kubemend config: ${join(DIR, 'kubemend.yaml')} (cluster "lab")`);
     });
@@ -67,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
-    return e instanceof LabError && /needs root|--nodes|--reboot-downtime|no lab node/.test(e.message) ? 2 : 1;
+    return e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node/.test(e.message) ? 2 : 1;
   }
   return code;
 }

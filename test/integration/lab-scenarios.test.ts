@@ -1,0 +1,83 @@
+/**
+ * Scenarios reproduce the seeds' failure states on lab nodes, as an operator sees them:
+ * through kubemend's probe and over ssh. Two scenarios composed on one lab.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import type { ProbeReport } from '../../lib/probe';
+import { weavePeerMac } from '../../lib/weave';
+import { REPO_ROOT } from '../../worker/paths';
+import { down, type LabState, requestReboot, up } from '../lab/lab';
+import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir, temporalAddress, uniqueQueue, writeConfig } from '../helpers/harness';
+
+const dir = join(tempDir('scenarios'), 'lab');
+let state: LabState;
+let worker: RunningWorker;
+let config: string;
+
+beforeAll(async () => {
+  state = await up({ dir, nodes: 3, scenarios: ['cloned-machine-id', 'no-default-route'], rebootDowntimeMs: 300 });
+  const generated = parse(readFileSync(join(dir, 'kubemend.yaml'), 'utf8')) as Record<string, unknown>;
+  config = writeConfig(dir, { ...generated, temporal: { address: temporalAddress(), taskQueue: uniqueQueue('scen') } }, 'kubemend-test.yaml');
+  worker = await startWorker(loadTestConfig(config));
+});
+
+afterAll(async () => {
+  await worker?.stop();
+  await down(dir);
+});
+
+async function probe(): Promise<ProbeReport> {
+  const r = await runCli(['--config', config, 'run', 'probe', '--cluster', 'lab', '--json']);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout) as ProbeReport;
+}
+
+const ssh = (port: number, cmd: string) =>
+  execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });
+
+test('cloned-machine-id (seed 000): one machine-id in both files on every node, so one weave MAC', async () => {
+  const report = await probe();
+  const ids = new Set(report.nodes.flatMap((n) => [n.machineId, n.dbusMachineId]));
+  expect(ids.size).toBe(1);
+  const [id] = [...ids];
+  expect(id).toMatch(/^[0-9a-f]{32}$/);
+  const macs = report.nodes.map((n) => n.links.find((l) => l.ifname === 'weave')?.address);
+  expect(new Set(macs)).toEqual(new Set([weavePeerMac(`${id}\n`)]));
+  // Everything else about the nodes is their own.
+  expect(new Set(report.nodes.map((n) => n.bootId)).size).toBe(3);
+});
+
+test('no-default-route (seed 002): the control-plane node boots with its uplink down and no default route', async () => {
+  const report = await probe();
+  const cp = report.nodes.find((n) => n.name === 'node1')!;
+  expect(cp.defaultRoute).toBeNull();
+  expect(cp.links.find((l) => l.ifname === 'enp0s3')?.operstate).toBe('DOWN');
+  for (const n of report.nodes.filter((x) => x.name !== 'node1')) expect(n.defaultRoute).toMatchObject({ gateway: '10.0.2.2', dev: 'enp0s3' });
+  expect(ssh(state.nodes[0].port, 'ip route show default')).toBe('');
+});
+
+test("the seed's fix, `netplan apply`, brings the route back, and the next reboot loses it again", async () => {
+  const cp = state.nodes[0];
+  expect(ssh(cp.port, 'netplan apply; ip -j route show default')).toContain('"gateway":"10.0.2.2"');
+  await requestReboot(dir, 'node1');
+  expect(ssh(cp.port, 'ip route show default')).toBe('');
+  await requestReboot(dir, 'node2');
+  expect(ssh(state.nodes[1].port, 'ip route show default')).toContain('default via 10.0.2.2 dev enp0s3');
+});
+
+test('scenario names are checked: unknown or not yet built is exit 2 and nothing is created', () => {
+  const lab = join(REPO_ROOT, 'dist', 'test', 'lab', 'main.js');
+  for (const [arg, msg] of [
+    ['bogus', /unknown "bogus"; known: cloned-machine-id, nat-advertise/],
+    ['cloned-machine-id,stale-cni', /stale-cni not built yet/],
+  ] as const) {
+    const other = join(tempDir('scenbad'), 'lab');
+    const r = spawnSync(process.execPath, [lab, 'up', '--nodes', '1', '--scenario', arg], { encoding: 'utf8', env: { ...process.env, KUBEMEND_LAB_DIR: other } });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(msg);
+    expect(existsSync(other)).toBe(false);
+  }
+});
