@@ -72,7 +72,7 @@ test('scenario names are checked: unknown or not yet built is exit 2 and nothing
   const lab = join(REPO_ROOT, 'dist', 'test', 'lab', 'main.js');
   for (const [arg, msg] of [
     ['bogus', /unknown "bogus"; known: cloned-machine-id, nat-advertise/],
-    ['cloned-machine-id,stale-cni', /stale-cni not built yet/],
+    ['cloned-machine-id,orphan-calico', /orphan-calico not built yet/],
   ] as const) {
     const other = join(tempDir('scenbad'), 'lab');
     const r = spawnSync(process.execPath, [lab, 'up', '--nodes', '1', '--scenario', arg], { encoding: 'utf8', env: { ...process.env, KUBEMEND_LAB_DIR: other } });

@@ -40,7 +40,7 @@ export const SCENARIOS = {
 } as const;
 export type Scenario = keyof typeof SCENARIOS;
 /** Scenarios this lab can inject today; the others are refused, never silently skipped. */
-export const BUILT_SCENARIOS: ReadonlySet<Scenario> = new Set<Scenario>(['cloned-machine-id', 'no-default-route']);
+export const BUILT_SCENARIOS: ReadonlySet<Scenario> = new Set<Scenario>(['cloned-machine-id', 'no-default-route', 'stale-cni']);
 
 export function parseScenarios(text: string | undefined): Scenario[] {
   if (!text) return [];
@@ -51,6 +51,13 @@ export function parseScenarios(text: string | undefined): Scenario[] {
   if (unbuilt.length) throw new LabError(`--scenario: ${unbuilt.join(', ')} not built yet (issue 3); available: ${[...BUILT_SCENARIOS].join(', ')}`);
   return names as Scenario[];
 }
+
+/** Flannel's per-node lease, as in seed 003: the control plane has 10.244.0.0/24, the next node 10.244.1.0/24. */
+export const podCidrPrefix = (index: number) => `10.244.${index - 1}`;
+/** seed 003: the lease cni0 and flannel.1 kept from before `kubeadm reset`, outside the node's current pod CIDR. */
+export const staleLeasePrefix = (index: number) => `10.244.${100 + index}`;
+/** Pods whose sandboxes still exist on a stale-cni node: their IPAM files are live, the rest leaked. */
+export const LIVE_PODS_PER_NODE = 3;
 
 /** seed 002: it was the control-plane node whose uplink did not come up after reboot. */
 const uplinkStaysDown = (scenarios: readonly Scenario[], index: number) => scenarios.includes('no-default-route') && index === 1;
@@ -121,6 +128,21 @@ function run(cmd: string, args: string[]): string {
   }
 }
 
+/**
+ * seed 003, in the kernel: what flannel made before `kubeadm reset` and reset left behind.
+ * cni0 keeps the old lease's gateway address; flannel.1 the old lease's .0/32 (VXLAN 1, port
+ * 8472, as flannel's vxlan backend). /run/flannel/subnet.env is absent: /run starts empty.
+ */
+function staleCniInterfaces(pid: number, index: number): void {
+  const old = staleLeasePrefix(index);
+  inNet(pid, 'ip', 'link', 'add', 'cni0', 'type', 'bridge');
+  inNet(pid, 'ip', 'addr', 'add', `${old}.1/24`, 'dev', 'cni0');
+  inNet(pid, 'ip', 'link', 'set', 'cni0', 'mtu', '1450', 'up');
+  inNet(pid, 'ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'dev', 'enp0s8', 'dstport', '8472', 'nolearning');
+  inNet(pid, 'ip', 'addr', 'add', `${old}.0/32`, 'dev', 'flannel.1');
+  inNet(pid, 'ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up');
+}
+
 /** What weave reads: /etc/machine-id as the node sees it, else /var/lib/dbus/machine-id, raw. */
 function nodeMachineIdFile(pid: number): string {
   for (const file of ['/etc/machine-id', '/var/lib/dbus/machine-id']) {
@@ -179,6 +201,34 @@ export function readState(dir: string): LabState | undefined {
 }
 
 /** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs. */
+/**
+ * seed 003, on disk: host-local's files for every address of the node's /24 (a pool with
+ * "no IP addresses available in network: cbr0"), each holding "<sandbox id>\r\n<ifname>"
+ * as host-local writes them, plus last_reserved_ip.0 and lock. Only LIVE_PODS_PER_NODE
+ * of those sandboxes still exist (the crictl stand-in lists them); the rest leaked.
+ */
+function writeStaleCni(nodeDir: string, index: number, name: string): void {
+  const cbr0 = join(nodeDir, 'varlib.upper', 'cni', 'networks', 'cbr0');
+  mkdirSync(cbr0, { recursive: true });
+  const prefix = podCidrPrefix(index);
+  const live: string[] = [];
+  const cri: string[] = ['# kubemend lab: what the crictl stand-in reports. pod <sandbox-id> <name> <namespace> <state> | container <id> <sandbox-id> <name> <pod> <state>'];
+  for (let host = 2; host <= 254; host++) {
+    const sandbox = randomBytes(32).toString('hex');
+    writeFileSync(join(cbr0, `${prefix}.${host}`), `${sandbox}\r\neth0`);
+    if (host <= 1 + LIVE_PODS_PER_NODE) live.push(sandbox);
+  }
+  live.forEach((sandbox, i) => {
+    const pod = `app-${name}-${i + 1}`;
+    cri.push(`pod ${sandbox} ${pod} default SANDBOX_READY`);
+    cri.push(`container ${randomBytes(32).toString('hex')} ${sandbox} app ${pod} CONTAINER_RUNNING`);
+  });
+  writeFileSync(join(cbr0, 'last_reserved_ip.0'), `${prefix}.254`);
+  writeFileSync(join(cbr0, 'lock'), '');
+  mkdirSync(join(nodeDir, 'varlib.upper', 'kmlab'), { recursive: true });
+  writeFileSync(join(nodeDir, 'varlib.upper', 'kmlab', 'cri'), `${cri.join('\n')}\n`);
+}
+
 function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
@@ -215,7 +265,13 @@ function prepareNode(dir: string, index: number, clientPub: string, sharedMachin
  * Boots a prepared node: new namespaces and boot id, interfaces built afresh, sshd, and the
  * loopback forwarder on the node's port. What lives in the overlays' upper dirs survives.
  */
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number, uplinkDown: boolean): Promise<{ holderPid: number; forwarderPid: number; bootId: string }> {
+interface BootOptions {
+  uplinkDown: boolean;
+  /** Interfaces a scenario leaves behind; only at `up`, since a real reboot clears them too. */
+  leftovers?: (holderPid: number) => void;
+}
+
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number, boot: BootOptions): Promise<{ holderPid: number; forwarderPid: number; bootId: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -236,7 +292,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   inNet(holderPid, 'ip', 'addr', 'add', `${address}/24`, 'dev', 'enp0s8');
   inNet(holderPid, 'ip', 'addr', 'add', NAT_ADDRESS, 'dev', 'enp0s3');
   inNet(holderPid, 'ip', 'link', 'set', 'enp0s8', 'up');
-  if (!uplinkDown) {
+  if (!boot.uplinkDown) {
     inNet(holderPid, 'ip', 'link', 'set', 'enp0s3', 'up');
     inNet(holderPid, 'ip', 'route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
   }
@@ -244,6 +300,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   // now (lab nodes have no DMI product_uuid, like a VM whose hypervisor does not expose it).
   inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
   inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weavePeerMac(nodeMachineIdFile(holderPid)), 'mtu', '1376', 'up');
+  boot.leftovers?.(holderPid);
 
   run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
 
@@ -309,8 +366,11 @@ export async function up(opts: UpOptions): Promise<LabState> {
   try {
     for (let i = 1; i <= opts.nodes; i++) {
       const prepared = prepareNode(opts.dir, i, clientPub, clonedId);
+      const staleCni = scenarios.includes('stale-cni');
+      if (staleCni) writeStaleCni(join(opts.dir, 'nodes', prepared.name), i, prepared.name);
       const port = await freePort();
-      nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, uplinkStaysDown(scenarios, i))), boots: 1 });
+      const boot: BootOptions = { uplinkDown: uplinkStaysDown(scenarios, i), leftovers: staleCni ? (pid) => staleCniInterfaces(pid, i) : undefined };
+      nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 });
     }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
     state = { dir: opts.dir, hubPid, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, nodes };
@@ -417,6 +477,27 @@ function installStandIns(dir: string): void {
       '  *) echo "System has not been booted with systemd as init system (PID 1). Can\'t operate." >&2; exit 1 ;;',
       'esac',
     ].join('\n'),
+    // Reads /var/lib/kmlab/cri (written by scenarios): enough of crictl for telling live sandboxes from leaked IPAM files.
+    crictl: [
+      '#!/bin/sh',
+      '# kubemend lab stand-in for crictl(1): pods and ps, from /var/lib/kmlab/cri.',
+      'db=/var/lib/kmlab/cri',
+      'cmd=$1; shift',
+      'all=0; quiet=0',
+      'for a in "$@"; do case "$a" in -a|--all) all=1 ;; -q|--quiet) quiet=1 ;; -aq|-qa) all=1; quiet=1 ;; *) echo "crictl: the kubemend lab does not simulate option $a" >&2; exit 1 ;; esac; done',
+      '[ -f "$db" ] || db=/dev/null',
+      'case "$cmd" in',
+      '  pods)',
+      '    if [ $quiet = 1 ]; then awk \'$1=="pod"{print $2}\' "$db"; else',
+      '      printf "%-15s %-15s %-15s %-30s %-15s %-10s %s\\n" "POD ID" CREATED STATE NAME NAMESPACE ATTEMPT RUNTIME',
+      '      awk \'$1=="pod"{s=($5=="SANDBOX_READY")?"Ready":"NotReady"; printf "%-15s %-15s %-15s %-30s %-15s %-10s %s\\n", substr($2,1,13), "About an hour ago", s, $3, $4, 0, "(default)"}\' "$db"; fi ;;',
+      '  ps)',
+      '    if [ $quiet = 1 ]; then awk -v all=$all \'$1=="container" && (all || $6=="CONTAINER_RUNNING"){print $2}\' "$db"; else',
+      '      printf "%-15s %-15s %-15s %-15s %-15s %-10s %-15s %s\\n" CONTAINER IMAGE CREATED STATE NAME ATTEMPT "POD ID" POD',
+      '      awk -v all=$all \'$1=="container" && (all || $6=="CONTAINER_RUNNING"){s=($6=="CONTAINER_RUNNING")?"Running":"Exited"; printf "%-15s %-15s %-15s %-15s %-15s %-10s %-15s %s\\n", substr($2,1,13), "sha256:0c0e3c", "About an hour ago", s, $4, 0, substr($3,1,13), $5}\' "$db"; fi ;;',
+      '  *) echo "crictl: the kubemend lab only simulates \'crictl pods\' and \'crictl ps\'" >&2; exit 1 ;;',
+      'esac',
+    ].join('\n'),
     // seed 002's fix: applies the lab's one uplink configuration (enp0s3, gateway 10.0.2.2).
     netplan: [
       '#!/bin/sh',
@@ -471,7 +552,7 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   if (!state || !node) throw new LabError(`no lab node ${name}`);
   await killNode(dir, node);
   await sleep(state.rebootDowntimeMs);
-  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port, uplinkStaysDown(state.scenarios, node.index)), { boots: node.boots + 1 });
+  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port, { uplinkDown: uplinkStaysDown(state.scenarios, node.index) }), { boots: node.boots + 1 });
   await waitForSsh(node);
   // Other nodes may have rebooted meanwhile: update this node in the current state only
   // (no await between read and write, so the daemon's other reboots cannot interleave).

@@ -1,0 +1,58 @@
+/**
+ * stale-cni (seed 003) on lab nodes, as an operator sees it over ssh: cni0 with an address
+ * outside the node's pod CIDR, flannel.1 left over, no /run/flannel/subnet.env, and a
+ * host-local pool for cbr0 that is full, mostly of sandboxes that no longer exist.
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { down, LIVE_PODS_PER_NODE, type LabState, podCidrPrefix, requestReboot, staleLeasePrefix, up } from '../lab/lab';
+import { tempDir } from '../helpers/harness';
+
+const dir = join(tempDir('stalecni'), 'lab');
+let state: LabState;
+
+beforeAll(async () => {
+  state = await up({ dir, nodes: 2, scenarios: ['stale-cni'], rebootDowntimeMs: 200 });
+});
+afterAll(() => down(dir));
+
+const ssh = (port: number, cmd: string) =>
+  execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });
+
+test.each([1, 2])('node%i: cni0 and flannel.1 carry the old lease, outside the pod CIDR', (index) => {
+  const n = state.nodes[index - 1];
+  const cni0 = JSON.parse(ssh(n.port, 'ip -j addr show cni0'))[0];
+  const v4 = cni0.addr_info.filter((a: { family: string }) => a.family === 'inet');
+  expect(v4).toEqual([expect.objectContaining({ local: `${staleLeasePrefix(index)}.1`, prefixlen: 24 })]);
+  expect(v4[0].local.startsWith(`${podCidrPrefix(index)}.`)).toBe(false);
+  const flannel = JSON.parse(ssh(n.port, 'ip -d -j link show flannel.1'))[0];
+  expect(flannel.linkinfo).toMatchObject({ info_kind: 'vxlan', info_data: expect.objectContaining({ id: 1, port: 8472, link: 'enp0s8' }) });
+  expect(ssh(n.port, 'test -e /run/flannel/subnet.env && echo present || echo absent').trim()).toBe('absent');
+});
+
+test('the cbr0 pool is full: one host-local file per address, live sandboxes are the few crictl knows', () => {
+  const n = state.nodes[1];
+  const prefix = podCidrPrefix(2);
+  const files = ssh(n.port, 'ls /var/lib/cni/networks/cbr0').trim().split('\n').sort();
+  const ipFiles = files.filter((f) => f.startsWith(`${prefix}.`));
+  expect(ipFiles).toHaveLength(253); // .2 to .254: "no IP addresses available in network: cbr0"
+  expect(files.filter((f) => !ipFiles.includes(f))).toEqual(['last_reserved_ip.0', 'lock']);
+  expect(ssh(n.port, 'cat /var/lib/cni/networks/cbr0/last_reserved_ip.0')).toBe(`${prefix}.254`);
+  // host-local's format: "<container id>\r\n<ifname>", no trailing newline.
+  const owners = ssh(n.port, 'cd /var/lib/cni/networks/cbr0 && for f in 10.*; do od -An -c "$f" | tr -d " \\n"; echo; done').trim().split('\n');
+  for (const o of owners) expect(o).toMatch(/^[0-9a-f]{64}\\r\\neth0$/);
+  const ids = owners.map((o) => o.slice(0, 64));
+  const live = ssh(n.port, 'crictl pods -q').trim().split('\n');
+  expect(live).toHaveLength(LIVE_PODS_PER_NODE);
+  expect(ids.filter((id) => live.includes(id))).toHaveLength(LIVE_PODS_PER_NODE);
+  expect(ssh(n.port, 'crictl ps -a')).toMatch(/^CONTAINER\s+IMAGE\s+CREATED\s+STATE\s+NAME\s+ATTEMPT\s+POD ID\s+POD\n(.*Running\s+app\s+0\s+[0-9a-f]{13}\s+app-node2-\d\n){3}$/);
+});
+
+test('a reboot clears the leftover interfaces but not the leaked IPAM files', async () => {
+  await requestReboot(dir, 'node2');
+  const n = state.nodes[1];
+  const links = (JSON.parse(ssh(n.port, 'ip -j link')) as Array<{ ifname: string }>).map((l) => l.ifname);
+  expect(links).not.toContain('cni0');
+  expect(links).not.toContain('flannel.1');
+  expect(ssh(n.port, 'ls /var/lib/cni/networks/cbr0 | wc -l').trim()).toBe('255');
+});
