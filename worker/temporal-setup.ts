@@ -1,5 +1,6 @@
 /** Namespace-level setup kubemend needs (its custom search attributes, idempotent), and waiting for a server to answer. */
 import type { ChildProcess } from 'node:child_process';
+import { createConnection } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
@@ -29,18 +30,50 @@ export async function ensureSearchAttributes(connection: Connection, namespace: 
   return missing.map((a) => a.name);
 }
 
-/** Polls until the frontend at `address` answers, or `proc` dies, or the deadline passes. */
+/** True once something accepts TCP connections on host:port. */
+function tcpOpen(address: string): Promise<boolean> {
+  const i = address.lastIndexOf(':');
+  return new Promise((resolve) => {
+    const sock = createConnection({ host: address.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(address.slice(i + 1)) });
+    sock.setTimeout(1000);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('timeout', () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Polls until the frontend at `address` answers, or `proc` dies, or the deadline passes.
+ * It waits for the port with plain TCP first: a gRPC client created against a server that
+ * is still starting can keep retrying in the background and hold the process open.
+ */
 export async function waitForFrontend(address: string, proc: ChildProcess, deadlineMs: number, log: () => string): Promise<void> {
   const until = Date.now() + deadlineMs;
-  while (Date.now() < until) {
+  const dead = () => {
     if (proc.exitCode !== null) throw new Error(`Temporal exited with ${proc.exitCode}:\n${log()}`);
+  };
+  while (!(await tcpOpen(address))) {
+    dead();
+    if (Date.now() > until) throw new Error(`Temporal on ${address} did not open its port within ${deadlineMs} ms:\n${log()}`);
+    await sleep(100);
+  }
+  while (Date.now() < until) {
+    dead();
+    let c: Connection | undefined;
     try {
-      const c = await Connection.connect({ address, connectTimeout: 1000 });
+      c = await Connection.connect({ address, connectTimeout: 5000 });
       await c.workflowService.getSystemInfo({});
-      await c.close();
       return;
     } catch {
       await sleep(250);
+    } finally {
+      await c?.close().catch(() => undefined);
     }
   }
   throw new Error(`Temporal on ${address} did not answer within ${deadlineMs} ms:\n${log()}`);

@@ -47,7 +47,8 @@ export async function stopProcess(p: ChildProcess, graceMs = 10_000): Promise<vo
   if (p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGTERM');
-  await Promise.race([exited, sleep(graceMs)]);
+  // An unref'd timer: the losing side of the race must not keep the process alive.
+  await Promise.race([exited, sleep(graceMs, undefined, { ref: false })]);
   if (p.exitCode === null && p.signalCode === null) {
     p.kill('SIGKILL');
     await exited;

@@ -6,6 +6,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { stringify } from 'yaml';
@@ -88,7 +89,7 @@ export async function startPostgresTemporal(dir: string): Promise<PostgresTempor
     if (proc.exitCode === null && proc.signalCode === null) {
       const exited = new Promise((r) => proc.once('exit', r));
       proc.kill('SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      await Promise.race([exited, sleep(15_000, undefined, { ref: false })]);
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     }
     for (const name of [db, visibilityDb]) psql('postgres', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

@@ -79,7 +79,7 @@ test('a probe run completes and its history and visibility rows are in PostgreSQ
 test('SIGTERM stops the worker cleanly: exit 0, every log line is JSON', async () => {
   const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
   worker.kill('SIGTERM');
-  const code = await Promise.race([exited, sleep(45_000).then(() => 'timeout' as const)]);
+  const code = await Promise.race([exited, sleep(45_000, undefined, { ref: false }).then(() => 'timeout' as const)]);
   expect(code).toBe(0);
   const lines = workerOut.trim().split('\n');
   const parsed = lines.map((l) => {

@@ -76,7 +76,7 @@ test('SIGTERM mid-activity: exit 0 after the grace time, and the run completes o
     const t0 = Date.now();
     const exited = new Promise<number | null>((r) => worker!.once('exit', (c) => r(c)));
     worker.kill('SIGTERM');
-    const code = await Promise.race([exited, sleep(30_000).then(() => 'timeout')]);
+    const code = await Promise.race([exited, sleep(30_000, undefined, { ref: false }).then(() => 'timeout')]);
     const tookMs = Date.now() - t0;
     expect(code).toBe(0);
     expect(tookMs).toBeLessThan(25_000); // bounded by the 2 s grace, not the 120 s connect timeout
