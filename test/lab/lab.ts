@@ -21,6 +21,7 @@ import { chmodSync, closeSync, existsSync, openSync, mkdirSync, readdirSync, rea
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
+import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
 import { freePort, keygen } from './sshd';
@@ -40,7 +41,7 @@ export const SCENARIOS = {
 } as const;
 export type Scenario = keyof typeof SCENARIOS;
 /** Scenarios this lab can inject today; the others are refused, never silently skipped. */
-export const BUILT_SCENARIOS: ReadonlySet<Scenario> = new Set<Scenario>(['cloned-machine-id', 'no-default-route', 'stale-cni']);
+export const BUILT_SCENARIOS: ReadonlySet<Scenario> = new Set<Scenario>(['cloned-machine-id', 'no-default-route', 'stale-cni', 'orphan-calico']);
 
 export function parseScenarios(text: string | undefined): Scenario[] {
   if (!text) return [];
@@ -207,26 +208,59 @@ export function readState(dir: string): LabState | undefined {
  * as host-local writes them, plus last_reserved_ip.0 and lock. Only LIVE_PODS_PER_NODE
  * of those sandboxes still exist (the crictl stand-in lists them); the rest leaked.
  */
-function writeStaleCni(nodeDir: string, index: number, name: string): void {
+/** What the crictl stand-in reports for a node, gathered from every scenario, written once. */
+class CriRecords {
+  private readonly lines: string[] = ['# kubemend lab: what the crictl stand-in reports. pod <sandbox-id> <name> <namespace> <state> | container <id> <sandbox-id> <name> <pod> <state>'];
+  pod(name: string, namespace: string, sandbox = randomBytes(32).toString('hex')): string {
+    this.lines.push(`pod ${sandbox} ${name} ${namespace} SANDBOX_READY`);
+    this.lines.push(`container ${randomBytes(32).toString('hex')} ${sandbox} app ${name} CONTAINER_RUNNING`);
+    return sandbox;
+  }
+  write(nodeDir: string): void {
+    mkdirSync(join(nodeDir, 'varlib.upper', 'kmlab'), { recursive: true });
+    writeFileSync(join(nodeDir, 'varlib.upper', 'kmlab', 'cri'), `${this.lines.join('\n')}\n`);
+  }
+}
+
+/** seed 004's pods on a node: some with their cali veth, some without, and veths whose pod is gone. */
+export const calicoPods = (name: string) => ({
+  withVeth: [`web-${name}-a`, `web-${name}-b`],
+  withoutVeth: [`db-${name}-0`, `db-${name}-1`],
+  vethOnly: [`gone-${name}-x`, `gone-${name}-y`, `gone-${name}-z`],
+  namespace: 'default',
+});
+/** Calico's pod block for a node (192.168.0.0/16 is Calico's default pool, seed 004 used it). */
+const calicoPodIp = (index: number, k: number) => `192.168.${200 + index}.${10 + k}`;
+
+function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRecords): void {
   const cbr0 = join(nodeDir, 'varlib.upper', 'cni', 'networks', 'cbr0');
   mkdirSync(cbr0, { recursive: true });
   const prefix = podCidrPrefix(index);
-  const live: string[] = [];
-  const cri: string[] = ['# kubemend lab: what the crictl stand-in reports. pod <sandbox-id> <name> <namespace> <state> | container <id> <sandbox-id> <name> <pod> <state>'];
   for (let host = 2; host <= 254; host++) {
-    const sandbox = randomBytes(32).toString('hex');
+    const live = host <= 1 + LIVE_PODS_PER_NODE;
+    const sandbox = live ? cri.pod(`app-${name}-${host - 1}`, 'default') : randomBytes(32).toString('hex');
     writeFileSync(join(cbr0, `${prefix}.${host}`), `${sandbox}\r\neth0`);
-    if (host <= 1 + LIVE_PODS_PER_NODE) live.push(sandbox);
   }
-  live.forEach((sandbox, i) => {
-    const pod = `app-${name}-${i + 1}`;
-    cri.push(`pod ${sandbox} ${pod} default SANDBOX_READY`);
-    cri.push(`container ${randomBytes(32).toString('hex')} ${sandbox} app ${pod} CONTAINER_RUNNING`);
-  });
   writeFileSync(join(cbr0, 'last_reserved_ip.0'), `${prefix}.254`);
   writeFileSync(join(cbr0, 'lock'), '');
-  mkdirSync(join(nodeDir, 'varlib.upper', 'kmlab'), { recursive: true });
-  writeFileSync(join(nodeDir, 'varlib.upper', 'kmlab', 'cri'), `${cri.join('\n')}\n`);
+}
+
+/**
+ * seed 004, in the kernel: cali veths (host side named as Calico names them, a /32 route to
+ * the pod each) for the pods that have one and for pods that are gone; the pods without a
+ * veth exist only in the runtime. The pod ends live in the hub: a node's reboot takes its
+ * veths down with it, as a real reboot does.
+ */
+function orphanCalicoInterfaces(pid: number, hubPid: number, index: number, name: string): void {
+  const pods = calicoPods(name);
+  [...pods.withVeth, ...pods.vethOnly].forEach((pod, k) => {
+    const host = calicoVethName(pods.namespace, pod);
+    const podEnd = `p${index}x${k}`;
+    inNet(pid, 'ip', 'link', 'add', host, 'type', 'veth', 'peer', 'name', podEnd, 'netns', String(hubPid));
+    inNet(hubPid, 'ip', 'link', 'set', podEnd, 'up');
+    inNet(pid, 'ip', 'link', 'set', host, 'up');
+    inNet(pid, 'ip', 'route', 'add', `${calicoPodIp(index, k)}/32`, 'dev', host, 'scope', 'link');
+  });
 }
 
 function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots'> {
@@ -366,10 +400,22 @@ export async function up(opts: UpOptions): Promise<LabState> {
   try {
     for (let i = 1; i <= opts.nodes; i++) {
       const prepared = prepareNode(opts.dir, i, clientPub, clonedId);
+      const nodeDir = join(opts.dir, 'nodes', prepared.name);
+      const cri = new CriRecords();
       const staleCni = scenarios.includes('stale-cni');
-      if (staleCni) writeStaleCni(join(opts.dir, 'nodes', prepared.name), i, prepared.name);
+      const orphanCalico = scenarios.includes('orphan-calico');
+      if (staleCni) writeStaleCni(nodeDir, i, prepared.name, cri);
+      if (orphanCalico) {
+        const pods = calicoPods(prepared.name);
+        for (const pod of [...pods.withVeth, ...pods.withoutVeth]) cri.pod(pod, pods.namespace);
+      }
+      cri.write(nodeDir);
       const port = await freePort();
-      const boot: BootOptions = { uplinkDown: uplinkStaysDown(scenarios, i), leftovers: staleCni ? (pid) => staleCniInterfaces(pid, i) : undefined };
+      const leftovers = (pid: number) => {
+        if (staleCni) staleCniInterfaces(pid, i);
+        if (orphanCalico) orphanCalicoInterfaces(pid, hubPid, i, prepared.name);
+      };
+      const boot: BootOptions = { uplinkDown: uplinkStaysDown(scenarios, i), leftovers };
       nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 });
     }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
@@ -403,6 +449,21 @@ function writeKubemendConfig(state: LabState, clientKey: string): void {
       ],
     })}`,
   );
+}
+
+/** Directories of every lab with a process on this machine. */
+export function runningLabs(): string[] {
+  const dirs = new Set<string>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv0 = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0];
+      if (/^kmlab-(node|hub|fwd|daemon) /.test(argv0)) dirs.add(argv0.split(' ')[1]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return [...dirs];
 }
 
 /** Processes of this lab: argv[0] "kmlab-<kind> <dir> ...". */
