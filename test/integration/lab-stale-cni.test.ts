@@ -48,6 +48,17 @@ test('the cbr0 pool is full: one host-local file per address, live sandboxes are
   expect(ssh(n.port, 'crictl ps -a')).toMatch(/^CONTAINER\s+IMAGE\s+CREATED\s+STATE\s+NAME\s+ATTEMPT\s+POD ID\s+POD\n(.*Running\s+app\s+0\s+[0-9a-f]{13}\s+app-node2-\d\n){3}$/);
 });
 
+test('kubeadm reset leaves exactly what seed 003 found behind: cni0, flannel.1 and the cbr0 files', () => {
+  const n = state.nodes[0];
+  ssh(n.port, 'kubeadm reset');
+  expect(ssh(n.port, 'test -e /etc/kubernetes/kubelet.conf || echo gone').trim()).toBe('gone');
+  expect(ssh(n.port, 'ls /etc/cni/net.d | wc -l').trim()).toBe('0');
+  const links = (JSON.parse(ssh(n.port, 'ip -j link')) as Array<{ ifname: string }>).map((l) => l.ifname);
+  expect(links).toEqual(expect.arrayContaining(['cni0', 'flannel.1']));
+  expect(ssh(n.port, 'ls /var/lib/cni/networks/cbr0 | wc -l').trim()).toBe('255');
+  expect(ssh(n.port, 'crictl pods -q')).toBe(''); // "Removing kubernetes-managed containers"
+});
+
 test('a reboot clears the leftover interfaces but not the leaked IPAM files', async () => {
   await requestReboot(dir, 'node2');
   const n = state.nodes[1];

@@ -17,8 +17,8 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, closeSync, copyFileSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { calicoVethName } from '../../lib/calico';
@@ -40,16 +40,12 @@ export const SCENARIOS = {
   'orphan-calico': 'seed 004: cali veths without pods, pods without veths',
 } as const;
 export type Scenario = keyof typeof SCENARIOS;
-/** Scenarios this lab can inject today; the others are refused, never silently skipped. */
-export const BUILT_SCENARIOS: ReadonlySet<Scenario> = new Set<Scenario>(['cloned-machine-id', 'no-default-route', 'stale-cni', 'orphan-calico']);
 
 export function parseScenarios(text: string | undefined): Scenario[] {
   if (!text) return [];
   const names = [...new Set(text.split(',').map((x) => x.trim()).filter(Boolean))];
   const unknown = names.filter((n) => !(n in SCENARIOS));
   if (unknown.length) throw new LabError(`--scenario: unknown ${unknown.map((u) => JSON.stringify(u)).join(', ')}; known: ${Object.keys(SCENARIOS).join(', ')}`);
-  const unbuilt = names.filter((n) => !BUILT_SCENARIOS.has(n as Scenario));
-  if (unbuilt.length) throw new LabError(`--scenario: ${unbuilt.join(', ')} not built yet (issue 3); available: ${[...BUILT_SCENARIOS].join(', ')}`);
   return names as Scenario[];
 }
 
@@ -59,6 +55,40 @@ export const podCidrPrefix = (index: number) => `10.244.${index - 1}`;
 export const staleLeasePrefix = (index: number) => `10.244.${100 + index}`;
 /** Pods whose sandboxes still exist on a stale-cni node: their IPAM files are live, the rest leaked. */
 export const LIVE_PODS_PER_NODE = 3;
+
+/**
+ * What kubeadm leaves on a node, so the kubeadm stand-in has real files to act on.
+ * Certificates and kubeconfig credentials are placeholders: nothing here is a secret.
+ */
+function writeKubeadmState(nodeDir: string, node: { index: number; role: 'control-plane' | 'worker' }, cpAddress: string, advertise: string, joined: boolean): void {
+  const etc = join(nodeDir, 'etc.upper');
+  const varlib = join(nodeDir, 'varlib.upper');
+  const put = (path: string, text: string) => {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, text);
+  };
+  put(join(varlib, 'kmlab', 'cluster'), `# kubemend lab facts for the kubeadm stand-in\nCONTROL_PLANE=${cpAddress}\nROLE=${node.role}\nPOD_CIDR=${podCidrPrefix(node.index)}.0/24\n`);
+  put(join(etc, 'cni', 'net.d', '10-flannel.conflist'), `${JSON.stringify({ name: 'cbr0', cniVersion: '0.3.1', plugins: [{ type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true } }, { type: 'portmap', capabilities: { portMappings: true } }] }, null, 2)}\n`);
+  if (!joined) return;
+  put(join(etc, 'kubernetes', 'pki', 'ca.crt'), 'kubemend lab placeholder: not a certificate\n');
+  put(join(etc, 'kubernetes', 'kubelet.conf'), kubeconfigText(node.role === 'control-plane' ? advertise : cpAddress, 'system:node'));
+  put(join(varlib, 'kubelet', 'config.yaml'), 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n');
+  put(join(varlib, 'kubelet', 'pki', 'kubelet.crt'), 'kubemend lab placeholder: not a certificate\n');
+  if (node.role !== 'control-plane') return;
+  put(join(etc, 'kubernetes', 'admin.conf'), kubeconfigText(advertise, 'kubernetes-admin'));
+  for (const c of ['etcd', 'kube-controller-manager', 'kube-scheduler']) put(join(etc, 'kubernetes', 'manifests', `${c}.yaml`), staticPod(c, []));
+  put(join(etc, 'kubernetes', 'manifests', 'kube-apiserver.yaml'), staticPod('kube-apiserver', [`--advertise-address=${advertise}`, '--secure-port=6443', '--service-cluster-ip-range=10.96.0.0/12']));
+  for (const f of ['ca.key', 'apiserver.crt', 'apiserver.key', 'sa.key', 'sa.pub']) put(join(etc, 'kubernetes', 'pki', f), 'kubemend lab placeholder\n');
+  put(join(varlib, 'etcd', 'member', 'snap', 'db'), '');
+}
+
+function kubeconfigText(server: string, user: string): string {
+  return `apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: a3ViZW1lbmQtbGFi\n    server: https://${server}:6443\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: ${user}\n  name: ${user}@kubernetes\ncurrent-context: ${user}@kubernetes\nusers:\n- name: ${user}\n  user:\n    client-certificate-data: a3ViZW1lbmQtbGFi\n`;
+}
+
+function staticPod(component: string, args: string[]): string {
+  return [`apiVersion: v1`, `kind: Pod`, `metadata:`, `  name: ${component}`, `  namespace: kube-system`, `spec:`, `  hostNetwork: true`, `  containers:`, `  - name: ${component}`, `    command:`, `    - ${component}`, ...args.map((a) => `    - ${a}`), ''].join('\n');
+}
 
 /** seed 002: it was the control-plane node whose uplink did not come up after reboot. */
 const uplinkStaysDown = (scenarios: readonly Scenario[], index: number) => scenarios.includes('no-default-route') && index === 1;
@@ -410,6 +440,11 @@ export async function up(opts: UpOptions): Promise<LabState> {
         for (const pod of [...pods.withVeth, ...pods.withoutVeth]) cri.pod(pod, pods.namespace);
       }
       cri.write(nodeDir);
+      // seed 001: `kubeadm init` without --apiserver-advertise-address on a NAT box advertised
+      // 10.0.2.15, and the workers could not join.
+      const natAdvertise = scenarios.includes('nat-advertise');
+      const cpAddress = `${HOSTONLY_PREFIX}.11`;
+      writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, !natAdvertise || prepared.role === 'control-plane');
       const port = await freePort();
       const leftovers = (pid: number) => {
         if (staleCni) staleCniInterfaces(pid, i);
@@ -528,52 +563,12 @@ export async function down(dir: string): Promise<{ killed: number }> {
 function installStandIns(dir: string): void {
   const bin = join(dir, 'bin');
   mkdirSync(bin, { recursive: true });
-  const scripts: Record<string, string> = {
-    reboot: ['#!/bin/sh', '# kubemend lab stand-in for reboot(8)', 'echo reboot > /run/kmlab/request', 'exit 0'].join('\n'),
-    systemctl: [
-      '#!/bin/sh',
-      '# kubemend lab stand-in for systemctl(1): only what the lab simulates.',
-      'case "$1" in',
-      '  reboot) echo reboot > /run/kmlab/request; exit 0 ;;',
-      '  *) echo "System has not been booted with systemd as init system (PID 1). Can\'t operate." >&2; exit 1 ;;',
-      'esac',
-    ].join('\n'),
-    // Reads /var/lib/kmlab/cri (written by scenarios): enough of crictl for telling live sandboxes from leaked IPAM files.
-    crictl: [
-      '#!/bin/sh',
-      '# kubemend lab stand-in for crictl(1): pods and ps, from /var/lib/kmlab/cri.',
-      'db=/var/lib/kmlab/cri',
-      'cmd=$1; shift',
-      'all=0; quiet=0',
-      'for a in "$@"; do case "$a" in -a|--all) all=1 ;; -q|--quiet) quiet=1 ;; -aq|-qa) all=1; quiet=1 ;; *) echo "crictl: the kubemend lab does not simulate option $a" >&2; exit 1 ;; esac; done',
-      '[ -f "$db" ] || db=/dev/null',
-      'case "$cmd" in',
-      '  pods)',
-      '    if [ $quiet = 1 ]; then awk \'$1=="pod"{print $2}\' "$db"; else',
-      '      printf "%-15s %-15s %-15s %-30s %-15s %-10s %s\\n" "POD ID" CREATED STATE NAME NAMESPACE ATTEMPT RUNTIME',
-      '      awk \'$1=="pod"{s=($5=="SANDBOX_READY")?"Ready":"NotReady"; printf "%-15s %-15s %-15s %-30s %-15s %-10s %s\\n", substr($2,1,13), "About an hour ago", s, $3, $4, 0, "(default)"}\' "$db"; fi ;;',
-      '  ps)',
-      '    if [ $quiet = 1 ]; then awk -v all=$all \'$1=="container" && (all || $6=="CONTAINER_RUNNING"){print $2}\' "$db"; else',
-      '      printf "%-15s %-15s %-15s %-15s %-15s %-10s %-15s %s\\n" CONTAINER IMAGE CREATED STATE NAME ATTEMPT "POD ID" POD',
-      '      awk -v all=$all \'$1=="container" && (all || $6=="CONTAINER_RUNNING"){s=($6=="CONTAINER_RUNNING")?"Running":"Exited"; printf "%-15s %-15s %-15s %-15s %-15s %-10s %-15s %s\\n", substr($2,1,13), "sha256:0c0e3c", "About an hour ago", s, $4, 0, substr($3,1,13), $5}\' "$db"; fi ;;',
-      '  *) echo "crictl: the kubemend lab only simulates \'crictl pods\' and \'crictl ps\'" >&2; exit 1 ;;',
-      'esac',
-    ].join('\n'),
-    // seed 002's fix: applies the lab's one uplink configuration (enp0s3, gateway 10.0.2.2).
-    netplan: [
-      '#!/bin/sh',
-      '# kubemend lab stand-in for netplan(5): `netplan apply` brings the uplink up with its default route.',
-      'case "$1" in',
-      `  apply) ip link set enp0s3 up && ip route replace default via ${NAT_GATEWAY} dev enp0s3 ;;`,
-      '  *) echo "netplan: the kubemend lab only simulates \'netplan apply\'" >&2; exit 1 ;;',
-      'esac',
-    ].join('\n'),
-  };
-  for (const [name, text] of Object.entries(scripts)) {
-    writeFileSync(join(bin, name), `${text}\n`);
+  for (const name of readdirSync(STAND_INS)) {
+    copyFileSync(join(STAND_INS, name), join(bin, name));
     chmodSync(join(bin, name), 0o755);
   }
 }
+
 
 /** Stops everything in a node's namespaces and its forwarder; the node's files stay. */
 async function killNode(dir: string, node: LabNode): Promise<void> {
@@ -636,6 +631,9 @@ export async function requestReboot(dir: string, name: string, timeoutMs = 60_00
   }
   throw new LabError(`${name} did not come back from reboot within ${timeoutMs} ms`);
 }
+
+/** Shell stand-ins for tools that cannot run here (test/lab/standins/, one file each). */
+const STAND_INS = join(REPO_ROOT, 'test', 'lab', 'standins');
 
 /** Compiled daemon (the lab may be driven from ts sources in tests, the daemon runs from dist/). */
 const DAEMON = join(REPO_ROOT, 'dist', 'test', 'lab', 'daemon.js');

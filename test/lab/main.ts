@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
-import { BUILT_SCENARIOS, down, labProcesses, LabError, MAX_NODES, parseScenarios, readState, requestReboot, requireRoot, SCENARIOS, type Scenario, up } from './lab';
+import { down, labProcesses, LabError, MAX_NODES, parseScenarios, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
 
 const DIR = process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab');
 
@@ -20,7 +20,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--nodes <n>', `number of nodes, 1-${MAX_NODES}`, '3')
     .option('--reboot-downtime <duration>', 'how long a rebooting node stays down', '1s')
     .option('--scenario <list>', `comma-separated failure states to inject: ${Object.keys(SCENARIOS).join(', ')}`)
-    .addHelpText('after', `\nScenarios:\n${Object.entries(SCENARIOS).map(([k, v]) => `  ${k.padEnd(18)} ${v}${BUILT_SCENARIOS.has(k as Scenario) ? '' : ' (not built yet)'}`).join('\n')}`)
+    .addHelpText('after', `\nScenarios:\n${Object.entries(SCENARIOS).map(([k, v]) => `  ${k.padEnd(18)} ${v}`).join('\n')}`)
     .action(async (o: { nodes: string; rebootDowntime: string; scenario?: string }) => {
       const scenarios = parseScenarios(o.scenario);
       if (!/^\d+$/.test(o.nodes)) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${JSON.stringify(o.nodes)}`);
