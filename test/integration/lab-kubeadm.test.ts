@@ -8,14 +8,21 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { down, type LabState, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
+import { hostSnapshot } from '../helpers/host';
 
 const dir = join(tempDir('kubeadm'), 'lab');
 let state: LabState;
 
+let hostBefore: ReturnType<typeof hostSnapshot>;
+
 beforeAll(async () => {
+  hostBefore = hostSnapshot();
   state = await up({ dir, nodes: 2, scenarios: ['nat-advertise'] });
 });
-afterAll(() => down(dir));
+afterAll(async () => {
+  await down(dir);
+  expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
+});
 
 const sshArgs = (port: number, cmd: string) => ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd];
 const ssh = (port: number, cmd: string) => execFileSync('ssh', sshArgs(port, cmd), { encoding: 'utf8' });

@@ -8,14 +8,21 @@ import { join } from 'node:path';
 import { calicoVethName } from '../../lib/calico';
 import { calicoPods, down, type LabState, LIVE_PODS_PER_NODE, requestReboot, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
+import { hostSnapshot } from '../helpers/host';
 
 const dir = join(tempDir('calico'), 'lab');
 let state: LabState;
 
+let hostBefore: ReturnType<typeof hostSnapshot>;
+
 beforeAll(async () => {
+  hostBefore = hostSnapshot();
   state = await up({ dir, nodes: 2, scenarios: ['orphan-calico', 'stale-cni'], rebootDowntimeMs: 200 });
 });
-afterAll(() => down(dir));
+afterAll(async () => {
+  await down(dir);
+  expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
+});
 
 const ssh = (port: number, cmd: string) =>
   execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });

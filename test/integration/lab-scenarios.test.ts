@@ -10,6 +10,7 @@ import type { ProbeReport } from '../../lib/probe';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
 import { down, type LabState, requestReboot, up } from '../lab/lab';
+import { hostSnapshot } from '../helpers/host';
 import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir, temporalAddress, uniqueQueue, writeConfig } from '../helpers/harness';
 
 const dir = join(tempDir('scenarios'), 'lab');
@@ -17,7 +18,10 @@ let state: LabState;
 let worker: RunningWorker;
 let config: string;
 
+let hostBefore: ReturnType<typeof hostSnapshot>;
+
 beforeAll(async () => {
+  hostBefore = hostSnapshot();
   state = await up({ dir, nodes: 3, scenarios: ['cloned-machine-id', 'no-default-route'], rebootDowntimeMs: 300 });
   const generated = parse(readFileSync(join(dir, 'kubemend.yaml'), 'utf8')) as Record<string, unknown>;
   config = writeConfig(dir, { ...generated, temporal: { address: temporalAddress(), taskQueue: uniqueQueue('scen') } }, 'kubemend-test.yaml');
@@ -27,6 +31,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await down(dir);
+  expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
 });
 
 async function probe(): Promise<ProbeReport> {
@@ -48,6 +53,19 @@ test('cloned-machine-id (seed 000): one machine-id in both files on every node, 
   expect(new Set(macs)).toEqual(new Set([weavePeerMac(`${id}\n`)]));
   // Everything else about the nodes is their own.
   expect(new Set(report.nodes.map((n) => n.bootId)).size).toBe(3);
+});
+
+test("weave sees seed 000's collision; after regenerating one node's id and rebooting it, that node connects", async () => {
+  const n2 = state.nodes[1];
+  const before = ssh(n2.port, 'weave status connections').trim().split('\n');
+  expect(before).toHaveLength(2);
+  for (const line of before) expect(line).toMatch(/^-> 10\.213\.0\.1[13]:6783\s+failed\s+local and remote peer names collision, retry: /);
+  ssh(n2.port, 'rm /etc/machine-id /var/lib/dbus/machine-id && systemd-machine-id-setup >/dev/null 2>&1 && cp /etc/machine-id /var/lib/dbus/machine-id');
+  await requestReboot(dir, 'node2');
+  const after = ssh(n2.port, 'weave status connections').trim().split('\n');
+  for (const line of after) expect(line).toMatch(/^-> 10\.213\.0\.1[13]:6783\s+established fastdp ([0-9a-f]{2}:){5}[0-9a-f]{2}\(node[13]\) mtu=1376$/);
+  expect(ssh(state.nodes[0].port, 'weave status connections')).toMatch(/10\.213\.0\.13:6783\s+failed\s+local and remote peer names collision/); // node1 and node3 still clash
+  expect(ssh(state.nodes[0].port, 'weave status connections')).toMatch(/10\.213\.0\.12:6783\s+established/);
 });
 
 test('no-default-route (seed 002): the control-plane node boots with its uplink down and no default route', async () => {

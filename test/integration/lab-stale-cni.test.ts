@@ -7,14 +7,21 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { down, LIVE_PODS_PER_NODE, type LabState, podCidrPrefix, requestReboot, staleLeasePrefix, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
+import { hostSnapshot } from '../helpers/host';
 
 const dir = join(tempDir('stalecni'), 'lab');
 let state: LabState;
 
+let hostBefore: ReturnType<typeof hostSnapshot>;
+
 beforeAll(async () => {
+  hostBefore = hostSnapshot();
   state = await up({ dir, nodes: 2, scenarios: ['stale-cni'], rebootDowntimeMs: 200 });
 });
-afterAll(() => down(dir));
+afterAll(async () => {
+  await down(dir);
+  expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
+});
 
 const ssh = (port: number, cmd: string) =>
   execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });

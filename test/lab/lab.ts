@@ -106,6 +106,8 @@ export interface LabNode {
   /** The machine-id the lab gave the node at `up` (the node may change it since). */
   machineId: string;
   bootId: string;
+  /** The weave bridge's MAC at the node's last boot (Weave Net's peer name). */
+  weaveMac: string;
   /** 1 after `up`, +1 per simulated reboot. */
   boots: number;
 }
@@ -293,7 +295,7 @@ function orphanCalicoInterfaces(pid: number, hubPid: number, index: number, name
   });
 }
 
-function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots'> {
+function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots' | 'weaveMac'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
   for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
@@ -335,7 +337,7 @@ interface BootOptions {
   leftovers?: (holderPid: number) => void;
 }
 
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number, boot: BootOptions): Promise<{ holderPid: number; forwarderPid: number; bootId: string }> {
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number, boot: BootOptions): Promise<{ holderPid: number; forwarderPid: number; bootId: string; weaveMac: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -363,7 +365,8 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   // weave: the bridge Weave Net creates, its MAC derived from the machine-id the node has
   // now (lab nodes have no DMI product_uuid, like a VM whose hypervisor does not expose it).
   inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
-  inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weavePeerMac(nodeMachineIdFile(holderPid)), 'mtu', '1376', 'up');
+  const weaveMac = weavePeerMac(nodeMachineIdFile(holderPid));
+  inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weaveMac, 'mtu', '1376', 'up');
   boot.leftovers?.(holderPid);
 
   run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
@@ -378,7 +381,17 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
     String(holderPid),
     address,
   ]);
-  return { holderPid, forwarderPid: fwd.pid!, bootId };
+  return { holderPid, forwarderPid: fwd.pid!, bootId, weaveMac };
+}
+
+/**
+ * What each node's weave stand-in knows about its peers: every node's address, weave MAC
+ * and name, written into every node's control directory (/run/kmlab/peers) whenever a
+ * node boots, as Weave Net's gossip would spread it.
+ */
+function writePeers(state: LabState): void {
+  const text = state.nodes.map((n) => `${n.address} ${n.weaveMac} ${n.name}`).join('\n');
+  for (const n of state.nodes) writeFileSync(join(state.dir, 'nodes', n.name, 'control', 'peers'), `${text}\n`);
 }
 
 async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
@@ -456,6 +469,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
     await Promise.all(nodes.map((n) => waitForSsh(n)));
     state = { dir: opts.dir, hubPid, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, nodes };
     writeState(state);
+    writePeers(state);
     writeKubemendConfig(state, clientKey);
     await startDaemon(opts.dir);
   } catch (err) {
@@ -615,6 +629,7 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   const current = readState(dir)!;
   current.nodes = current.nodes.map((n) => (n.name === name ? node : n));
   writeState(current);
+  writePeers(current);
   return node;
 }
 
