@@ -75,6 +75,9 @@ test('no-default-route (seed 002): the control-plane node boots with its uplink 
   expect(cp.links.find((l) => l.ifname === 'enp0s3')?.operstate).toBe('DOWN');
   for (const n of report.nodes.filter((x) => x.name !== 'node1')) expect(n.defaultRoute).toMatchObject({ gateway: '10.0.2.2', dev: 'enp0s3' });
   expect(ssh(state.nodes[0].port, 'ip route show default')).toBe('');
+  // "flannel would fail": without a default route flanneld never wrote its lease.
+  expect(ssh(state.nodes[0].port, 'test -e /run/flannel/subnet.env || echo missing; ip -br link show flannel.1 2>&1 | head -c 40')).toMatch(/^missing\nDevice "flannel.1" does not exist/);
+  expect(ssh(state.nodes[1].port, 'grep FLANNEL_SUBNET /run/flannel/subnet.env').trim()).toBe('FLANNEL_SUBNET=10.244.1.1/24');
 });
 
 test("the seed's fix, `netplan apply`, brings the route back, and the next reboot loses it again", async () => {

@@ -66,11 +66,12 @@ test('kubeadm reset leaves exactly what seed 003 found behind: cni0, flannel.1 a
   expect(ssh(n.port, 'crictl pods -q')).toBe(''); // "Removing kubernetes-managed containers"
 });
 
-test('a reboot clears the leftover interfaces but not the leaked IPAM files', async () => {
+test('a reboot replaces the stale interfaces with the current lease, but the leaked IPAM files stay', async () => {
   await requestReboot(dir, 'node2');
   const n = state.nodes[1];
-  const links = (JSON.parse(ssh(n.port, 'ip -j link')) as Array<{ ifname: string }>).map((l) => l.ifname);
-  expect(links).not.toContain('cni0');
-  expect(links).not.toContain('flannel.1');
+  const prefix = podCidrPrefix(2);
+  expect(ssh(n.port, 'ip -j addr show cni0')).toContain(`"local":"${prefix}.1","prefixlen":24`);
+  expect(ssh(n.port, 'ip -j addr show flannel.1')).toContain(`"local":"${prefix}.0","prefixlen":32`);
+  expect(ssh(n.port, 'grep FLANNEL_SUBNET /run/flannel/subnet.env').trim()).toBe(`FLANNEL_SUBNET=${prefix}.1/24`);
   expect(ssh(n.port, 'ls /var/lib/cni/networks/cbr0 | wc -l').trim()).toBe('255');
 });

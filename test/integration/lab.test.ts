@@ -52,7 +52,7 @@ test('kubemend probes every lab node as its own machine', async () => {
     expect(n.dbusMachineId).toBe(lab.machineId);
     expect(n.machineId).not.toBe(before.machineId?.trim());
     expect(n.bootId).not.toBe(before.bootId?.trim());
-    expect(n.links.map((l) => l.ifname).sort()).toEqual(['enp0s3', 'enp0s8', 'lo', 'weave']);
+    expect(n.links.map((l) => l.ifname).sort()).toEqual(['cni0', 'enp0s3', 'enp0s8', 'flannel.1', 'lo', 'weave']);
     expect(n.links.find((l) => l.ifname === 'weave')?.address).toBe(weavePeerMac(`${lab.machineId}\n`));
     expect(n.defaultRoute).toMatchObject({ dst: 'default', gateway: '10.0.2.2', dev: 'enp0s3' });
   }
@@ -71,6 +71,10 @@ test('a node is a real machine to an operator: hostname, its own 10.0.2.15, file
   const ssh = sshTo(n.port);
   expect(ssh('hostname').trim()).toBe('node2');
   expect(ssh('ip -j addr show enp0s3')).toContain('"local":"10.0.2.15"');
+  // A healthy flannel node: its lease on flannel.1 and cni0, and subnet.env to match.
+  expect(ssh('ip -j addr show cni0')).toContain('"local":"10.244.1.1","prefixlen":24');
+  expect(ssh('ip -j addr show flannel.1')).toContain('"local":"10.244.1.0","prefixlen":32');
+  expect(ssh('cat /run/flannel/subnet.env')).toBe('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
   ssh('rm /etc/machine-id /var/lib/dbus/machine-id && systemd-machine-id-setup >/dev/null 2>&1');
   const fresh = ssh('cat /etc/machine-id').trim();
   expect(fresh).toMatch(/^[0-9a-f]{32}$/);

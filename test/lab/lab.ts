@@ -162,6 +162,27 @@ function run(cmd: string, args: string[]): string {
 }
 
 /**
+ * What flanneld and the CNI bridge plugin leave on a healthy flannel node: flannel.1 with
+ * the node's lease (.0/32), cni0 as the pods' gateway (.1/24), and /run/flannel/subnet.env.
+ * Without a default route flanneld cannot start (seed 002): none of it, and no subnet.env.
+ */
+function flannelAtBoot(pid: number, nodeDir: string, index: number, running: boolean): void {
+  const subnetEnv = join(nodeDir, 'run-flannel', 'subnet.env');
+  if (!running) {
+    rmSync(subnetEnv, { force: true });
+    return;
+  }
+  const lease = podCidrPrefix(index);
+  inNet(pid, 'ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'dev', 'enp0s8', 'dstport', '8472', 'nolearning');
+  inNet(pid, 'ip', 'addr', 'add', `${lease}.0/32`, 'dev', 'flannel.1');
+  inNet(pid, 'ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up');
+  inNet(pid, 'ip', 'link', 'add', 'cni0', 'type', 'bridge');
+  inNet(pid, 'ip', 'addr', 'add', `${lease}.1/24`, 'dev', 'cni0');
+  inNet(pid, 'ip', 'link', 'set', 'cni0', 'mtu', '1450', 'up');
+  writeFileSync(subnetEnv, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${lease}.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`);
+}
+
+/**
  * seed 003, in the kernel: what flannel made before `kubeadm reset` and reset left behind.
  * cni0 keeps the old lease's gateway address; flannel.1 the old lease's .0/32 (VXLAN 1, port
  * 8472, as flannel's vxlan backend). /run/flannel/subnet.env is absent: /run starts empty.
@@ -333,11 +354,13 @@ function prepareNode(dir: string, index: number, clientPub: string, sharedMachin
  */
 interface BootOptions {
   uplinkDown: boolean;
+  /** flanneld ran this boot: it needs a default route, and has not run since a `kubeadm reset`. */
+  flannel: boolean;
   /** Interfaces a scenario leaves behind; only at `up`, since a real reboot clears them too. */
   leftovers?: (holderPid: number) => void;
 }
 
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address'>, port: number, boot: BootOptions): Promise<{ holderPid: number; forwarderPid: number; bootId: string; weaveMac: string }> {
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ holderPid: number; forwarderPid: number; bootId: string; weaveMac: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -367,6 +390,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
   const weaveMac = weavePeerMac(nodeMachineIdFile(holderPid));
   inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weaveMac, 'mtu', '1376', 'up');
+  flannelAtBoot(holderPid, nodeDir, node.index, boot.flannel);
   boot.leftovers?.(holderPid);
 
   run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
@@ -463,7 +487,8 @@ export async function up(opts: UpOptions): Promise<LabState> {
         if (staleCni) staleCniInterfaces(pid, i);
         if (orphanCalico) orphanCalicoInterfaces(pid, hubPid, i, prepared.name);
       };
-      const boot: BootOptions = { uplinkDown: uplinkStaysDown(scenarios, i), leftovers };
+      const uplinkDown = uplinkStaysDown(scenarios, i);
+      const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni, leftovers };
       nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 });
     }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
@@ -622,7 +647,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   if (!state || !node) throw new LabError(`no lab node ${name}`);
   await killNode(dir, node);
   await sleep(state.rebootDowntimeMs);
-  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port, { uplinkDown: uplinkStaysDown(state.scenarios, node.index) }), { boots: node.boots + 1 });
+  const uplinkDown = uplinkStaysDown(state.scenarios, node.index);
+  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port, { uplinkDown, flannel: !uplinkDown }), { boots: node.boots + 1 });
   await waitForSsh(node);
   // Other nodes may have rebooted meanwhile: update this node in the current state only
   // (no await between read and write, so the daemon's other reboots cannot interleave).
