@@ -3,7 +3,7 @@
  * through the real CLI and worker, and a host that is left exactly as it was.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import type { ProbeReport } from '../../lib/probe';
@@ -132,6 +132,20 @@ test('down removes every process and file, and can run twice', async () => {
   expect(existsSync(dir)).toBe(false);
   expect(hostSnapshot()).toEqual(before);
   expect(await down(dir)).toEqual({ killed: 0 });
+});
+
+test('down cleans up after a crash: no state file, daemon killed, processes found from /proc alone', async () => {
+  const crashed = join(tempDir('crash'), 'lab');
+  await up({ dir: crashed, nodes: 2 });
+  // As if `up` had been killed before writing its state, and the daemon had died.
+  rmSync(join(crashed, 'state.json'));
+  for (const p of labProcesses(crashed).filter((x) => x.argv0.startsWith('kmlab-daemon'))) process.kill(p.pid, 'SIGKILL');
+  expect(labProcesses(crashed).length).toBeGreaterThanOrEqual(1 + 2 * 2); // hub, holders, forwarders
+  const { killed } = await down(crashed);
+  expect(killed).toBeGreaterThanOrEqual(1 + 2 * 3); // hub, and per node: holder, sshd, forwarder
+  expect(labProcesses(crashed)).toEqual([]);
+  expect(existsSync(crashed)).toBe(false);
+  expect(hostSnapshot()).toEqual(before);
 });
 
 describe('the lab command', () => {
