@@ -24,7 +24,7 @@ import { stringify } from 'yaml';
 import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
-import { freePort, keygen } from './sshd';
+import { freePort, keygen, sshdConfig } from './sshd';
 
 export const HOSTONLY_PREFIX = '10.213.0';
 export const NAT_ADDRESS = '10.0.2.15/24';
@@ -328,23 +328,7 @@ function prepareNode(dir: string, index: number, clientPub: string, sharedMachin
   keygen(hostKey);
   writeFileSync(join(nodeDir, 'ssh', 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
   const address = `${HOSTONLY_PREFIX}.${10 + index}`;
-  writeFileSync(
-    join(nodeDir, 'ssh', 'sshd_config'),
-    [
-      `ListenAddress ${address}:22`,
-      `HostKey ${hostKey}`,
-      `AuthorizedKeysFile ${join(nodeDir, 'ssh', 'authorized_keys')}`,
-      'PidFile /run/sshd.pid',
-      'PubkeyAuthentication yes',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'PermitRootLogin prohibit-password',
-      'UsePAM no',
-      'StrictModes no',
-      'LogLevel ERROR',
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(join(nodeDir, 'ssh', 'sshd_config'), sshdConfig({ listen: `${address}:22`, hostKey, authorizedKeys: join(nodeDir, 'ssh', 'authorized_keys'), pidFile: '/run/sshd.pid' }));
   return { name, index, role: index === 1 ? 'control-plane' : 'worker', address, machineId };
 }
 
@@ -581,23 +565,15 @@ export async function down(dir: string): Promise<{ killed: number }> {
       if (ns && labNets.has(ns)) victims.add(Number(entry));
     }
   }
-  for (const pid of victims) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  const until = Date.now() + 10_000;
-  while ([...victims].some((pid) => isAlive(pid)) && Date.now() < until) await sleep(20);
+  await killAndWait(victims);
   rmSync(dir, { recursive: true, force: true });
   return { killed: victims.size };
 }
 
 /**
- * Stand-ins on every node's PATH (/usr/local/sbin). `reboot` and `systemctl reboot` ask the
- * lab daemon to reboot the node, as the real commands ask systemd: they return at once and
- * the node goes down a moment later, dropping every SSH session.
+ * Stand-ins on every node's PATH (/usr/local/sbin, bind-mounted from .lab/bin): kubeadm,
+ * crictl, netplan, systemctl, reboot, weave. `reboot` and `systemctl reboot` ask the lab
+ * daemon to reboot the node, as the real commands ask systemd.
  */
 function installStandIns(dir: string): void {
   const bin = join(dir, 'bin');
@@ -608,7 +584,6 @@ function installStandIns(dir: string): void {
   }
 }
 
-
 /** Stops everything in a node's namespaces and its forwarder; the node's files stay. */
 async function killNode(dir: string, node: LabNode): Promise<void> {
   const net = netnsOf(node.holderPid);
@@ -617,15 +592,20 @@ async function killNode(dir: string, node: LabNode): Promise<void> {
   if (net && net !== netnsOf(process.pid)) {
     for (const entry of readdirSync('/proc')) if (/^\d+$/.test(entry) && netnsOf(Number(entry)) === net) victims.add(Number(entry));
   }
-  for (const pid of victims) {
+  await killAndWait(victims);
+}
+
+/** SIGKILLs the processes and waits (up to 10 s) until none is alive; zombies count as gone. */
+async function killAndWait(pids: Set<number>): Promise<void> {
+  for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
-      // gone already
+      // already gone
     }
   }
   const until = Date.now() + 10_000;
-  while ([...victims].some((pid) => isAlive(pid)) && Date.now() < until) await sleep(20);
+  while ([...pids].some((pid) => isAlive(pid)) && Date.now() < until) await sleep(20);
 }
 
 function isAlive(pid: number): boolean {

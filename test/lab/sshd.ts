@@ -40,6 +40,28 @@ export async function freeLowPort(host = '127.0.0.1'): Promise<number> {
   throw new Error('no free port in 20000-32000');
 }
 
+/**
+ * sshd_config for kubemend's test sshds (loopback and lab nodes): keys only, root by key,
+ * no PAM. StrictModes is off because test directories live under /tmp and .lab/, which a
+ * real node's key files never do.
+ */
+export function sshdConfig(o: { listen: string; hostKey: string; authorizedKeys: string; pidFile: string }): string {
+  return [
+    `ListenAddress ${o.listen}`,
+    `HostKey ${o.hostKey}`,
+    `AuthorizedKeysFile ${o.authorizedKeys}`,
+    `PidFile ${o.pidFile}`,
+    'PubkeyAuthentication yes',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'PermitRootLogin prohibit-password',
+    'UsePAM no',
+    'StrictModes no',
+    'LogLevel ERROR',
+    '',
+  ].join('\n');
+}
+
 export function keygen(path: string, type = 'ed25519'): string {
   execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', 'kubemend-test', '-f', path], { stdio: 'ignore' });
   return readFileSync(`${path}.pub`, 'utf8').trim();
@@ -117,22 +139,7 @@ export class LocalSshd {
       const cfg = join(dir, 'sshd_config');
       writeFileSync(
         cfg,
-        [
-          `Port ${port}`,
-          `ListenAddress ${host}`,
-          `HostKey ${hostKey}`,
-          `PidFile ${join(dir, 'sshd.pid')}`,
-          `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-          'PubkeyAuthentication yes',
-          'PasswordAuthentication no',
-          'KbdInteractiveAuthentication no',
-          'PermitRootLogin prohibit-password',
-          'UsePAM no',
-          // Test directories live under /tmp (world-writable); a real node's keys do not.
-          'StrictModes no',
-          'LogLevel ERROR',
-          '',
-        ].join('\n'),
+        sshdConfig({ listen: `${host}:${port}`, hostKey, authorizedKeys: join(dir, 'authorized_keys'), pidFile: join(dir, 'sshd.pid') }),
       );
       const knownHosts = join(dir, 'known_hosts');
       const [type, key] = hostPub.split(/\s+/);
