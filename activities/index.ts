@@ -46,10 +46,34 @@ export function createActivities(deps: ActivityDeps) {
     async probeNode(input: { cluster: string; node: string }): Promise<ProbeNodeFacts> {
       const ctx = Context.current();
       const marker = randomBytes(16).toString('hex');
-      const r = await deps.ssh.withSession(target(input.cluster, input.node), (s) => s.run(probeArgv(marker)), ctx.cancellationSignal);
-      return probeFacts(input.node, parseProbeOutput(r.stdout, marker));
+      const r = await whileHeartbeating(ctx, () => deps.ssh.withSession(target(input.cluster, input.node), (s) => s.run(probeArgv(marker)), ctx.cancellationSignal));
+      const sections = parseProbeOutput(r.stdout, marker);
+      if (Object.keys(sections).length === 0) {
+        // e.g. a ForceCommand or authorized_keys command= ran instead of ours: nothing was probed.
+        throw ApplicationFailure.create({
+          type: Failure.ProbeNoOutput,
+          message: `the probe script did not run on ${input.node} (exit ${r.exitCode}, output ${JSON.stringify(r.stdout.slice(0, 120))}); is a forced command configured for this key?`,
+          nonRetryable: true,
+        });
+      }
+      return probeFacts(input.node, sections);
     },
   };
+}
+
+/**
+ * Heartbeats every second while `fn` runs (the SDK throttles what it sends), so a slow SSH
+ * step does not trip the heartbeat timeout and a cancellation of the run reaches the
+ * activity's cancellation signal.
+ */
+async function whileHeartbeating<T>(ctx: Context, fn: () => Promise<T>): Promise<T> {
+  ctx.heartbeat();
+  const timer = setInterval(() => ctx.heartbeat(), 1000);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 export type Activities = ReturnType<typeof createActivities>;

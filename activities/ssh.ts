@@ -10,6 +10,7 @@
  * by lib/shell.
  */
 import { readFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
 import { NodeSSH } from 'node-ssh';
 import type { NodeTarget } from '../lib/config';
@@ -98,9 +99,13 @@ export class SshConnector implements SshPort {
     if (mine.length === 0) throw describeVerdict({ verdict: 'unknown' }, target);
     const privateKey = target.privateKeyPath ? await readLocal(target.privateKeyPath, 'private key') : undefined;
 
+    // The TCP connection is ours: abort, timeout and close can destroy it at any stage. (node-ssh
+    // exposes its client only once the handshake is done, too late to cancel a hanging one.)
+    const sock = await dial(target, this.opts.connectTimeoutMs, signal);
     let verdict: HostKeyVerdict | undefined;
     const ssh = new NodeSSH();
     const connecting = ssh.connect({
+      sock,
       host: target.host,
       port: target.port,
       username: target.user,
@@ -115,7 +120,6 @@ export class SshConnector implements SshPort {
         return verdict.verdict === 'ok';
       },
     });
-    // A cancelled activity (worker shutdown, run cancelled) must not sit out the handshake timeout.
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(signal!.reason ?? new Error('aborted'));
@@ -124,6 +128,7 @@ export class SshConnector implements SshPort {
     try {
       await Promise.race([connecting, aborted]);
     } catch (err) {
+      sock.destroy();
       ssh.dispose();
       connecting.catch(() => undefined);
       if (signal?.aborted) throw err;
@@ -132,8 +137,32 @@ export class SshConnector implements SshPort {
     } finally {
       if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
-    return new Session(ssh, target, this.opts.commandTimeoutMs, signal);
+    return new Session(ssh, sock, target, this.opts.commandTimeoutMs, signal);
   }
+}
+
+/** Opens the TCP connection to the node, bounded by the connect timeout and the abort signal. */
+function dial(t: NodeTarget, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
+  const where = `${t.user}@${hostLookupName(t.host, t.port)} (${t.name})`;
+  return new Promise((resolve, reject) => {
+    const sock = createConnection({ host: t.host, port: t.port });
+    const done = (err?: unknown) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      sock.removeListener('error', onError);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else resolve(sock);
+    };
+    const onAbort = () => done(signal!.reason ?? new Error('aborted'));
+    const onError = (e: NodeJS.ErrnoException) => done(transient(`cannot connect to ${where}: ${e.code ?? e.message}`));
+    const timer = setTimeout(() => done(transient(`cannot connect to ${where}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    sock.once('connect', () => done());
+    sock.once('error', onError);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function classifyConnectError(err: unknown, t: NodeTarget): ApplicationFailure {
@@ -158,6 +187,7 @@ class Session implements SshSession {
 
   constructor(
     private readonly ssh: NodeSSH,
+    private readonly sock: Socket,
     readonly target: NodeTarget,
     private readonly defaultTimeoutMs: number,
     private readonly signal?: AbortSignal,
@@ -219,5 +249,6 @@ class Session implements SshSession {
     this.signal?.removeEventListener('abort', this.onAbort);
     this.dead ??= new Error('session closed');
     this.ssh.dispose();
+    this.sock.destroy();
   }
 }

@@ -8,7 +8,7 @@ import {
   WorkflowUpdateFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure, TerminatedFailure } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure, CancelledFailure, TerminatedFailure } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { z } from 'zod';
 import { type Config, findCluster, formatZodIssues, selectNodes } from '../lib/config';
@@ -60,7 +60,9 @@ function actorName(flag: string | undefined): string {
 /** Exit code and message for a run that ended without a result. */
 function endedBadly(err: unknown): CliError {
   if (err instanceof WorkflowFailedError) {
-    const cause = err.cause;
+    // A failure raised by an activity (e.g. the worker's inventory lacks the node) arrives
+    // wrapped; its cause decides the exit code.
+    const cause = err.cause instanceof ActivityFailure && err.cause.cause ? err.cause.cause : err.cause;
     if (cause instanceof ApplicationFailure) {
       if (cause.type === 'BadInput') return new CliError(cause.message, ExitCode.BadInput);
       if (cause.type && REFUSAL_TYPES.has(cause.type)) return new CliError(`refused: ${cause.message}`, ExitCode.Refused);

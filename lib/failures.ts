@@ -13,6 +13,8 @@ export const Failure = {
   CredentialUnavailable: 'CredentialUnavailable',
   /** The workflow input names a cluster or node the worker's config does not have. */
   BadInput: 'BadInput',
+  /** The probe script printed nothing of its own (a forced command ran instead). */
+  ProbeNoOutput: 'ProbeNoOutput',
   /** A remote command exited non-zero where success was required. */
   CommandFailed: 'CommandFailed',
   /** Connect refused/timeout, connection reset, command timed out or dropped. */

@@ -23,6 +23,8 @@ export const ProbeInput = z
     reason: freeText(2000).optional(),
     concurrency: z.number().int().min(1).max(64).default(8),
     activityTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+    /** The activity heartbeats while it waits on SSH; a run's cancellation reaches it through these. */
+    heartbeatTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
     retry: RetryInput.default({ initialIntervalMs: 1000, maximumIntervalMs: 30_000, maximumAttempts: 5 }),
   })
   .strict();

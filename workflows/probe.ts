@@ -3,7 +3,7 @@
  * target node over SSH and returns a typed report. A node that cannot be probed gets an
  * `error` in the report; the others are still probed.
  */
-import { ActivityFailure, ApplicationFailure, defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ActivityCancellationType, ActivityFailure, ApplicationFailure, defineQuery, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { mapLimit } from '../lib/async';
 import { NON_RETRYABLE_FAILURES } from '../lib/failures';
@@ -30,8 +30,10 @@ export async function probe(rawInput: ProbeInput): Promise<ProbeReport> {
   setHandler(statusQuery, () => status);
 
   const acts = proxyActivities<Activities>({
+    // A cancelled run closes only once its activities have stopped: no SSH work outlives it.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     startToCloseTimeout: input.activityTimeoutMs,
-    heartbeatTimeout: Math.min(input.activityTimeoutMs, 30_000),
+    heartbeatTimeout: input.heartbeatTimeoutMs,
     retry: {
       initialInterval: input.retry.initialIntervalMs,
       maximumInterval: input.retry.maximumIntervalMs,
@@ -62,8 +64,12 @@ export async function probe(rawInput: ProbeInput): Promise<ProbeReport> {
   return { cluster: input.cluster, nodes: reports };
 }
 
-/** "HostKeyMismatch: ..." from an activity failure; other errors propagate (they are bugs). */
+/**
+ * "HostKeyMismatch: ..." from an activity failure. A cancellation of the run propagates (the
+ * run ends CANCELLED, not COMPLETED with failed nodes); other errors propagate (they are bugs).
+ */
 function describeFailure(err: unknown): string {
+  if (isCancellation(err)) throw err;
   if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) {
     return `${err.cause.type ?? 'Error'}: ${err.cause.message}`;
   }

@@ -16,6 +16,7 @@ type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
 let good: LocalSshd;
 let other: LocalSshd;
+let forced: LocalSshd;
 let worker: RunningWorker;
 let dir: string;
 let config: string;
@@ -61,6 +62,8 @@ beforeAll(async () => {
   dir = tempDir('probe');
   good = await LocalSshd.start();
   other = await LocalSshd.start();
+  // Every session runs this instead of what the client asked for, as some hardened hosts do.
+  forced = await LocalSshd.start({ extraConfig: ['ForceCommand /bin/true'] });
   // node2's recorded key is node1's: node2's real key must then be refused as a mismatch.
   const wrongKnownHosts = join(dir, 'wrong_known_hosts');
   writeFileSync(wrongKnownHosts, `${good.knownHostsLine().replace(`]:${good.port} `, `]:${other.port} `)}\n`);
@@ -84,6 +87,7 @@ beforeAll(async () => {
           { name: 'node3', role: 'worker', host: '127.0.0.1', port: good.port, knownHostsPath: emptyKnownHosts },
           { name: 'node4', role: 'worker', host: '127.0.0.1', port: good.port, privateKeyPath: strangerKey },
           { name: 'node5', role: 'worker', host: '127.0.0.1', port: closedPort, knownHostsPath: closedKnownHosts },
+          { name: 'node6', role: 'worker', host: '127.0.0.1', port: forced.port, knownHostsPath: forced.knownHostsPath, privateKeyPath: forced.clientKeyPath },
         ],
       },
     ],
@@ -95,6 +99,7 @@ afterAll(async () => {
   await worker?.stop();
   await good?.stop();
   await other?.stop();
+  await forced?.stop();
 });
 
 test('probe returns the node facts over SSH as the stable JSON contract', async () => {
@@ -200,6 +205,19 @@ test('an unreachable node is a transient failure, retried with backoff up to the
   } finally {
     await close();
   }
+});
+
+test('a forced command that ran instead of the probe is an error, never an empty success', async () => {
+  const r = await runCli(['--config', config, 'run', 'probe', '--cluster', 'local', '--node', 'node6', '--json']);
+  expect(r.code).toBe(1);
+  expect((JSON.parse(r.stdout) as ProbeReport).nodes[0].error).toMatch(/^ProbeNoOutput: the probe script did not run on node6 \(exit 0, output ""\); is a forced command configured/);
+});
+
+test("a node the CLI's config has but the worker's lacks is bad input (exit 2), decided by the worker", async () => {
+  const cliOnly = writeConfig(dir, readFileSync(config, 'utf8').replace("- name: node6", "- name: ghost\n        role: worker\n        host: 127.0.0.1\n      - name: node6"), 'cli-only.yaml');
+  const r = await runCli(['--config', cliOnly, 'run', 'probe', '--cluster', 'local', '--node', 'ghost']);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toContain('kubemend: cluster local has no node "ghost" (it has: node1, node2, node3, node4, node5, node6)');
 });
 
 describe('bad input: exit 2, a message naming what is wrong, nothing started', () => {

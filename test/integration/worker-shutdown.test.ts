@@ -1,6 +1,7 @@
 /**
- * SIGTERM while an activity is in flight: the worker process gives the activity its grace
- * time, cancels it, exits 0, and the run is not lost: another worker finishes it.
+ * An activity in flight when things stop. SIGTERM: the worker process gives it its grace
+ * time, cancels it, exits 0, and the run is not lost: another worker finishes it. A run
+ * cancelled by the operator ends CANCELLED, and the cancellation reaches the SSH layer.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ProbeReport } from '../../lib/probe';
 import type { RunStatus } from '../../lib/run-status';
+import { WorkflowFailedError } from '@temporalio/client';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../../lib/search-attributes';
 import { LocalSshd } from '../lab/sshd';
 import { CLI, loadTestConfig, type RunningWorker, startWorker, tempDir, temporalAddress, testClient, uniqueQueue, writeConfig } from '../helpers/harness';
@@ -22,7 +24,11 @@ let second: RunningWorker | undefined;
 beforeAll(async () => {
   sshd = await LocalSshd.start();
   // Accepts TCP and never says a word: an SSH handshake to it hangs until cancelled.
-  blackhole = createServer((s) => sockets.push(s));
+  // It reads (and drops) what arrives, so it sees the client's FIN when the client hangs up.
+  blackhole = createServer((s) => {
+    sockets.push(s);
+    s.resume();
+  });
   await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', r));
 });
 
@@ -90,5 +96,42 @@ test('SIGTERM mid-activity: exit 0 after the grace time, and the run completes o
     expect(report.nodes).toEqual([expect.objectContaining({ name: 'n1', error: null })]);
   } finally {
     await close();
+  }
+});
+
+test('cancelling a run mid-probe ends it CANCELLED and closes the hanging SSH connection', async () => {
+  const dir = tempDir('cancel');
+  const taskQueue = uniqueQueue('cancel');
+  const hangPort = (blackhole.address() as { port: number }).port;
+  const kh = join(dir, 'known_hosts');
+  writeFileSync(kh, `${sshd.knownHostsLine().replace(`]:${sshd.port} `, `]:${hangPort} `)}\n`);
+  const cfg = writeConfig(dir, {
+    temporal: { address: temporalAddress(), taskQueue },
+    ssh: { connectTimeout: '120s' },
+    clusters: [{ name: 'c', ssh: { user: 'root', privateKeyPath: sshd.clientKeyPath, knownHostsPath: kh }, nodes: [{ name: 'n1', role: 'worker', host: '127.0.0.1', port: hangPort }] }],
+  });
+  const w = await startWorker(loadTestConfig(cfg));
+  const { client, close } = await testClient();
+  try {
+    const before = sockets.length;
+    const handle = await client.workflow.start('probe', {
+      workflowId: `probe-c-cancel-${Date.now()}`,
+      taskQueue,
+      args: [{ cluster: 'c', requestedBy: 'test', heartbeatTimeoutMs: 2000 }],
+      typedSearchAttributes: [{ key: SA_CLUSTER, value: 'c' }, { key: SA_NODE, value: ['n1'] }, { key: SA_REMEDIATION, value: 'probe' }],
+    });
+    while (sockets.length === before) await sleep(50);
+    const sock = sockets[sockets.length - 1];
+    const closed = new Promise<number>((r) => sock.once('close', () => r(Date.now())));
+    const t0 = Date.now();
+    await handle.cancel();
+    await expect(handle.result()).rejects.toThrow(WorkflowFailedError);
+    expect((await handle.describe()).status.name).toBe('CANCELLED');
+    const closedAt = await Promise.race([closed, sleep(20_000, undefined, { ref: false }).then(() => -1)]);
+    expect(closedAt).toBeGreaterThan(0); // the activity saw the cancellation and dropped the connection
+    expect(closedAt - t0).toBeLessThan(15_000);
+  } finally {
+    await close();
+    await w.stop();
   }
 });

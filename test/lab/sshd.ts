@@ -99,6 +99,8 @@ export interface LocalSshdOptions {
   host?: string;
   port?: number;
   hostKeyType?: 'ed25519' | 'ecdsa' | 'rsa';
+  /** Extra sshd_config lines, e.g. a ForceCommand. */
+  extraConfig?: string[];
 }
 
 export class LocalSshd {
@@ -139,7 +141,7 @@ export class LocalSshd {
       const cfg = join(dir, 'sshd_config');
       writeFileSync(
         cfg,
-        sshdConfig({ listen: `${host}:${port}`, hostKey, authorizedKeys: join(dir, 'authorized_keys'), pidFile: join(dir, 'sshd.pid') }),
+        sshdConfig({ listen: `${host}:${port}`, hostKey, authorizedKeys: join(dir, 'authorized_keys'), pidFile: join(dir, 'sshd.pid') }) + (opts.extraConfig ?? []).map((l) => `${l}\n`).join(''),
       );
       const knownHosts = join(dir, 'known_hosts');
       const [type, key] = hostPub.split(/\s+/);
