@@ -3,7 +3,7 @@
  * through the real CLI and worker, and a host that is left exactly as it was.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import type { ProbeReport } from '../../lib/probe';
@@ -154,6 +154,21 @@ describe('the lab command', () => {
     const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, lab, 'up', '--nodes', '1'], { encoding: 'utf8', env: { ...process.env, KUBEMEND_LAB_DIR: '/tmp/kubemend-lab-nonroot' } });
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('lab: the lab needs root');
+  });
+  test.each([['/'], ['/root'], [REPO_ROOT], ['/tmp/with space/lab'], ['/tmp/a,b']])('refuses %s as a lab directory, exit 2, nothing touched', (labDir) => {
+    const r = spawnSync(process.execPath, [lab, 'down'], { encoding: 'utf8', env: { ...process.env, KUBEMEND_LAB_DIR: labDir } });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/lab directory|refusing/);
+  });
+  test('a non-empty directory that is not a lab is neither used nor deleted', () => {
+    const other = tempDir('notalab');
+    writeFileSync(join(other, 'precious'), 'keep me');
+    for (const cmd of [['down'], ['up', '--nodes', '1']]) {
+      const r = spawnSync(process.execPath, [lab, ...cmd], { encoding: 'utf8', env: { ...process.env, KUBEMEND_LAB_DIR: other } });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain('is not empty and is not a lab directory');
+    }
+    expect(readFileSync(join(other, 'precious'), 'utf8')).toBe('keep me');
   });
   test.each([['0'], ['201'], ['three']])('--nodes %s is bad input, exit 2, nothing created', (n) => {
     const labDir = join(tempDir('labbad'), 'lab');

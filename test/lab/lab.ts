@@ -18,7 +18,8 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, copyFileSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { homedir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { calicoVethName } from '../../lib/calico';
@@ -220,6 +221,16 @@ function detached(cmd: string, args: string[], logFile?: string): ChildProcess {
   return child;
 }
 
+/** The holder writes its pid, then execs under its marker: wait until that pid carries it. */
+async function waitForMarker(dir: string, argv0: string, pid: number, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (markedPid(dir, argv0) === pid) return;
+    await sleep(10);
+  }
+  throw new LabError(`${argv0} did not start`);
+}
+
 async function waitForFile(path: string, what: string, timeoutMs = 10_000): Promise<string> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
@@ -234,6 +245,27 @@ async function waitForFile(path: string, what: string, timeoutMs = 10_000): Prom
 
 function holder(setup: string, args: string[], unshareFlags: string[]): void {
   detached('unshare', [...unshareFlags, '--propagation', 'private', '--fork', '--', 'bash', '-c', setup, 'kmlab-setup', ...args]);
+}
+
+/** Marks a directory as a lab's: `down` deletes nothing that lacks it. */
+const SENTINEL = '.kubemend-lab';
+
+/**
+ * The lab directory is deleted as root by `down`, so it must be unmistakable: absolute, no
+ * whitespace, ',' or ':' (they break overlay options and the argv[0] markers), and never /,
+ * the home directory, the repository, or a directory above any of them.
+ */
+export function checkLabDir(dir: string): void {
+  if (!isAbsolute(dir)) throw new LabError(`lab directory must be an absolute path, got ${JSON.stringify(dir)}`);
+  if (/[\s,:]/.test(dir)) throw new LabError(`lab directory must not contain whitespace, ',' or ':', got ${JSON.stringify(dir)}`);
+  const d = resolve(dir);
+  for (const guarded of ['/', homedir(), REPO_ROOT]) {
+    const g = resolve(guarded);
+    if (d === g || g.startsWith(`${d}/`)) throw new LabError(`refusing ${d} as a lab directory: it is or contains ${g}`);
+  }
+  if (existsSync(d) && readdirSync(d).length > 0 && !existsSync(join(d, SENTINEL))) {
+    throw new LabError(`${d} exists, is not empty and is not a lab directory (no ${SENTINEL}); refusing to use or delete it`);
+  }
 }
 
 export function requireRoot(): void {
@@ -352,6 +384,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   rmSync(join(nodeDir, 'holder.pid'), { force: true });
   holder(NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount']);
   const holderPid = Number(await waitForFile(join(nodeDir, 'holder.pid'), `node ${name}`));
+  await waitForMarker(dir, nodeMarker(dir, name), holderPid);
 
   // enp0s8: the host-only network, its peer on the hub's bridge.
   const hubSide = `h-${name}`;
@@ -436,13 +469,16 @@ export interface UpOptions {
 export async function up(opts: UpOptions): Promise<LabState> {
   requireRoot();
   if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > MAX_NODES) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${opts.nodes}`);
+  checkLabDir(opts.dir);
   await down(opts.dir);
   mkdirSync(opts.dir, { recursive: true });
+  writeFileSync(join(opts.dir, SENTINEL), 'kubemend lab directory: `npm run lab -- down` deletes it\n');
   const clientKey = join(opts.dir, 'id_ed25519');
   const clientPub = keygen(clientKey);
   installStandIns(opts.dir);
   holder(HUB_SETUP, [opts.dir], ['--net']);
   const hubPid = Number(await waitForFile(join(opts.dir, 'hub.pid'), 'the lab hub'));
+  await waitForMarker(opts.dir, hubMarker(opts.dir), hubPid);
   const nodes: LabNode[] = [];
   const scenarios = opts.scenarios ?? [];
   // seed 000: the nodes were cloned from one image, machine-id and all.
@@ -524,6 +560,14 @@ export function runningLabs(): string[] {
   return [...dirs];
 }
 
+/** The pid of the process whose argv[0] is exactly `argv0`: a stored pid is never trusted. */
+function markedPid(dir: string, argv0: string): number | undefined {
+  return labProcesses(dir).find((p) => p.argv0 === argv0)?.pid;
+}
+
+const hubMarker = (dir: string) => `kmlab-hub ${dir}`;
+const nodeMarker = (dir: string, name: string) => `kmlab-node ${dir} ${name}`;
+
 /** Processes of this lab: argv[0] "kmlab-<kind> <dir> ...". */
 export function labProcesses(dir: string): Array<{ pid: number; argv0: string }> {
   const out: Array<{ pid: number; argv0: string }> = [];
@@ -554,6 +598,7 @@ function netnsOf(pid: number): string | undefined {
  */
 export async function down(dir: string): Promise<{ killed: number }> {
   requireRoot();
+  checkLabDir(dir);
   const marked = labProcesses(dir);
   const hostNet = netnsOf(process.pid);
   const labNets = new Set(marked.filter((p) => /^kmlab-(node|hub) /.test(p.argv0)).map((p) => netnsOf(p.pid)).filter((n): n is string => !!n && n !== hostNet));
@@ -566,7 +611,7 @@ export async function down(dir: string): Promise<{ killed: number }> {
     }
   }
   await killAndWait(victims);
-  rmSync(dir, { recursive: true, force: true });
+  if (existsSync(join(dir, SENTINEL))) rmSync(dir, { recursive: true, force: true });
   return { killed: victims.size };
 }
 
@@ -585,8 +630,9 @@ function installStandIns(dir: string): void {
 }
 
 /** Stops everything in a node's namespaces and its forwarder; the node's files stay. */
-async function killNode(dir: string, node: LabNode): Promise<void> {
-  const net = netnsOf(node.holderPid);
+async function killNode(dir: string, node: Pick<LabNode, 'name'>): Promise<void> {
+  const holderPid = markedPid(dir, nodeMarker(dir, node.name));
+  const net = holderPid === undefined ? undefined : netnsOf(holderPid);
   const victims = new Set<number>();
   for (const p of labProcesses(dir)) if (p.argv0 === `kmlab-fwd ${dir} ${node.name}`) victims.add(p.pid);
   if (net && net !== netnsOf(process.pid)) {
@@ -627,8 +673,15 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   if (!state || !node) throw new LabError(`no lab node ${name}`);
   await killNode(dir, node);
   await sleep(state.rebootDowntimeMs);
+  const hubPid = markedPid(dir, hubMarker(dir));
+  if (hubPid === undefined) throw new LabError('the lab hub is gone; run `npm run lab -- down` and `up` again');
   const uplinkDown = uplinkStaysDown(state.scenarios, node.index);
-  Object.assign(node, await bootNode(dir, state.hubPid, node, node.port, { uplinkDown, flannel: !uplinkDown }), { boots: node.boots + 1 });
+  try {
+    Object.assign(node, await bootNode(dir, hubPid, node, node.port, { uplinkDown, flannel: !uplinkDown }), { boots: node.boots + 1 });
+  } catch (err) {
+    await killNode(dir, node); // nothing half-booted stays behind
+    throw err;
+  }
   await waitForSsh(node);
   // Other nodes may have rebooted meanwhile: update this node in the current state only
   // (no await between read and write, so the daemon's other reboots cannot interleave).

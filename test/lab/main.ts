@@ -4,12 +4,12 @@
  */
 import { Command, CommanderError } from 'commander';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
 import { down, labProcesses, LabError, MAX_NODES, parseScenarios, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
 
-const DIR = process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab');
+const DIR = resolve(process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab'));
 
 async function main(argv: string[]): Promise<number> {
   let code = 0;
@@ -70,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
-    return e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node/.test(e.message) ? 2 : 1;
+    return e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
   }
   return code;
 }
