@@ -97,6 +97,9 @@ export class SshConnector implements SshPort {
     const known = parseKnownHosts(await readLocal(target.knownHostsPath, 'known_hosts file'));
     const mine = entriesForHost(known, target.host, target.port).filter((e) => e.marker === undefined);
     if (mine.length === 0) throw describeVerdict({ verdict: 'unknown' }, target);
+    if (hostKeyAlgorithms(mine.map((e) => e.keyType)).length === 0) {
+      throw fail(Failure.HostKeyUnknown, `${target.knownHostsPath} records only key types kubemend cannot verify for ${target.name} (${[...new Set(mine.map((e) => e.keyType))].join(', ')}); add an ed25519, ecdsa or rsa host key`, true);
+    }
     const privateKey = target.privateKeyPath ? await readLocal(target.privateKeyPath, 'private key') : undefined;
 
     // The TCP connection is ours: abort, timeout and close can destroy it at any stage. (node-ssh
@@ -172,6 +175,11 @@ function classifyConnectError(err: unknown, t: NodeTarget): ApplicationFailure {
     return fail(Failure.SshAuthFailed, `SSH authentication to ${where} failed: the server accepted none of our keys`, true);
   }
   if (e.level === 'client-timeout') return transient(`SSH handshake with ${where} timed out`);
+  // The server offers none of the key types known_hosts has for it (e.g. reinstalled with
+  // new keys): the host key cannot be verified, which retrying will not change.
+  if (/no matching host key format/i.test(e.message ?? '')) {
+    return fail(Failure.HostKeyMismatch, `${where} offers no host key of the types ${t.knownHostsPath} records for it; refusing to connect`, true);
+  }
   if (e.code && TRANSIENT_CODES.has(e.code)) return transient(`cannot connect to ${where}: ${e.code}`);
   if (/Cannot parse privateKey|Encrypted private key/i.test(e.message ?? '')) {
     return fail(Failure.CredentialUnavailable, `private key ${t.privateKeyPath} cannot be used: ${e.message}`, true);

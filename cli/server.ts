@@ -42,11 +42,17 @@ export async function serverCommand(cfg: Config): Promise<number> {
   const args = devServerArgs(cfg);
   process.stderr.write(`kubemend server: Temporal on ${cfg.temporal.address}, Web UI on http://127.0.0.1:${cfg.server.uiPort}, data in ${cfg.server.dbFile}\n`);
   const child = spawn(bin, args, { stdio: 'inherit' });
-  const forward = (sig: NodeJS.Signals) => child.kill(sig);
+  let stopping = false;
+  const forward = (sig: NodeJS.Signals) => {
+    stopping = true;
+    child.kill(sig);
+  };
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);
   return new Promise((done) => {
-    child.on('exit', (code, signal) => done(signal ? ExitCode.Ok : (code ?? ExitCode.RemediationFailed)));
+    // Stopped by the signal we forwarded: a clean stop. Killed by anything else, or exiting
+    // non-zero: the server failed (1), whatever its own exit code was.
+    child.on('exit', (code, signal) => done(signal ? (stopping ? ExitCode.Ok : ExitCode.RemediationFailed) : code === 0 ? ExitCode.Ok : ExitCode.RemediationFailed));
     child.on('error', (err) => {
       process.stderr.write(`kubemend server: ${err.message}\n`);
       done(ExitCode.RemediationFailed);

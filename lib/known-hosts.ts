@@ -87,9 +87,12 @@ export function verifyHostKey(entries: KnownHostEntry[], host: string, port: num
  * Host key algorithms to offer for a host: only the types known_hosts has for it, so a
  * server with several host keys presents the one we can check (as OpenSSH does).
  */
+/** Host key types the SSH client (ssh2) can verify; other known_hosts lines cannot be used. */
+export const SUPPORTED_HOST_KEY_TYPES: ReadonlySet<string> = new Set(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'ssh-rsa']);
+
 export function hostKeyAlgorithms(keyTypes: string[]): string[] {
   const out: string[] = [];
-  for (const t of keyTypes) {
+  for (const t of keyTypes.filter((k) => SUPPORTED_HOST_KEY_TYPES.has(k))) {
     if (t === 'ssh-rsa') out.push('rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa');
     else out.push(t);
   }

@@ -12,7 +12,24 @@ export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 /** Hostnames (case-insensitive RFC 1123), dotted IPv4, or IPv6 without brackets. */
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const IPV6 = /^[0-9A-Fa-f:.]{2,45}$/;
+const HEX16 = /^[0-9A-Fa-f]{1,4}$/;
+
+/** IPv6 without brackets or zone id: 8 groups, or fewer around one '::', optionally ending in IPv4. */
+function isIPv6(v: string): boolean {
+  if (v.length > 45) return false;
+  let text = v;
+  const tail = text.slice(text.lastIndexOf(':') + 1);
+  if (tail.includes('.')) {
+    if (!IPV4.test(tail)) return false;
+    text = `${text.slice(0, text.length - tail.length)}0:0`; // an IPv4 tail is two groups wide
+  }
+  const groups = (h: string) => (h === '' ? [] : h.split(':'));
+  const halves = text.split('::');
+  if (halves.length > 2) return false;
+  const all = halves.length === 2 ? [...groups(halves[0]), ...groups(halves[1])] : groups(text);
+  if (!all.every((g) => HEX16.test(g))) return false;
+  return halves.length === 2 ? all.length <= 7 : all.length === 8;
+}
 /** Linux interface names: at most 15 bytes (IFNAMSIZ-1), no '/', no whitespace, no ':'. */
 export const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 /** POSIX login names as useradd accepts them. */
@@ -20,7 +37,7 @@ export const LOGIN = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 export function isHost(value: string): boolean {
   if (IPV4.test(value)) return true;
-  if (value.includes(':')) return IPV6.test(value) && value.split('::').length <= 2;
+  if (value.includes(':')) return isIPv6(value);
   // A dotted all-numeric name that is not a valid IPv4 address is a typo, not a host.
   if (/^[\d.]+$/.test(value)) return false;
   return HOSTNAME.test(value);

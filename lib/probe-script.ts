@@ -52,7 +52,7 @@ export function parseProbeOutput(stdout: string, marker: string): Partial<Record
     }
     const e = end.exec(line);
     if (e && current) {
-      if (current.name in PROBE_SECTIONS) {
+      if (Object.hasOwn(PROBE_SECTIONS, current.name)) {
         // The newline the script prints before the end marker is the one join() leaves out.
         out[current.name as ProbeSection] = { exitCode: Number(e[1]), text: current.lines.join('\n') };
       }

@@ -3,7 +3,8 @@
  * unless it consists only of characters no POSIX shell treats specially, so no value can
  * change the shape of the command. Callers pass argv arrays, never strings.
  */
-const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
+// No '=': an unquoted first word like PATH=/x would be a variable assignment, not a command.
+const SAFE = /^[A-Za-z0-9_@%+:,./-]+$/;
 
 export function quote(arg: string): string {
   if (arg.includes('\0')) throw new Error('shell argument contains a NUL byte');

@@ -22,7 +22,7 @@ export interface DevServer {
 
 export { waitForFrontend };
 
-export async function startDevServer(dbFile: string): Promise<DevServer> {
+async function startDevServerOnce(dbFile: string): Promise<DevServer> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   let log = '';
@@ -41,6 +41,21 @@ export async function startDevServer(dbFile: string): Promise<DevServer> {
   proc.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
   await waitForFrontend(address, proc, 60_000, () => log);
   return { address, process: proc };
+}
+
+/**
+ * Starts the dev server on free ports. Ports are picked before the server binds them, and
+ * the server picks some of its own (HTTP API, metrics), so another process can take one
+ * in between: "address already in use" is retried with new ports, anything else is not.
+ */
+export async function startDevServer(dbFile: string): Promise<DevServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDevServerOnce(dbFile);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
 }
 
 export async function stopProcess(p: ChildProcess, graceMs = 10_000): Promise<void> {

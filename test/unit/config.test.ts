@@ -151,3 +151,18 @@ describe('configPathResolver', () => {
     ['~other/x', '/etc/kubemend/~other/x'],
   ])('%s -> %s', (p, want) => expect(r(p)).toBe(want));
 });
+
+describe('IPv6 hosts', () => {
+  // The host schema is what every node's `host` goes through.
+  const hostOk = (h: string) => {
+    const doc = { clusters: [{ name: 'c', ssh: { privateKeyPath: '/k', knownHostsPath: '/kh' }, nodes: [{ name: 'n', role: 'worker', host: h }] }] };
+    try {
+      parseConfig(doc, { resolvePath });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  test.each(['::1', 'fe80::a00:27ff:fe4e:66a1', '2001:db8::', '::', '2001:db8:0:0:0:0:0:1', '::ffff:10.0.2.15'])('accepts %s', (h) => expect(hostOk(h)).toBe(true));
+  test.each(['10.0.0.5:2222', ':::', '1:2', '2001:db8::1::2', '12345::1', 'fe80::1%eth0', '1:2:3:4:5:6:7:8:9'])('rejects %s', (h) => expect(hostOk(h)).toBe(false));
+});
