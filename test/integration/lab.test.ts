@@ -70,6 +70,9 @@ test('a node is a real machine to an operator: hostname, its own 10.0.2.15, file
   const n = state.nodes[1];
   const ssh = sshTo(n.port);
   expect(ssh('hostname').trim()).toBe('node2');
+  // Its own PID namespace: PID 1 is the node's holder, and host processes are out of reach.
+  expect(ssh('ps -o args= -p 1').trim()).toBe(`kmlab-node ${dir} node2 infinity`);
+  expect(spawnSync('ssh', sshArgs(n.port, `kill -0 ${process.pid}`), { encoding: 'utf8' }).stderr).toMatch(/No such process/);
   expect(ssh('ip -j addr show enp0s3')).toContain('"local":"10.0.2.15"');
   // A healthy flannel node: its lease on flannel.1 and cni0, and subnet.env to match.
   expect(ssh('ip -j addr show cni0')).toContain('"local":"10.244.1.1","prefixlen":24');

@@ -127,9 +127,11 @@ export class LabError extends Error {}
 const SSHD = '/usr/sbin/sshd';
 
 /**
- * Runs inside a new node's namespaces, before anything else: mounts its persistent state
- * over /etc and /var/lib, gives it a private /run, its own boot id and hostname, records
- * its pid and becomes the marked holder. Arguments: $1 lab dir, $2 node dir, $3 name.
+ * Runs inside a new node's namespaces (network, UTS, mount, PID with its own /proc), before
+ * anything else: mounts its persistent state over /etc and /var/lib, gives it a private
+ * /run, its own boot id and hostname, and becomes the marked holder, the node's PID 1.
+ * Root on a node sees only the node's processes; when the holder dies, they all die.
+ * Arguments: $1 lab dir, $2 node dir, $3 name.
  */
 const NODE_SETUP = [
   'set -e',
@@ -146,12 +148,12 @@ const NODE_SETUP = [
   'mount --bind "$2/control" /run/kmlab',
   'hostname "$3"',
   'ip link set lo up',
-  'echo $$ > "$2/holder.pid"',
+  // PID 1 of the node's own PID namespace: the host finds it by this argv[0].
   'exec -a "kmlab-node $1 $3" sleep infinity',
 ].join('\n');
 
 /** The hub holds the host-only bridge. Arguments: $1 lab dir. */
-const HUB_SETUP = ['set -e', 'ip link set lo up', 'ip link add br-lab type bridge', 'ip link set br-lab up', 'echo $$ > "$1/hub.pid"', 'exec -a "kmlab-hub $1" sleep infinity'].join('\n');
+const HUB_SETUP = ['set -e', 'ip link set lo up', 'ip link add br-lab type bridge', 'ip link set br-lab up', 'exec -a "kmlab-hub $1" sleep infinity'].join('\n');
 
 function run(cmd: string, args: string[]): string {
   try {
@@ -221,26 +223,15 @@ function detached(cmd: string, args: string[], logFile?: string): ChildProcess {
   return child;
 }
 
-/** The holder writes its pid, then execs under its marker: wait until that pid carries it. */
-async function waitForMarker(dir: string, argv0: string, pid: number, timeoutMs = 10_000): Promise<void> {
+/** The holder's host pid, once a process carries its marker. */
+async function waitForMarkedPid(dir: string, argv0: string, timeoutMs = 10_000): Promise<number> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    if (markedPid(dir, argv0) === pid) return;
+    const pid = markedPid(dir, argv0);
+    if (pid !== undefined) return pid;
     await sleep(10);
   }
   throw new LabError(`${argv0} did not start`);
-}
-
-async function waitForFile(path: string, what: string, timeoutMs = 10_000): Promise<string> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (existsSync(path)) {
-      const text = readFileSync(path, 'utf8').trim();
-      if (text) return text;
-    }
-    await sleep(20);
-  }
-  throw new LabError(`${what} did not start within ${timeoutMs} ms`);
 }
 
 function holder(setup: string, args: string[], unshareFlags: string[]): void {
@@ -381,10 +372,8 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
   writeFileSync(join(nodeDir, 'boot_id'), `${bootId}\n`);
-  rmSync(join(nodeDir, 'holder.pid'), { force: true });
-  holder(NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount']);
-  const holderPid = Number(await waitForFile(join(nodeDir, 'holder.pid'), `node ${name}`));
-  await waitForMarker(dir, nodeMarker(dir, name), holderPid);
+  holder(NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount', '--pid', '--mount-proc']);
+  const holderPid = await waitForMarkedPid(dir, nodeMarker(dir, name));
 
   // enp0s8: the host-only network, its peer on the hub's bridge.
   const hubSide = `h-${name}`;
@@ -410,7 +399,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   flannelAtBoot(holderPid, nodeDir, node.index, boot.flannel);
   boot.leftovers?.(holderPid);
 
-  run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
+  run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
 
   const fwd = detached('bash', [
     '-c',
@@ -477,8 +466,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
   const clientPub = keygen(clientKey);
   installStandIns(opts.dir);
   holder(HUB_SETUP, [opts.dir], ['--net']);
-  const hubPid = Number(await waitForFile(join(opts.dir, 'hub.pid'), 'the lab hub'));
-  await waitForMarker(opts.dir, hubMarker(opts.dir), hubPid);
+  const hubPid = await waitForMarkedPid(opts.dir, hubMarker(opts.dir));
   const nodes: LabNode[] = [];
   const scenarios = opts.scenarios ?? [];
   // seed 000: the nodes were cloned from one image, machine-id and all.
