@@ -4,11 +4,12 @@
  * error, joining by the control plane's real address works, and reset + init with
  * --apiserver-advertise-address is the fix.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { down, type LabState, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
 import { hostSnapshot } from '../helpers/host';
+import { labSsh, labSshArgs } from '../helpers/lab';
 
 const dir = join(tempDir('kubeadm'), 'lab');
 let state: LabState;
@@ -24,8 +25,8 @@ afterAll(async () => {
   expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
 });
 
-const sshArgs = (port: number, cmd: string) => ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd];
-const ssh = (port: number, cmd: string) => execFileSync('ssh', sshArgs(port, cmd), { encoding: 'utf8' });
+const sshArgs = (port: number, cmd: string) => labSshArgs(dir, port, cmd);
+const ssh = (port: number, cmd: string) => labSsh(dir, port, cmd);
 const sshRun = (port: number, cmd: string) => spawnSync('ssh', sshArgs(port, cmd), { encoding: 'utf8' });
 const cp = () => state.nodes[0].port;
 const worker = () => state.nodes[1].port;

@@ -3,12 +3,12 @@
  * veths, list the pods the runtime has, and compare with Calico's naming rule.
  * Composed with stale-cni, so the crictl records of both scenarios coexist.
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { calicoVethName } from '../../lib/calico';
 import { calicoPods, down, type LabState, LIVE_PODS_PER_NODE, requestReboot, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
 import { hostSnapshot } from '../helpers/host';
+import { labSsh } from '../helpers/lab';
 
 const dir = join(tempDir('calico'), 'lab');
 let state: LabState;
@@ -24,8 +24,7 @@ afterAll(async () => {
   expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
 });
 
-const ssh = (port: number, cmd: string) =>
-  execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });
+const ssh = (port: number, cmd: string) => labSsh(dir, port, cmd);
 
 function nodeView(port: number) {
   const links = JSON.parse(ssh(port, 'ip -j link')) as Array<{ ifname: string; operstate: string; flags: string[] }>;

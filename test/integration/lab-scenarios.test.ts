@@ -2,16 +2,16 @@
  * Scenarios reproduce the seeds' failure states on lab nodes, as an operator sees them:
  * through kubemend's probe and over ssh. Two scenarios composed on one lab.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import type { ProbeReport } from '../../lib/probe';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
 import { down, type LabState, requestReboot, up } from '../lab/lab';
 import { hostSnapshot } from '../helpers/host';
-import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir, temporalAddress, uniqueQueue, writeConfig } from '../helpers/harness';
+import { labSsh, labTestConfig } from '../helpers/lab';
+import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
 
 const dir = join(tempDir('scenarios'), 'lab');
 let state: LabState;
@@ -23,8 +23,7 @@ let hostBefore: ReturnType<typeof hostSnapshot>;
 beforeAll(async () => {
   hostBefore = hostSnapshot();
   state = await up({ dir, nodes: 3, scenarios: ['cloned-machine-id', 'no-default-route'], rebootDowntimeMs: 300 });
-  const generated = parse(readFileSync(join(dir, 'kubemend.yaml'), 'utf8')) as Record<string, unknown>;
-  config = writeConfig(dir, { ...generated, temporal: { address: temporalAddress(), taskQueue: uniqueQueue('scen') } }, 'kubemend-test.yaml');
+  config = labTestConfig(dir, 'scen');
   worker = await startWorker(loadTestConfig(config));
 });
 
@@ -40,8 +39,7 @@ async function probe(): Promise<ProbeReport> {
   return JSON.parse(r.stdout) as ProbeReport;
 }
 
-const ssh = (port: number, cmd: string) =>
-  execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });
+const ssh = (port: number, cmd: string) => labSsh(dir, port, cmd);
 
 test('cloned-machine-id (seed 000): one machine-id in both files on every node, so one weave MAC', async () => {
   const report = await probe();

@@ -3,11 +3,11 @@
  * outside the node's pod CIDR, flannel.1 left over, no /run/flannel/subnet.env, and a
  * host-local pool for cbr0 that is full, mostly of sandboxes that no longer exist.
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { down, LIVE_PODS_PER_NODE, type LabState, podCidrPrefix, requestReboot, staleLeasePrefix, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
 import { hostSnapshot } from '../helpers/host';
+import { labSsh } from '../helpers/lab';
 
 const dir = join(tempDir('stalecni'), 'lab');
 let state: LabState;
@@ -23,8 +23,7 @@ afterAll(async () => {
   expect(hostSnapshot()).toEqual(hostBefore); // the host after the scenario, its reboots, and down
 });
 
-const ssh = (port: number, cmd: string) =>
-  execFileSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port), 'root@127.0.0.1', cmd], { encoding: 'utf8' });
+const ssh = (port: number, cmd: string) => labSsh(dir, port, cmd);
 
 test.each([1, 2])('node%i: cni0 and flannel.1 carry the old lease, outside the pod CIDR', (index) => {
   const n = state.nodes[index - 1];

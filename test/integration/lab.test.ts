@@ -2,17 +2,17 @@
  * The lab's foundation: real namespaced nodes with their own sshd, probed by kubemend
  * through the real CLI and worker, and a host that is left exactly as it was.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import type { ProbeReport } from '../../lib/probe';
 import { REPO_ROOT } from '../../worker/paths';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { weavePeerMac } from '../../lib/weave';
 import { down, labProcesses, type LabNode, type LabState, readState, up } from '../lab/lab';
 import { hostSnapshot } from '../helpers/host';
-import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir, temporalAddress, uniqueQueue, writeConfig } from '../helpers/harness';
+import { labSsh, labSshArgs, labTestConfig } from '../helpers/lab';
+import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
 
 const dir = join(tempDir('lab'), 'lab');
 let before: ReturnType<typeof hostSnapshot>;
@@ -23,9 +23,7 @@ let config: string;
 beforeAll(async () => {
   before = hostSnapshot();
   state = await up({ dir, nodes: 3 });
-  // The config `up` wrote, pointed at the suite's Temporal server and a task queue of its own.
-  const generated = parse(readFileSync(join(dir, 'kubemend.yaml'), 'utf8')) as Record<string, unknown>;
-  config = writeConfig(dir, { ...generated, temporal: { address: temporalAddress(), taskQueue: uniqueQueue('lab') } }, 'kubemend-test.yaml');
+  config = labTestConfig(dir, 'lab');
   worker = await startWorker(loadTestConfig(config));
 });
 
@@ -60,11 +58,8 @@ test('kubemend probes every lab node as its own machine', async () => {
   expect(new Set(report.nodes.map((n) => n.bootId)).size).toBe(3);
 });
 
-/** ssh as an operator would: the lab's key, strict host-key checking against the lab's known_hosts. */
-function sshArgs(port: number, cmd: string): string[] {
-  return ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-p', String(port), 'root@127.0.0.1', cmd];
-}
-const sshTo = (port: number) => (cmd: string) => execFileSync('ssh', sshArgs(port, cmd), { encoding: 'utf8' });
+const sshArgs = (port: number, cmd: string) => labSshArgs(dir, port, cmd);
+const sshTo = (port: number) => (cmd: string) => labSsh(dir, port, cmd);
 
 test('a node is a real machine to an operator: hostname, its own 10.0.2.15, file writes stay on the node', () => {
   const n = state.nodes[1];

@@ -102,8 +102,6 @@ export interface LabNode {
   address: string;
   /** Loopback port of the forwarder to the node's sshd. */
   port: number;
-  holderPid: number;
-  forwarderPid: number;
   /** The machine-id the lab gave the node at `up` (the node may change it since). */
   machineId: string;
   bootId: string;
@@ -113,9 +111,9 @@ export interface LabNode {
   boots: number;
 }
 
+/** What `up` and reboots record. Processes are never found from here: only by their argv[0] marker. */
 export interface LabState {
   dir: string;
-  hubPid: number;
   /** How long a rebooting node stays down before it comes back. */
   rebootDowntimeMs: number;
   scenarios: Scenario[];
@@ -339,7 +337,7 @@ function orphanCalicoInterfaces(pid: number, hubPid: number, index: number, name
   });
 }
 
-function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'holderPid' | 'forwarderPid' | 'port' | 'bootId' | 'boots' | 'weaveMac'> {
+function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
   for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
@@ -367,7 +365,7 @@ interface BootOptions {
   leftovers?: (holderPid: number) => void;
 }
 
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ holderPid: number; forwarderPid: number; bootId: string; weaveMac: string }> {
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -401,7 +399,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
 
   run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
 
-  const fwd = detached('bash', [
+  detached('bash', [
     '-c',
     'exec -a "kmlab-fwd $1 $2" socat "TCP-LISTEN:$3,bind=127.0.0.1,reuseaddr,fork" "EXEC:nsenter -t $4 -n -- socat STDIO TCP\\:$5\\:22"',
     'kmlab-fwd',
@@ -411,7 +409,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
     String(holderPid),
     address,
   ]);
-  return { holderPid, forwarderPid: fwd.pid!, bootId, weaveMac };
+  return { bootId, weaveMac };
 }
 
 /**
@@ -500,7 +498,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
       nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 });
     }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
-    state = { dir: opts.dir, hubPid, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, nodes };
+    state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, nodes };
     writeState(state);
     writePeers(state);
     writeKubemendConfig(state, clientKey);
@@ -555,6 +553,11 @@ function markedPid(dir: string, argv0: string): number | undefined {
 
 const hubMarker = (dir: string) => `kmlab-hub ${dir}`;
 const nodeMarker = (dir: string, name: string) => `kmlab-node ${dir} ${name}`;
+
+/** Whether a node's holder is running (a rebooting node is down for a moment). */
+export function nodeIsUp(dir: string, name: string): boolean {
+  return markedPid(dir, nodeMarker(dir, name)) !== undefined;
+}
 
 /** Processes of this lab: argv[0] "kmlab-<kind> <dir> ...". */
 export function labProcesses(dir: string): Array<{ pid: number; argv0: string }> {

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
-import { down, labProcesses, LabError, MAX_NODES, parseScenarios, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
+import { down, LabError, MAX_NODES, parseScenarios, nodeIsUp, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
 
 const DIR = resolve(process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab'));
 
@@ -42,9 +42,11 @@ async function main(argv: string[]): Promise<number> {
         console.log('lab is down');
         return;
       }
-      const alive = new Set(labProcesses(DIR).map((p) => p.pid));
-      for (const n of state.nodes) console.log(`${n.name.padEnd(8)} ${alive.has(n.holderPid) ? 'up  ' : 'DOWN'} ${n.address.padEnd(13)} 127.0.0.1:${n.port}`);
-      if (state.nodes.some((n) => !alive.has(n.holderPid))) code = 1;
+      for (const n of state.nodes) {
+        const up = nodeIsUp(DIR, n.name);
+        if (!up) code = 1;
+        console.log(`${n.name.padEnd(8)} ${up ? 'up  ' : 'DOWN'} ${n.address.padEnd(13)} 127.0.0.1:${n.port}`);
+      }
     });
   program
     .command('reboot')
