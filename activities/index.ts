@@ -9,7 +9,8 @@ import { type Config, findCluster, nodeTarget, type NodeTarget, selectNodes } fr
 import { Failure } from '../lib/failures';
 import type { ProbeNodeFacts } from '../lib/probe';
 import { parseProbeOutput, probeArgv, probeFacts } from '../lib/probe-script';
-import type { KubePort } from './kube';
+import { kubeFailure, type KubePort } from './kube';
+import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import type { SshPort } from './ssh';
 
 export interface ActivityDeps {
@@ -57,6 +58,29 @@ export function createActivities(deps: ActivityDeps) {
         });
       }
       return probeFacts(input.node, sections);
+    },
+
+    /**
+     * The Node objects of a run's nodes, in one list call (read-only). A cluster whose config
+     * has no kubeconfig reports `configured: false`; a node without an object maps to null.
+     */
+    async readNodeObjects(input: { cluster: string; nodes: string[] }): Promise<{ configured: boolean; nodes: Record<string, NodeObjectFacts | null> }> {
+      clusterOf(input.cluster);
+      const kube = deps.kube.cluster(input.cluster);
+      if (!kube) return { configured: false, nodes: {} };
+      let items;
+      try {
+        items = (await kube.core.listNode({})).items;
+      } catch (err) {
+        throw kubeFailure(err, `listing the Nodes of cluster ${input.cluster}`);
+      }
+      const byName = new Map(items.map((n) => [n.metadata?.name ?? '', n]));
+      const nodes: Record<string, NodeObjectFacts | null> = {};
+      for (const name of input.nodes) {
+        const n = byName.get(name);
+        nodes[name] = n ? nodeObjectFacts(n) : null;
+      }
+      return { configured: true, nodes };
     },
   };
 }

@@ -4,7 +4,9 @@
  * and an activity that needs the API refuses with a clear error instead of guessing at
  * ~/.kube/config, which may point at another cluster.
  */
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { ApplicationFailure } from '@temporalio/common';
+import { Failure } from '../lib/failures';
 import type { Config } from '../lib/config';
 import { ConfigError } from '../lib/config';
 
@@ -49,4 +51,23 @@ export class KubeClients implements KubePort {
   cluster(name: string): KubeCluster | undefined {
     return this.clusters.get(name);
   }
+}
+
+/**
+ * An API error as a typed failure: 401/403 are the worker's identity or RBAC (not retried),
+ * 409/429/5xx and network errors are transient (retried with backoff), any other 4xx is a
+ * request the API will never accept (not retried). The server's message is kept; no
+ * credentials are in it.
+ */
+export function kubeFailure(err: unknown, what: string): ApplicationFailure {
+  if (err instanceof ApiException) {
+    const code = err.code;
+    const body = err.body as { message?: string } | string | undefined;
+    const detail = typeof body === 'string' ? body.slice(0, 300) : (body?.message ?? '');
+    const message = `${what}: HTTP ${code}${detail ? ` ${detail}` : ''}`;
+    if (code === 401 || code === 403) return ApplicationFailure.create({ type: Failure.KubeForbidden, message, nonRetryable: true });
+    if (code === 409 || code === 429 || code >= 500) return ApplicationFailure.create({ type: Failure.KubeApiTransient, message });
+    return ApplicationFailure.create({ type: Failure.KubeRejected, message, nonRetryable: true });
+  }
+  return ApplicationFailure.create({ type: Failure.KubeApiTransient, message: `${what}: ${(err as Error).message ?? String(err)}` });
 }

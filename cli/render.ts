@@ -59,11 +59,20 @@ function nodeBlock(n: ProbeNodeReport): string {
       lines.push(`  link ${String(l.ifname).padEnd(16)}${String(l.operstate ?? '').padEnd(9)}${l.address ?? ''}`);
     }
   }
+  const k = n.kubernetes;
+  if (k) {
+    lines.push(`  Node object      Ready=${k.ready ?? '-'}${k.unschedulable ? ' SchedulingDisabled' : ''}${k.controlPlane ? ' control-plane' : ''}${k.excluded ? ' EXCLUDED' : ''}`);
+    lines.push(`    InternalIP     ${k.internalIPs.join(', ') || '-'}   podCIDR ${k.podCIDRs.join(', ') || '-'}`);
+    lines.push(`    kubelet        ${k.kubeletVersion ?? '-'}, machine-id ${k.machineId ?? '-'}, boot id ${k.bootId ?? '-'}`);
+  } else if (k === null) {
+    lines.push('  Node object      none');
+  }
   for (const p of n.problems) lines.push(`  problem          ${p}`);
   return lines.join('\n');
 }
 
 export function probeText(r: ProbeReport): string {
   const errors = r.nodes.filter((n) => n.error).length;
-  return `probe of cluster ${r.cluster}: ${r.nodes.length} node(s), ${errors} could not be probed\n\n${r.nodes.map(nodeBlock).join('\n\n')}\n`;
+  const api = r.api === undefined ? '' : `, Kubernetes API: ${r.api}`;
+  return `probe of cluster ${r.cluster}: ${r.nodes.length} node(s), ${errors} could not be probed${api}\n\n${r.nodes.map(nodeBlock).join('\n\n')}\n`;
 }

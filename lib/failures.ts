@@ -19,10 +19,16 @@ export const Failure = {
   CommandFailed: 'CommandFailed',
   /** Connect refused/timeout, connection reset, command timed out or dropped. */
   SshTransient: 'SshTransient',
+  /** The Kubernetes API refused the worker's identity (401/403): RBAC or credentials, not luck. */
+  KubeForbidden: 'KubeForbidden',
+  /** The Kubernetes API rejected the request itself (4xx other than 401/403/409/429). */
+  KubeRejected: 'KubeRejected',
+  /** The Kubernetes API was unreachable, overloaded (429), conflicting (409) or failing (5xx). */
+  KubeApiTransient: 'KubeApiTransient',
 } as const;
 export type FailureType = (typeof Failure)[keyof typeof Failure];
 
-const TRANSIENT: ReadonlySet<string> = new Set([Failure.SshTransient]);
+const TRANSIENT: ReadonlySet<string> = new Set([Failure.SshTransient, Failure.KubeApiTransient]);
 
 export const NON_RETRYABLE_FAILURES: string[] = Object.values(Failure).filter((t) => !TRANSIENT.has(t));
 

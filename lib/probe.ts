@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import type { IpLink, IpRoute } from './node-facts';
+import type { NodeObjectFacts } from './node-object';
 import { clusterName, freeText, nodeName } from './patterns';
 
 /** Retry and concurrency knobs are inputs so tests against a real server run in seconds. */
@@ -44,10 +45,18 @@ export interface ProbeNodeFacts {
 export interface ProbeNodeReport extends ProbeNodeFacts {
   /** Why this node could not be probed ("HostKeyMismatch: ..."), or null. */
   error: string | null;
+  /** The node's Node object as the API shows it; null if there is none or the API was not read. */
+  kubernetes?: NodeObjectFacts | null;
 }
 
 export interface ProbeReport {
   cluster: string;
+  /**
+   * Whether the Node objects were read: "read", "not configured" (the cluster has no
+   * kubeconfig in the worker's config), or the error that stopped it. Absent in runs made
+   * before kubemend read the API.
+   */
+  api?: string;
   nodes: ProbeNodeReport[];
 }
 

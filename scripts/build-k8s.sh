@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the lab's Kubernetes control plane from pinned Go modules into .tools/bin
-# (issue 4, in progress; not yet part of setup.sh): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and kwok.
+# Builds the lab's Kubernetes control plane from pinned Go modules into .tools/bin:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; and unpacks
+# Debian's kubectl there. Each piece is skipped when its stamp says it is up to date.
 #
 # k8s.io/kubernetes replaces its staging repos with local paths, so `go install` refuses it.
 # tools/k8s is a wrapper module that requires it at a pinned release and replaces every
@@ -13,6 +13,8 @@ set -euo pipefail
 KUBERNETES_VERSION=v1.34.4     # staging modules are v0.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
+# Debian bookworm's kubernetes-client: the kubectl an SRE on Debian has.
+KUBECTL_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
@@ -64,4 +66,23 @@ else
   GOBIN="$bin" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   echo "$KWOK_VERSION" > "$stamp"
   echo "build-k8s: kwok built in $((SECONDS - start)) s"
+fi
+
+# Debian's kubectl, unpacked rather than installed: /usr/bin/kubectl may belong to another
+# package (on this machine, Google Cloud SDK's), and the lab's tests want Debian's.
+stamp="$bin/.kubectl.version"
+if [ -x "$bin/kubectl" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$KUBECTL_DEB_VERSION" ]; then
+  echo "build-k8s: kubectl up to date"
+else
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  if ! (cd "$tmp" && apt-get download -q "kubernetes-client=$KUBECTL_DEB_VERSION" >/dev/null 2>&1); then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    (cd "$tmp" && apt-get download -q "kubernetes-client=$KUBECTL_DEB_VERSION" >/dev/null)
+  fi
+  dpkg-deb --fsys-tarfile "$tmp"/kubernetes-client_*.deb | tar -x -C "$tmp" ./usr/bin/kubectl
+  install -m 0755 "$tmp/usr/bin/kubectl" "$bin/kubectl"
+  echo "$KUBECTL_DEB_VERSION" > "$stamp"
+  echo "build-k8s: kubectl $KUBECTL_DEB_VERSION unpacked from Debian's kubernetes-client"
 fi

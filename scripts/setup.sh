@@ -5,7 +5,9 @@
 #     util-linux (the lab), systemd (systemd-machine-id-setup, run inside lab nodes);
 #   - node_modules, at the versions package-lock.json pins, when the lockfile changed since
 #     the last install;
-#   - the Temporal binaries, built from pinned Go modules (scripts/build-tools.sh).
+#   - the Temporal binaries, built from pinned Go modules (scripts/build-tools.sh);
+#   - the lab's Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+#     kube-scheduler, kwok) from pinned Go modules, and Debian's kubectl (scripts/build-k8s.sh).
 # A second run takes about a second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +22,7 @@ command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)           # the lab's loopback forwarders
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v systemd-machine-id-setup >/dev/null 2>&1 || need_pkgs+=(systemd)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)               # the lab's CA and certificates
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   sudo=""
@@ -39,6 +42,7 @@ if [ ! -d node_modules ] || [ "$(cat node_modules/.kubemend-lock.sha256 2>/dev/n
 fi
 
 bash scripts/build-tools.sh
+bash scripts/build-k8s.sh
 
 # The integration tests need the machine's PostgreSQL (127.0.0.1:5432, user postgres, trust
 # auth): start the local cluster if it is installed but stopped.

@@ -1,13 +1,16 @@
 /**
  * probe: read-only. Collects machine ids, boot id, links and the default route from every
- * target node over SSH and returns a typed report. A node that cannot be probed gets an
- * `error` in the report; the others are still probed.
+ * target node over SSH, then the same nodes' Node objects from the Kubernetes API, and
+ * returns a typed report with the two views side by side. A node that cannot be probed
+ * gets an `error` in the report; the others are still probed. An API that cannot be read
+ * is reported, not fatal.
  */
-import { ActivityCancellationType, ActivityFailure, ApplicationFailure, defineQuery, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ActivityCancellationType, ActivityFailure, ApplicationFailure, defineQuery, isCancellation, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { mapLimit } from '../lib/async';
 import { NON_RETRYABLE_FAILURES } from '../lib/failures';
-import { failedNode, ProbeInput, type ProbeReport } from '../lib/probe';
+import { crossCheck } from '../lib/node-object';
+import { failedNode, ProbeInput, type ProbeNodeReport, type ProbeReport } from '../lib/probe';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
 
 export const statusQuery = defineQuery<RunStatus>(STATUS_QUERY);
@@ -15,6 +18,7 @@ export const statusQuery = defineQuery<RunStatus>(STATUS_QUERY);
 export const ProbePhase = {
   Resolving: 'Resolving',
   Probing: 'Probing',
+  ReadingApi: 'ReadingApi',
   Done: 'Done',
 } as const;
 
@@ -60,8 +64,29 @@ export async function probe(rawInput: ProbeInput): Promise<ProbeReport> {
     }
   });
 
+  // Runs recorded before the probe read the API replay without this step.
+  if (!patched('probe-reads-node-objects')) {
+    status.phase = ProbePhase.Done;
+    return { cluster: input.cluster, nodes: reports };
+  }
+  status.phase = ProbePhase.ReadingApi;
+  let api: string;
+  let withApi: ProbeNodeReport[] = reports;
+  try {
+    const objects = await acts.readNodeObjects({ cluster: input.cluster, nodes });
+    api = objects.configured ? 'read' : 'not configured';
+    if (objects.configured) {
+      withApi = reports.map((r) => {
+        const mine = objects.nodes[r.name] ?? null;
+        const others = nodes.filter((n) => n !== r.name).map((n) => ({ name: n, api: objects.nodes[n] ?? null }));
+        return { ...r, kubernetes: mine, problems: [...r.problems, ...crossCheck(r, mine, others)] };
+      });
+    }
+  } catch (err) {
+    api = describeFailure(err);
+  }
   status.phase = ProbePhase.Done;
-  return { cluster: input.cluster, nodes: reports };
+  return { cluster: input.cluster, api, nodes: withApi };
 }
 
 /**

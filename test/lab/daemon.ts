@@ -1,11 +1,13 @@
 /**
  * The lab daemon (one per lab, argv[0] "kmlab-daemon <dir>"): carries out what nodes ask
- * for through their control directory, today reboots. It is the only writer of state.json
+ * for through their control directory: reboots, and the kubelet starting or stopping
+ * (kubeadm join/init/reset) when the lab has a control plane. It is the only writer of state.json
  * after `up`. Stopped by `down` like every other lab process.
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { kubeletStarted, setKubelet } from './control-plane';
 import { readState, rebootNode } from './lab';
 
 async function main(dir: string): Promise<void> {
@@ -18,11 +20,14 @@ async function main(dir: string): Promise<void> {
       if (busy.has(n.name) || !existsSync(request)) continue;
       const what = readFileSync(request, 'utf8').trim();
       rmSync(request, { force: true });
-      if (what !== 'reboot') continue;
+      let work: Promise<unknown>;
+      if (what === 'reboot') work = rebootNode(dir, n.name); // reboots of different nodes may overlap; state writes are whole-file renames
+      else if (what === 'kubelet-start' && state.controlPlane) work = kubeletStarted(state, n.name);
+      else if (what === 'kubelet-stop' && state.controlPlane) work = setKubelet(dir, n.name, false);
+      else continue;
       busy.add(n.name);
-      // Reboots of different nodes may overlap; state writes are whole-file renames.
-      rebootNode(dir, n.name)
-        .catch((err) => console.error(`lab daemon: reboot of ${n.name} failed: ${(err as Error).message}`))
+      work
+        .catch((err) => console.error(`lab daemon: ${what} on ${n.name} failed: ${(err as Error).message}`))
         .finally(() => busy.delete(n.name));
     }
     await sleep(100);

@@ -17,7 +17,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,11 +26,11 @@ import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
 import { freePort, keygen, sshdConfig } from './sshd';
+import { calicoPodIp, calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
+import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
 
-export const HOSTONLY_PREFIX = '10.213.0';
-export const NAT_ADDRESS = '10.0.2.15/24';
-export const NAT_GATEWAY = '10.0.2.2';
-export const MAX_NODES = 200;
+export { calicoPodIp, calicoPods, HOSTONLY_PREFIX, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
+
 
 /** The seeds' failure states. Each is injected at `up` and, where the seed says so, at every boot. */
 export const SCENARIOS = {
@@ -50,12 +50,6 @@ export function parseScenarios(text: string | undefined): Scenario[] {
   return names as Scenario[];
 }
 
-/** Flannel's per-node lease, as in seed 003: the control plane has 10.244.0.0/24, the next node 10.244.1.0/24. */
-export const podCidrPrefix = (index: number) => `10.244.${index - 1}`;
-/** seed 003: the lease cni0 and flannel.1 kept from before `kubeadm reset`, outside the node's current pod CIDR. */
-export const staleLeasePrefix = (index: number) => `10.244.${100 + index}`;
-/** Pods whose sandboxes still exist on a stale-cni node: their IPAM files are live, the rest leaked. */
-export const LIVE_PODS_PER_NODE = 3;
 
 /**
  * What kubeadm leaves on a node, so the kubeadm stand-in has real files to act on.
@@ -107,6 +101,8 @@ export interface LabNode {
   bootId: string;
   /** The weave bridge's MAC at the node's last boot (Weave Net's peer name). */
   weaveMac: string;
+  /** /etc/machine-id as the node had it at its last boot: what its kubelet reports. */
+  bootMachineId: string;
   /** 1 after `up`, +1 per simulated reboot. */
   boots: number;
 }
@@ -117,6 +113,8 @@ export interface LabState {
   /** How long a rebooting node stays down before it comes back. */
   rebootDowntimeMs: number;
   scenarios: Scenario[];
+  /** Whether the lab runs a Kubernetes control plane (control-plane.ts). */
+  controlPlane?: boolean;
   nodes: LabNode[];
 }
 
@@ -296,15 +294,6 @@ class CriRecords {
   }
 }
 
-/** seed 004's pods on a node: some with their cali veth, some without, and veths whose pod is gone. */
-export const calicoPods = (name: string) => ({
-  withVeth: [`web-${name}-a`, `web-${name}-b`],
-  withoutVeth: [`db-${name}-0`, `db-${name}-1`],
-  vethOnly: [`gone-${name}-x`, `gone-${name}-y`, `gone-${name}-z`],
-  namespace: 'default',
-});
-/** Calico's pod block for a node (192.168.0.0/16 is Calico's default pool, seed 004 used it). */
-const calicoPodIp = (index: number, k: number) => `192.168.${200 + index}.${10 + k}`;
 
 function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRecords): void {
   const cbr0 = join(nodeDir, 'varlib.upper', 'cni', 'networks', 'cbr0');
@@ -337,7 +326,7 @@ function orphanCalicoInterfaces(pid: number, hubPid: number, index: number, name
   });
 }
 
-function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac'> {
+function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac' | 'bootMachineId'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
   for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
@@ -365,7 +354,7 @@ interface BootOptions {
   leftovers?: (holderPid: number) => void;
 }
 
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string }> {
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string; bootMachineId: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -392,7 +381,8 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   // weave: the bridge Weave Net creates, its MAC derived from the machine-id the node has
   // now (lab nodes have no DMI product_uuid, like a VM whose hypervisor does not expose it).
   inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
-  const weaveMac = weavePeerMac(nodeMachineIdFile(holderPid));
+  const machineIdFile = nodeMachineIdFile(holderPid);
+  const weaveMac = weavePeerMac(machineIdFile);
   inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weaveMac, 'mtu', '1376', 'up');
   flannelAtBoot(holderPid, nodeDir, node.index, boot.flannel);
   boot.leftovers?.(holderPid);
@@ -409,7 +399,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
     String(holderPid),
     address,
   ]);
-  return { bootId, weaveMac };
+  return { bootId, weaveMac, bootMachineId: machineIdFile.trim() };
 }
 
 /**
@@ -450,6 +440,8 @@ export interface UpOptions {
   /** How long a rebooting node stays down (default 1 s). */
   rebootDowntimeMs?: number;
   scenarios?: Scenario[];
+  /** Start a Kubernetes control plane with the nodes (default: no). */
+  controlPlane?: boolean;
 }
 
 /** Brings the lab up. A lab already there is taken down first. */
@@ -457,6 +449,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
   requireRoot();
   if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > MAX_NODES) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${opts.nodes}`);
   checkLabDir(opts.dir);
+  if (opts.controlPlane) requireBinaries();
   await down(opts.dir);
   mkdirSync(opts.dir, { recursive: true });
   writeFileSync(join(opts.dir, SENTINEL), 'kubemend lab directory: `npm run lab -- down` deletes it\n');
@@ -487,7 +480,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
       // 10.0.2.15, and the workers could not join.
       const natAdvertise = scenarios.includes('nat-advertise');
       const cpAddress = `${HOSTONLY_PREFIX}.11`;
-      writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, !natAdvertise || prepared.role === 'control-plane');
+      writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, joinedAtUp(scenarios, prepared.role));
       const port = await freePort();
       const leftovers = (pid: number) => {
         if (staleCni) staleCniInterfaces(pid, i);
@@ -498,10 +491,11 @@ export async function up(opts: UpOptions): Promise<LabState> {
       nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 });
     }
     await Promise.all(nodes.map((n) => waitForSsh(n)));
-    state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, nodes };
+    state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, controlPlane: !!opts.controlPlane, nodes };
     writeState(state);
     writePeers(state);
-    writeKubemendConfig(state, clientKey);
+    const cp = opts.controlPlane ? await startControlPlane(state) : undefined;
+    writeKubemendConfig(state, clientKey, cp);
     await startDaemon(opts.dir);
   } catch (err) {
     await down(opts.dir);
@@ -510,7 +504,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
   return state;
 }
 
-function writeKubemendConfig(state: LabState, clientKey: string): void {
+function writeKubemendConfig(state: LabState, clientKey: string, cp: ControlPlaneInfo | undefined): void {
   const hostKeyLine = (n: LabNode) => {
     const [type, key] = readFileSync(join(state.dir, 'nodes', n.name, 'ssh', 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(/\s+/);
     return `[127.0.0.1]:${n.port} ${type} ${key}`;
@@ -523,6 +517,7 @@ function writeKubemendConfig(state: LabState, clientKey: string): void {
       clusters: [
         {
           name: 'lab',
+          ...(cp ? { kubeconfig: cp.workerKubeconfig } : {}),
           ssh: { user: 'root', privateKeyPath: clientKey, knownHostsPath: knownHosts },
           nodes: state.nodes.map((n) => ({ name: n.name, role: n.role, host: '127.0.0.1', port: n.port })),
         },
@@ -538,7 +533,7 @@ export function runningLabs(): string[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const argv0 = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0];
-      if (/^kmlab-(node|hub|fwd|daemon) /.test(argv0)) dirs.add(argv0.split(' ')[1]);
+      if (/^kmlab-(node|hub|fwd|daemon|cp) /.test(argv0)) dirs.add(argv0.split(' ')[1]);
     } catch {
       // exited meanwhile
     }
@@ -570,7 +565,7 @@ export function labProcesses(dir: string): Array<{ pid: number; argv0: string }>
     } catch {
       continue; // exited meanwhile
     }
-    if (/^kmlab-(node|hub|fwd|daemon) /.test(argv0) && argv0.split(' ')[1] === dir) out.push({ pid: Number(entry), argv0 });
+    if (/^kmlab-(node|hub|fwd|daemon|cp) /.test(argv0) && argv0.split(' ')[1] === dir) out.push({ pid: Number(entry), argv0 });
   }
   return out;
 }
@@ -662,6 +657,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   const state = readState(dir);
   const node = state?.nodes.find((n) => n.name === name);
   if (!state || !node) throw new LabError(`no lab node ${name}`);
+  const kubelet = state.controlPlane && kubeletConfigured(dir, name);
+  if (kubelet) await setKubelet(dir, name, false).catch((err) => console.error(`lab: ${(err as Error).message}`));
   await killNode(dir, node);
   await sleep(state.rebootDowntimeMs);
   const hubPid = markedPid(dir, hubMarker(dir));
@@ -674,6 +671,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
     throw err;
   }
   await waitForSsh(node);
+  // The kubelet starts at boot if the node is joined (kubeadm left it a kubelet.conf).
+  if (state.controlPlane && kubeletConfigured(dir, name)) await setKubelet(dir, name, true, { machineId: node.bootMachineId, bootId: node.bootId });
   // Other nodes may have rebooted meanwhile: update this node in the current state only
   // (no await between read and write, so the daemon's other reboots cannot interleave).
   const current = readState(dir)!;
@@ -681,6 +680,15 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   writeState(current);
   writePeers(current);
   return node;
+}
+
+/** Whether the node has a kubelet.conf (it is joined), read from its /etc overlay's upper directory. */
+export function kubeletConfigured(dir: string, name: string): boolean {
+  try {
+    return statSync(join(dir, 'nodes', name, 'etc.upper', 'kubernetes', 'kubelet.conf')).isFile(); // a whiteout is a device
+  } catch {
+    return false;
+  }
 }
 
 /** Asks the daemon to reboot a node (as the node's own `reboot` does) and waits until it is back. */

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
+import { controlPlaneInfo, ControlPlaneError } from './control-plane';
 import { down, LabError, MAX_NODES, parseScenarios, nodeIsUp, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
 
 const DIR = resolve(process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab'));
@@ -20,16 +21,19 @@ async function main(argv: string[]): Promise<number> {
     .option('--nodes <n>', `number of nodes, 1-${MAX_NODES}`, '3')
     .option('--reboot-downtime <duration>', 'how long a rebooting node stays down', '1s')
     .option('--scenario <list>', `comma-separated failure states to inject: ${Object.keys(SCENARIOS).join(', ')}`)
+    .option('--no-control-plane', 'nodes only: no etcd, kube-apiserver, controllers or kwok (they need scripts/build-k8s.sh)')
     .addHelpText('after', `\nScenarios:\n${Object.entries(SCENARIOS).map(([k, v]) => `  ${k.padEnd(18)} ${v}`).join('\n')}`)
-    .action(async (o: { nodes: string; rebootDowntime: string; scenario?: string }) => {
+    .action(async (o: { nodes: string; rebootDowntime: string; scenario?: string; controlPlane: boolean }) => {
       const scenarios = parseScenarios(o.scenario);
       if (!/^\d+$/.test(o.nodes)) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${JSON.stringify(o.nodes)}`);
       const downtime = parseDuration(o.rebootDowntime);
       if (downtime === undefined || downtime > 600_000) throw new LabError(`--reboot-downtime must be a duration up to 10m, got ${JSON.stringify(o.rebootDowntime)}`);
       const t0 = Date.now();
-      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime, scenarios });
+      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime, scenarios, controlPlane: o.controlPlane });
       console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s${scenarios.length ? `, scenarios: ${scenarios.join(', ')}` : ''}`);
       for (const n of state.nodes) console.log(`  ${n.name.padEnd(8)} ${n.role.padEnd(14)} ${n.address.padEnd(13)} ssh via 127.0.0.1:${n.port}`);
+      const cp = controlPlaneInfo(DIR);
+      if (cp) console.log(`control plane: ${cp.server}\n  kubectl --kubeconfig ${cp.adminKubeconfig} get nodes   (admin)\n  worker kubeconfig ${cp.workerKubeconfig} (deploy/rbac.yaml's ClusterRole only)`);
       console.log(`kubemend config: ${join(DIR, 'kubemend.yaml')} (cluster "lab")`);
     });
   program
@@ -72,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
-    return e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
+    return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
   }
   return code;
 }

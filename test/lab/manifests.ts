@@ -1,0 +1,189 @@
+/**
+ * The objects a lab's control plane starts with, derived from the lab's nodes and
+ * scenarios (pure: unit-tested in test/unit/lab-manifests.test.ts):
+ *  - setup: kubemend's ClusterRole from deploy/rbac.yaml as shipped, bound to the lab
+ *    worker's user; Calico's CRDs; namespaces;
+ *  - nodes: one Node per lab node, as the kubelet registers it (addresses, podCIDR,
+ *    machine and boot ids, kubeadm's labels and taint);
+ *  - workloads: the seeds' system DaemonSets and Deployments, an app Deployment with a
+ *    PodDisruptionBudget, and Calico's IPAM objects in KDD mode.
+ */
+import { createHash } from 'node:crypto';
+import type { KubernetesObject } from '@kubernetes/client-node';
+import type { LabState } from './lab';
+import { calicoPodIp, calicoPods, joinedAtUp, NAT_ADDRESS, podCidrPrefix } from './topology';
+
+/** The lab worker's certificate user; deploy/rbac.yaml's ClusterRole is all it is granted. */
+export const WORKER_USER = 'kubemend-worker';
+/** kwok plays the kubelet of Nodes labelled running (see control-plane.ts). */
+export const KUBELET_LABEL = 'lab.kubemend.io/kubelet';
+export const KUBERNETES_VERSION = 'v1.34.4';
+export const APP_NAMESPACE = 'demo';
+
+export interface ClusterObjects {
+  setup: KubernetesObject[];
+  nodes: KubernetesObject[];
+  workloads: KubernetesObject[];
+}
+
+type Obj = KubernetesObject & Record<string, unknown>;
+
+/** Which CNI's DaemonSet and objects the lab's API shows (the nodes carry every CNI's artifacts). */
+export function labCnis(scenarios: readonly string[]): Array<'flannel' | 'weave' | 'calico'> {
+  const cnis: Array<'flannel' | 'weave' | 'calico'> = [];
+  if (scenarios.includes('cloned-machine-id')) cnis.push('weave'); // seed 000 ran Weave Net
+  if (scenarios.includes('orphan-calico')) cnis.push('calico'); // seed 004 ran Calico
+  if (cnis.length === 0 || scenarios.includes('stale-cni') || scenarios.includes('no-default-route')) cnis.unshift('flannel'); // seeds 002, 003
+  return cnis;
+}
+
+export function labObjects(state: Pick<LabState, 'nodes' | 'scenarios'>, rbac: KubernetesObject[], calicoCrds: KubernetesObject[]): ClusterObjects {
+  const cnis = labCnis(state.scenarios);
+  const ns = (name: string): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
+  const setup: KubernetesObject[] = [
+    ...rbac,
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: 'kubemend-lab-worker' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'kubemend' },
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: WORKER_USER }],
+    } as Obj,
+    ...calicoCrds,
+    ns(APP_NAMESPACE),
+    ...(cnis.includes('flannel') ? [ns('kube-flannel')] : []),
+  ];
+  // A node that never joined (seed 001's workers) has no Node object until `kubeadm join` works.
+  const joined = state.nodes.filter((n) => joinedAtUp(state.scenarios, n.role));
+  return { setup, nodes: joined.map((n) => nodeObject(n, state.scenarios)), workloads: workloads(state, cnis) };
+}
+
+/** The Node a lab node's kubelet registers. */
+export function nodeObject(n: LabState['nodes'][number], scenarios: readonly string[]): Obj {
+  const cidr = `${podCidrPrefix(n.index)}.0/24`;
+  // seed 001: kubeadm and the kubelet took the NAT address, the same on every node.
+  const internalIp = scenarios.includes('nat-advertise') ? NAT_ADDRESS.split('/')[0] : n.address;
+  const resources = { cpu: '2', memory: '4Gi', pods: '110', 'ephemeral-storage': '20Gi' };
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name: n.name,
+      labels: {
+        'kubernetes.io/hostname': n.name,
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': 'amd64',
+        ...(n.role === 'control-plane' ? { 'node-role.kubernetes.io/control-plane': '', 'node.kubernetes.io/exclude-from-external-load-balancers': '' } : {}),
+        [KUBELET_LABEL]: 'running',
+      },
+      annotations: { 'kubeadm.alpha.kubernetes.io/cri-socket': 'unix:///var/run/containerd/containerd.sock', 'node.alpha.kubernetes.io/ttl': '0' },
+    },
+    spec: { podCIDR: cidr, podCIDRs: [cidr], ...(n.role === 'control-plane' ? { taints: [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }] } : {}) },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: internalIp },
+        { type: 'Hostname', address: n.name },
+      ],
+      capacity: resources,
+      allocatable: resources,
+      nodeInfo: {
+        machineID: n.bootMachineId,
+        systemUUID: '',
+        bootID: n.bootId,
+        kernelVersion: '6.1.0-lab',
+        osImage: 'Debian GNU/Linux 12 (bookworm)',
+        containerRuntimeVersion: 'containerd://1.7.24',
+        kubeletVersion: KUBERNETES_VERSION,
+        kubeProxyVersion: '',
+        operatingSystem: 'linux',
+        architecture: 'amd64',
+      },
+    },
+  };
+}
+
+const container = (name: string, image: string) => ({ name, image, resources: { requests: { cpu: '10m', memory: '16Mi' } } });
+
+function daemonSet(namespace: string, name: string, image: string): Obj {
+  const labels = { 'k8s-app': name };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { namespace, name, labels },
+    spec: {
+      selector: { matchLabels: labels },
+      template: {
+        metadata: { labels },
+        spec: { hostNetwork: true, priorityClassName: 'system-node-critical', tolerations: [{ operator: 'Exists' }], containers: [container(name, image)] },
+      },
+    },
+  };
+}
+
+function deployment(namespace: string, name: string, replicas: number, image: string, extra: Record<string, unknown> = {}): Obj {
+  const labels = { app: name };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { namespace, name, labels },
+    spec: { replicas, selector: { matchLabels: labels }, template: { metadata: { labels }, spec: { containers: [container(name, image)], terminationGracePeriodSeconds: 5, ...extra } } },
+  };
+}
+
+function workloads(state: Pick<LabState, 'nodes' | 'scenarios'>, cnis: Array<'flannel' | 'weave' | 'calico'>): KubernetesObject[] {
+  const out: Obj[] = [daemonSet('kube-system', 'kube-proxy', `registry.k8s.io/kube-proxy:${KUBERNETES_VERSION}`)];
+  if (cnis.includes('flannel')) out.push(daemonSet('kube-flannel', 'kube-flannel-ds', 'ghcr.io/flannel-io/flannel:v0.26.7'));
+  if (cnis.includes('weave')) out.push(daemonSet('kube-system', 'weave-net', 'weaveworks/weave-kube:2.8.1'));
+  if (cnis.includes('calico')) out.push(daemonSet('kube-system', 'calico-node', 'docker.io/calico/node:v3.29.3'));
+  // kubeadm's CoreDNS: two replicas that may run on the control plane.
+  const cpToleration = [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }, { key: 'CriticalAddonsOnly', operator: 'Exists' }];
+  const coredns = deployment('kube-system', 'coredns', 2, 'registry.k8s.io/coredns/coredns:v1.12.1', { tolerations: cpToleration, priorityClassName: 'system-cluster-critical' });
+  (coredns.metadata as { labels: Record<string, string> }).labels = { 'k8s-app': 'kube-dns' };
+  out.push(coredns);
+  // An application with a budget: drains must evict its pods one at a time.
+  const workers = state.nodes.filter((n) => n.role === 'worker').length;
+  out.push(deployment(APP_NAMESPACE, 'web', Math.max(2, workers), 'nginx:1.27'));
+  out.push({ apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: { namespace: APP_NAMESPACE, name: 'web' }, spec: { maxUnavailable: 1, selector: { matchLabels: { app: 'web' } } } });
+  if (cnis.includes('calico')) out.push(...calicoObjects(state));
+  return out;
+}
+
+const podsOf = (state: Pick<LabState, 'nodes' | 'scenarios'>) => state.nodes.map((n) => ({ node: n, pods: calicoPods(n.name) }));
+
+/**
+ * Calico in KDD mode: the default pool, one affine /26 block per node, and an allocation
+ * with its handle for every pod that has an address on the node: the pods with a veth and,
+ * under orphan-calico, the pods that are gone but whose veth and address remain (seed 004).
+ * The orphan-calico pods themselves are bare pods bound to their node.
+ */
+function calicoObjects(state: Pick<LabState, 'nodes' | 'scenarios'>): Obj[] {
+  const crd = (kind: string, name: string, spec: Record<string, unknown>): Obj => ({ apiVersion: 'crd.projectcalico.org/v1', kind, metadata: { name }, spec });
+  const out: Obj[] = [
+    crd('IPPool', 'default-ipv4-ippool', { cidr: '192.168.0.0/16', blockSize: 26, ipipMode: 'Always', vxlanMode: 'Never', natOutgoing: true, nodeSelector: 'all()' }),
+    crd('IPAMConfig', 'default', { autoAllocateBlocks: true, strictAffinity: false }),
+    crd('ClusterInformation', 'default', { clusterType: 'k8s,bgp,kubeadm,kdd', calicoVersion: 'v3.29.3', datastoreReady: true }),
+  ];
+  if (!state.scenarios.includes('orphan-calico')) return out;
+  for (const { node, pods } of podsOf(state)) {
+    const blockBase = `192.168.${200 + node.index}.0`;
+    const cidr = `${blockBase}/26`;
+    const blockName = `${blockBase.replace(/\./g, '-')}-26`;
+    const allocations: Array<number | null> = Array.from({ length: 64 }, () => null);
+    const attributes: Array<{ handle_id: string; secondary: Record<string, string> }> = [];
+    [...pods.withVeth, ...pods.vethOnly].forEach((pod, k) => {
+      const handle = `k8s-pod-network.${sandboxId(node.name, pod)}`;
+      allocations[Number(calicoPodIp(node.index, k).split('.')[3])] = attributes.length;
+      attributes.push({ handle_id: handle, secondary: { namespace: pods.namespace, node: node.name, pod, timestamp: '2026-01-01 00:00:00 +0000 UTC' } });
+      out.push(crd('IPAMHandle', handle.toLowerCase(), { handleID: handle, block: { [cidr]: 1 } }));
+    });
+    out.push(crd('BlockAffinity', `${node.name}-${blockName}`, { cidr, node: node.name, state: 'confirmed', deleted: 'false' }));
+    out.push(crd('IPAMBlock', blockName, { cidr, affinity: `host:${node.name}`, strictAffinity: false, allocations, unallocated: allocations.flatMap((a, i) => (a === null ? [i] : [])), attributes }));
+    for (const pod of [...pods.withVeth, ...pods.withoutVeth]) {
+      out.push({ apiVersion: 'v1', kind: 'Pod', metadata: { namespace: pods.namespace, name: pod, labels: { app: pod.replace(/-.*/, '') } }, spec: { nodeName: node.name, containers: [container('app', 'nginx:1.27')], terminationGracePeriodSeconds: 5 } });
+    }
+  }
+  return out;
+}
+
+/** A stable stand-in for a pod's sandbox id (64 hex digits, as containerd's). */
+export const sandboxId = (node: string, pod: string) => createHash('sha256').update(`${node}/${pod}`).digest('hex');
