@@ -22,7 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
-import { freePort } from './sshd';
+import { freeLowPorts } from './sshd';
 import { type ClusterObjects, KUBELET_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
 
 export { KUBELET_LABEL } from './manifests';
@@ -196,7 +196,7 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   const pki = join(cp, 'pki');
   mkdirSync(join(cp, 'etcd'), { recursive: true, mode: 0o700 });
   makePki(pki);
-  const [etcdClient, etcdPeer, apiPort] = [await freePort(), await freePort(), await freePort()];
+  const [etcdClient, etcdPeer, apiPort, kwokPort] = await freeLowPorts(4);
   const server = `https://127.0.0.1:${apiPort}`;
   const info: ControlPlaneInfo = { server, adminKubeconfig: join(dir, 'admin.kubeconfig'), workerKubeconfig: join(dir, 'worker.kubeconfig') };
   writeKubeconfig(info.adminKubeconfig, server, pki, 'admin');
@@ -239,7 +239,7 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   ]);
   startComponent(dir, 'kwok', [
     `--kubeconfig=${join(cp, 'kwok.kubeconfig')}`, '--manage-all-nodes=false', `--manage-nodes-with-label-selector=${KUBELET_LABEL}=running`,
-    `--node-lease-duration-seconds=${NODE_LEASE_S}`, `--server-address=127.0.0.1:${await freePort()}`, '--v=WARN',
+    `--node-lease-duration-seconds=${NODE_LEASE_S}`, `--server-address=127.0.0.1:${kwokPort}`, '--v=WARN',
   ]);
 
   const api = adminApi(dir);

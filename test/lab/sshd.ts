@@ -41,6 +41,30 @@ export async function freeLowPort(host = '127.0.0.1'): Promise<number> {
 }
 
 /**
+ * `n` distinct free ports below 32768, all held until every one is found: outside the
+ * kernel's ephemeral range, so no outgoing connection takes one before its server binds it.
+ */
+export async function freeLowPorts(n: number, host = '127.0.0.1'): Promise<number[]> {
+  const held: Array<{ port: number; srv: ReturnType<typeof createServer> }> = [];
+  try {
+    for (let i = 0; i < 400 && held.length < n; i++) {
+      const port = 20000 + Math.floor(Math.random() * 12000);
+      if (held.some((h) => h.port === port)) continue;
+      const srv = createServer();
+      const ok = await new Promise<boolean>((resolve) => {
+        srv.once('error', () => resolve(false));
+        srv.listen(port, host, () => resolve(true));
+      });
+      if (ok) held.push({ port, srv });
+    }
+    if (held.length < n) throw new Error(`no ${n} free ports in 20000-32000`);
+    return held.map((h) => h.port);
+  } finally {
+    await Promise.all(held.map((h) => new Promise((r) => h.srv.close(r))));
+  }
+}
+
+/**
  * sshd_config for kubemend's test sshds (loopback and lab nodes): keys only, root by key,
  * no PAM. StrictModes is off because test directories live under /tmp and .lab/, which a
  * real node's key files never do.
