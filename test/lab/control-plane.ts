@@ -246,9 +246,15 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   const objects: ClusterObjects = labObjects(state, readManifest(join(REPO_ROOT, 'deploy', 'rbac.yaml')), readManifest(join(REPO_ROOT, 'test', 'lab', 'manifests', 'calico-crds.yaml')));
   await createAll(api, objects.setup);
   await createAll(api, objects.nodes);
-  // The service-account controller makes each namespace's "default" account; pods wait on it.
   const registered = objects.nodes.map((n) => n.metadata!.name!);
   await waitForNodesReady(dir, registered, 60_000);
+  // Pods are refused until the service-account controller has made their namespace's "default" account.
+  const namespaces = [...new Set(objects.workloads.map((o) => o.metadata?.namespace).filter((n): n is string => !!n))];
+  await until(`service accounts "default" in ${namespaces.join(', ')}`, 30_000, async () => {
+    const sas = (await api.list('v1', 'ServiceAccount')) as unknown as { items: Array<{ metadata: { name: string; namespace: string } }> };
+    const have = new Set(sas.items.filter((a) => a.metadata.name === 'default').map((a) => a.metadata.namespace));
+    return namespaces.every((n) => have.has(n)) ? true : undefined;
+  }, join(cp, 'kube-controller-manager.log'));
   await createAll(api, objects.workloads);
   // Apps cannot be placed while workers are missing (seed 001): wait for the system's part then.
   await waitForWorkloads(dir, 90_000, registered.length === state.nodes.length ? undefined : ['kube-system', 'kube-flannel']);

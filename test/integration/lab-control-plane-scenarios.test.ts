@@ -1,0 +1,108 @@
+/**
+ * Where node state and API state must agree under the seeds' scenarios: seed 001's NAT
+ * address on the Node objects and the workers that could not join, seed 000's shared
+ * machine-id as the kubelets report it, and seed 004's Calico IPAM held in real CRDs.
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ProbeReport } from '../../lib/probe';
+import { TOOLS_BIN } from '../../worker/paths';
+import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
+import { down, type LabState, up } from '../lab/lab';
+import { labSsh, labTestConfig } from '../helpers/lab';
+import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
+
+const KUBECTL = join(TOOLS_BIN, 'kubectl');
+const dir = join(tempDir('cp-scen'), 'lab');
+let state: LabState;
+let cp: ControlPlaneInfo;
+let worker: RunningWorker;
+let config: string;
+
+beforeAll(async () => {
+  state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['nat-advertise', 'cloned-machine-id', 'orphan-calico'] });
+  cp = controlPlaneInfo(dir)!;
+  config = labTestConfig(dir, 'cpscen');
+  worker = await startWorker(loadTestConfig(config));
+}, 180_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await down(dir);
+});
+
+function kubectl(args: string[], as: 'admin' | 'worker' = 'admin', input?: string) {
+  const r = spawnSync(KUBECTL, ['--kubeconfig', as === 'worker' ? cp.workerKubeconfig : cp.adminKubeconfig, ...args], { encoding: 'utf8', input, timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const json = <T>(args: string[], as: 'admin' | 'worker' = 'admin') => JSON.parse(kubectl([...args, '-o', 'json'], as).stdout) as T;
+
+async function probe(): Promise<ProbeReport> {
+  const r = await runCli(['--config', config, 'run', 'probe', '--cluster', 'lab', '--json']);
+  expect(r.stderr).not.toMatch(/error/i);
+  return JSON.parse(r.stdout) as ProbeReport;
+}
+
+test('seed 001: only the control plane joined, advertising 10.0.2.15; the probe says the workers have no Node', async () => {
+  type Node = { metadata: { name: string }; status: { addresses: Array<{ type: string; address: string }> } };
+  const nodes = json<{ items: Node[] }>(['get', 'nodes']).items;
+  expect(nodes.map((n) => n.metadata.name)).toEqual(['node1']);
+  expect(nodes[0].status.addresses).toContainEqual({ type: 'InternalIP', address: '10.0.2.15' });
+  const report = await probe();
+  expect(report.nodes.find((n) => n.name === 'node1')?.kubernetes?.internalIPs).toEqual(['10.0.2.15']);
+  for (const name of ['node2', 'node3']) {
+    const n = report.nodes.find((x) => x.name === name)!;
+    expect(n.kubernetes).toBeNull();
+    expect(n.problems).toContainEqual(expect.stringContaining('no Node object'));
+  }
+});
+
+test('seed 001: a join to the NAT address fails and registers nothing; a join to the right address registers the Node', async () => {
+  const n2 = state.nodes[1];
+  const failed = spawnSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'BatchMode=yes', '-p', String(n2.port), 'root@127.0.0.1', 'kubeadm join 10.0.2.15:6443 --token abcdef.0123456789abcdef'], { encoding: 'utf8' });
+  expect(failed.status).toBe(1);
+  expect(failed.stderr).toMatch(/dial tcp 10\.0\.2\.15:6443: connect: connection refused/);
+  await sleep(1000);
+  expect(kubectl(['get', 'node', 'node2']).code).not.toBe(0);
+
+  labSsh(dir, n2.port, 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef >/dev/null');
+  const until = Date.now() + 30_000;
+  let ready: string | undefined;
+  while (Date.now() < until && ready !== 'True') {
+    await sleep(500);
+    const r = kubectl(['get', 'node', 'node2', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
+    ready = r.code === 0 ? r.stdout : undefined;
+  }
+  expect(ready).toBe('True');
+  // Its kubelet took the NAT address too: two Nodes now share an InternalIP, and the probe says so.
+  const report = await probe();
+  expect(report.nodes.find((n) => n.name === 'node2')?.problems).toContainEqual(expect.stringContaining('InternalIP 10.0.2.15 is also the InternalIP of node1'));
+});
+
+test('seed 000: the kubelets report the same machine-id the nodes share', () => {
+  const ids = new Set(json<{ items: Array<{ status: { nodeInfo: { machineID: string } } }> }>(['get', 'nodes']).items.map((n) => n.status.nodeInfo.machineID));
+  expect(ids).toEqual(new Set([labSsh(dir, state.nodes[0].port, 'cat /etc/machine-id').trim()]));
+});
+
+test('seed 004: Calico IPAM lives in CRDs the API validates, readable with the worker identity', () => {
+  type Block = { metadata: { name: string }; spec: { affinity: string; attributes: Array<{ secondary: { pod: string } }> } };
+  const blocks = json<{ items: Block[] }>(['get', 'ipamblocks.crd.projectcalico.org'], 'worker').items;
+  expect(blocks.map((b) => b.spec.affinity).sort()).toEqual(['host:node1', 'host:node2', 'host:node3']);
+  // The pods with an address: those that exist, and those that are gone but kept their veth.
+  const b2 = blocks.find((b) => b.spec.affinity === 'host:node2')!;
+  expect(b2.spec.attributes.map((a) => a.secondary.pod)).toEqual(['web-node2-a', 'web-node2-b', 'gone-node2-x', 'gone-node2-y', 'gone-node2-z']);
+  const pods = json<{ items: Array<{ metadata: { name: string } }> }>(['get', 'pods', '-n', 'default', '--field-selector', 'spec.nodeName=node2']).items.map((p) => p.metadata.name).sort();
+  expect(pods).toEqual(['db-node2-0', 'db-node2-1', 'web-node2-a', 'web-node2-b']);
+  // A malformed block is refused by the CRD's schema, as on a cluster with Calico installed.
+  const badBlock = 'apiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\nmetadata: {name: bad}\nspec: {cidr: 192.168.99.0/26, allocations: "all"}\n';
+  // kubectl checks against the schema the API server publishes for the CRD...
+  const client = kubectl(['create', '-f', '-'], 'admin', badBlock);
+  expect(client.code).not.toBe(0);
+  expect(client.stderr).toMatch(/invalid type for org\.projectcalico\.crd\.v1\.IPAMBlock\.spec\.allocations: got "string", expected "array"/);
+  // ...and the API server enforces it.
+  const bad = kubectl(['create', '--validate=false', '-f', '-'], 'admin', badBlock);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr).toMatch(/spec\.allocations: Invalid value: "string": spec\.allocations in body must be of type array/);
+  expect(bad.stderr).toMatch(/spec\.unallocated: Required value/);
+});
