@@ -107,8 +107,9 @@ test('probe returns the node facts over SSH as the stable JSON contract', async 
   expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
   expect(r.code).toBe(0);
   const report = JSON.parse(r.stdout) as ProbeReport;
-  expect(Object.keys(report)).toEqual(['cluster', 'nodes']);
+  expect(Object.keys(report)).toEqual(['cluster', 'api', 'nodes']);
   expect(report.cluster).toBe('local');
+  expect(report.api).toBe('not configured'); // this cluster has no kubeconfig: SSH facts only
   expect(report.nodes).toHaveLength(1);
   const n = report.nodes[0];
   for (const key of ['name', 'machineId', 'dbusMachineId', 'bootId', 'links', 'defaultRoute', 'error']) expect(n).toHaveProperty(key);
@@ -125,7 +126,7 @@ test('probe returns the node facts over SSH as the stable JSON contract', async 
 
   const runId = runIdFrom(r.stderr);
   expect(runId).toMatch(/^probe-local-\d{8}T\d{6}Z-[0-9a-f]{6}$/);
-  recordHistory(runId, 'probe-one-node.json');
+  recordHistory(runId, 'probe-one-node-reads-api.json'); // probe-one-node.json: a run from before the API step, kept for replay
 
   // Search attributes make the run findable by node, with Temporal's own CLI too.
   const listed = JSON.parse(
