@@ -10,6 +10,7 @@ import { Failure } from '../lib/failures';
 import type { ProbeNodeFacts } from '../lib/probe';
 import { parseProbeOutput, probeArgv, probeFacts } from '../lib/probe-script';
 import { kubeFailure, type KubePort } from './kube';
+import { createRemediationActivities } from './remediation';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import type { SshPort } from './ssh';
 
@@ -35,7 +36,20 @@ export function createActivities(deps: ActivityDeps) {
     return t;
   }
 
+  const remediation = createRemediationActivities({
+    ssh: deps.ssh,
+    target,
+    kube(cluster) {
+      clusterOf(cluster);
+      const k = deps.kube.cluster(cluster);
+      if (!k) throw badInput(`cluster ${cluster} has no kubeconfig in the worker's config: this remediation needs the Kubernetes API (cordon, drain)`);
+      return k;
+    },
+  });
+
   return {
+    ...remediation,
+
     /** The nodes a run targets, checked against the worker's config (the authority on inventory). */
     async resolveTargets(input: { cluster: string; nodes: string[] }): Promise<{ nodes: string[] }> {
       const picked = selectNodes(clusterOf(input.cluster), input.nodes);

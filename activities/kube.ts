@@ -59,11 +59,26 @@ export class KubeClients implements KubePort {
  * request the API will never accept (not retried). The server's message is kept; no
  * credentials are in it.
  */
+/** The API server's own words from an error: Status.message plus its causes' messages. */
+export function apiMessage(err: ApiException<unknown>): string {
+  let body: unknown = err.body;
+  if (typeof body === 'string') {
+    const text = body;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return text.slice(0, 300);
+    }
+  }
+  const status = body as { message?: string; details?: { causes?: Array<{ message?: string }> } } | undefined;
+  const causes = (status?.details?.causes ?? []).map((c) => c.message).filter((m): m is string => !!m);
+  return [status?.message ?? '', ...causes].filter(Boolean).join(' ').slice(0, 500);
+}
+
 export function kubeFailure(err: unknown, what: string): ApplicationFailure {
   if (err instanceof ApiException) {
     const code = err.code;
-    const body = err.body as { message?: string } | string | undefined;
-    const detail = typeof body === 'string' ? body.slice(0, 300) : (body?.message ?? '');
+    const detail = apiMessage(err);
     const message = `${what}: HTTP ${code}${detail ? ` ${detail}` : ''}`;
     if (code === 401 || code === 403) return ApplicationFailure.create({ type: Failure.KubeForbidden, message, nonRetryable: true });
     if (code === 409 || code === 429 || code >= 500) return ApplicationFailure.create({ type: Failure.KubeApiTransient, message });

@@ -62,6 +62,11 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--auto-approve', 'do not wait for `kubemend approve`', false)
     .option('--reason <text>', 'why this run is being done (ticket, incident)')
     .option('--actor <name>', 'who asked for it (default: your OS user)')
+    .option('--include-keeper', 'machine-id: fix every node of a group, the keeper too', false)
+    .option('--drain-timeout <duration>', 'give up a drain after this long (default: policy.drainTimeout)')
+    .option('--reboot-timeout <duration>', 'a rebooted node must be back (SSH, Node Ready) within this (default 10m)')
+    .option('--delete-emptydir-data', 'drain: evict pods with emptyDir volumes (their data is lost), as kubectl drain', false)
+    .option('--force', 'drain: evict pods no controller manages, as kubectl drain --force', false)
     .option('--detach', 'print the run ID and return without following', false)
     .option('--json', 'machine-readable output only', false)
     .addHelpText('after', EXIT_CODES_HELP)
@@ -90,7 +95,8 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .argument('<run>', 'run ID')
     .option('--actor <name>', 'who approves (default: your OS user)')
     .option('--comment <text>', 'recorded with the approval')
-    .action(act(async (run: string, o: { actor?: string; comment?: string }) => approveCommand(loadConfig(globals()), run, o, out)));
+    .option('--plan <id>', 'the plan id you reviewed (`kubemend status`); refused if the run\'s plan differs (default: the plan the run shows now)')
+    .action(act(async (run: string, o: { actor?: string; comment?: string; plan?: string }) => approveCommand(loadConfig(globals()), run, o, out)));
 
   program
     .command('cancel')

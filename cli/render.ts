@@ -1,5 +1,7 @@
 /** Terminal output: live per-node progress and the probe report, as text for people. */
+import type { MachineIdPlan } from '../lib/machine-id';
 import type { ProbeNodeReport, ProbeReport } from '../lib/probe';
+import type { MachineIdResult } from '../lib/remediation-input';
 import type { RunStatus } from '../lib/run-status';
 import type { IpRoute } from '../lib/node-facts';
 
@@ -75,4 +77,28 @@ export function probeText(r: ProbeReport): string {
   const errors = r.nodes.filter((n) => n.error).length;
   const api = r.api === undefined ? '' : `, Kubernetes API: ${r.api}`;
   return `probe of cluster ${r.cluster}: ${r.nodes.length} node(s), ${errors} could not be probed${api}\n\n${r.nodes.map(nodeBlock).join('\n\n')}\n`;
+}
+
+/** The plan, as the approver reads it before `kubemend approve`. */
+export function planText(p: MachineIdPlan): string {
+  const lines = [`plan ${p.id}`];
+  for (const g of p.groups) lines.push(`  shared: ${g.nodes.join(', ')} (${g.shared.join('; ')})`);
+  if (p.keepers.length) lines.push(`  kept as they are: ${p.keepers.join(', ')}`);
+  for (const s of p.skipped) lines.push(`  skipped: ${s.name} (${s.reason})`);
+  p.nodes.forEach((n, i) => {
+    lines.push(`  ${i + 1}. ${n.name} (${n.role}, machine-id ${n.machineId ?? '-'}, weave MAC ${n.weaveMac ?? '-'})`);
+    for (const s of n.steps) lines.push(`       ${s}`);
+  });
+  if (p.nodes.length === 0) lines.push('  nothing to fix');
+  return `${lines.join('\n')}\n`;
+}
+
+export function machineIdText(r: MachineIdResult): string {
+  const lines = [`machine-id on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
+  if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
+  for (const n of r.nodes) {
+    lines.push(`  ${n.name}: machine-id ${n.oldMachineId ?? '-'} -> ${n.newMachineId}, weave MAC ${n.oldWeaveMac ?? '-'} -> ${n.newWeaveMac ?? '-'}, boot ${n.bootIdBefore.slice(0, 8)} -> ${n.bootIdAfter.slice(0, 8)}${n.uncordoned ? ', uncordoned' : ''}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+  }
+  for (const x of r.remaining) lines.push(`  still shared: ${x}`);
+  return `${lines.join('\n')}\n`;
 }

@@ -15,13 +15,20 @@ import { type Config, findCluster, formatZodIssues, selectNodes } from '../lib/c
 import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
 import type { ProbeInput, ProbeReport } from '../lib/probe';
+import { parseDuration } from '../lib/duration';
+import type { MachineIdInput, MachineIdResult } from '../lib/remediation-input';
+import { lockId } from '../lib/lock-id';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
+import { APPROVE_UPDATE } from '../lib/remediation-input';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
-import { probeText, progressFor } from './render';
+import { machineIdText, planText, probeText, progressFor } from './render';
 
-export const REMEDIATIONS = ['probe'] as const;
+export const REMEDIATIONS = ['probe', 'machine-id'] as const;
+/** The workflow type that runs each remediation. */
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'machineId' };
+const TYPE_TO_REMEDIATION = Object.fromEntries(Object.entries(WORKFLOW_TYPE).map(([k, v]) => [v, k]));
 
 const RunArgs = z.object({
   remediation: z.enum(REMEDIATIONS, { error: (i) => `unknown remediation ${JSON.stringify(i.input)}; known: ${REMEDIATIONS.join(', ')}` }),
@@ -33,6 +40,11 @@ const RunArgs = z.object({
   autoApprove: z.boolean().default(false),
   detach: z.boolean().default(false),
   json: z.boolean().default(false),
+  includeKeeper: z.boolean().default(false),
+  drainTimeout: z.string().optional(),
+  rebootTimeout: z.string().optional(),
+  deleteEmptydirData: z.boolean().default(false),
+  force: z.boolean().default(false),
 });
 
 const RunId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$/, 'must be a kubemend run ID as printed by `kubemend run` or `kubemend list`');
@@ -88,7 +100,7 @@ async function warnIfNoWorker(client: Client, cfg: Config, err: NodeJS.WritableS
 
 const noop = () => undefined;
 
-async function follow<T>(handle: WorkflowHandle, quiet: boolean): Promise<T> {
+async function follow<T>(handle: WorkflowHandle, quiet: boolean, runId?: string): Promise<T> {
   const result = handle.result() as Promise<T>;
   if (quiet) return result;
   const sink = progressFor(process.stderr);
@@ -96,10 +108,17 @@ async function follow<T>(handle: WorkflowHandle, quiet: boolean): Promise<T> {
   result.then(noop, noop).finally(() => (settled = true));
   // One query in flight at a time: with no worker to answer, a query blocks server-side.
   let inFlight: Promise<void> | undefined;
+  let hinted = false;
   while (!settled) {
     inFlight ??= handle
       .query<RunStatus>(STATUS_QUERY)
-      .then((st) => sink.update(st), noop)
+      .then((st) => {
+        if (st.phase === 'AwaitingApproval' && st.plan && !hinted) {
+          hinted = true;
+          process.stderr.write(`${planText(st.plan)}\nwaiting for approval: kubemend approve ${runId ?? handle.workflowId} (plan ${st.plan.id})\n`);
+        }
+        sink.update(st);
+      }, noop)
       .finally(() => (inFlight = undefined));
     await Promise.race([result.then(noop, noop), new Promise((r) => setTimeout(r, 300))]);
   }
@@ -119,11 +138,40 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   const picked = selectNodes(cluster, args.node);
   if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
 
+  const duration = (flag: string, v: string | undefined, fallback: number) => {
+    if (v === undefined) return fallback;
+    const ms = parseDuration(v);
+    if (ms === undefined || ms < 1000) throw new CliError(`--${flag}: ${JSON.stringify(v)} is not a duration of 1s or more (e.g. 90s, 10m)`);
+    return ms;
+  };
+  if (args.remediation === 'probe' && (args.dryRun || args.autoApprove || args.includeKeeper || args.force || args.deleteEmptydirData)) {
+    throw new CliError('probe is read-only: --dry-run, --auto-approve, --include-keeper, --force and --delete-emptydir-data do not apply');
+  }
+  const requestedBy = actorName(args.actor);
+  const input: ProbeInput | MachineIdInput =
+    args.remediation === 'probe'
+      ? { cluster: args.cluster, nodes: args.node, requestedBy, reason: args.reason }
+      : {
+          cluster: args.cluster,
+          nodes: args.node,
+          requestedBy,
+          reason: args.reason,
+          includeKeeper: args.includeKeeper,
+          dryRun: args.dryRun,
+          autoApprove: args.autoApprove || !cfg.policy.approvalRequired,
+          approvalTimeoutMs: cfg.policy.approvalTimeout,
+          maxUnavailable: cfg.policy.maxUnavailable,
+          drainTimeoutMs: duration('drain-timeout', args.drainTimeout, cfg.policy.drainTimeout),
+          rebootTimeoutMs: duration('reboot-timeout', args.rebootTimeout, 600_000),
+          deleteEmptyDirData: args.deleteEmptydirData,
+          force: args.force,
+        };
+
   const { client, connection } = await connectClient(cfg);
   try {
-    const input: ProbeInput = { cluster: args.cluster, nodes: args.node, requestedBy: actorName(args.actor), reason: args.reason };
+    if (args.remediation !== 'probe' && !args.dryRun) await refuseIfLocked(client, args.cluster, picked.nodes);
     const workflowId = newRunId(args.remediation, args.cluster);
-    const handle = await client.workflow.start(args.remediation, {
+    const handle = await client.workflow.start(WORKFLOW_TYPE[args.remediation], {
       workflowId,
       taskQueue: cfg.temporal.taskQueue,
       args: [input],
@@ -132,7 +180,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
         { key: SA_NODE, value: picked.nodes },
         { key: SA_REMEDIATION, value: args.remediation },
       ],
-      memo: { requestedBy: input.requestedBy, reason: args.reason ?? '' },
+      memo: { requestedBy, reason: args.reason ?? '' },
     });
     process.stderr.write(`started ${workflowId}\n`);
     await warnIfNoWorker(client, cfg, process.stderr);
@@ -140,21 +188,49 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       out.write(args.json ? `${JSON.stringify({ runId: workflowId })}\n` : `${workflowId}\n`);
       return ExitCode.Ok;
     }
-    let report: ProbeReport;
+    if (args.remediation === 'probe') {
+      let report: ProbeReport;
+      try {
+        report = await follow<ProbeReport>(handle, args.json);
+      } catch (err) {
+        throw endedBadly(err);
+      }
+      out.write(args.json ? `${JSON.stringify(report)}\n` : probeText(report));
+      const failed = report.nodes.filter((n) => n.error);
+      if (failed.length) {
+        process.stderr.write(`${failed.length} node(s) could not be probed: ${failed.map((n) => n.name).join(', ')}\n`);
+        return ExitCode.RemediationFailed;
+      }
+      return ExitCode.Ok;
+    }
+    let result: MachineIdResult;
     try {
-      report = await follow<ProbeReport>(handle, args.json);
+      result = await follow<MachineIdResult>(handle, args.json, workflowId);
     } catch (err) {
       throw endedBadly(err);
     }
-    out.write(args.json ? `${JSON.stringify(report)}\n` : probeText(report));
-    const failed = report.nodes.filter((n) => n.error);
-    if (failed.length) {
-      process.stderr.write(`${failed.length} node(s) could not be probed: ${failed.map((n) => n.name).join(', ')}\n`);
-      return ExitCode.RemediationFailed;
-    }
+    out.write(args.json ? `${JSON.stringify(result)}\n` : machineIdText(result));
     return ExitCode.Ok;
   } finally {
     await connection.close();
+  }
+}
+
+/**
+ * A remediation on a node another run holds is refused before it starts (exit 3), naming
+ * the holder. The workflow's own lock is the guard; this only makes the refusal early and clear.
+ */
+async function refuseIfLocked(client: Client, cluster: string, nodes: string[]): Promise<void> {
+  for (const node of nodes) {
+    try {
+      const d = await client.workflow.getHandle(lockId(cluster, node)).describe();
+      if (d.status.name === 'RUNNING') {
+        throw new CliError(`refused: node ${node} is being remediated by run ${d.parentExecution?.workflowId ?? '(unknown)'}; wait for it or cancel it`, ExitCode.Refused);
+      }
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) continue;
+      throw err;
+    }
   }
 }
 
@@ -176,7 +252,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     const d = await h.describe();
     const view: Record<string, unknown> = {
       runId: d.workflowId,
-      remediation: d.type,
+      remediation: TYPE_TO_REMEDIATION[d.type] ?? d.type,
       status: d.status.name,
       cluster: d.typedSearchAttributes.get(SA_CLUSTER) ?? null,
       nodes: d.typedSearchAttributes.get(SA_NODE) ?? [],
@@ -210,8 +286,11 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
       out.write(`  phase        ${p.phase}\n`);
       for (const [n, st] of Object.entries(p.nodes)) out.write(`    ${n.padEnd(24)} ${st.phase}${st.detail ? `  ${st.detail}` : ''}\n`);
     }
+    if (p?.compensations?.length) out.write(`  undo         ${p.compensations.join('\n               ')}\n`);
     if (view.failure) out.write(`  failure      ${view.failure}\n`);
+    if (p?.plan && !view.result) out.write(`\n${planText(p.plan)}`);
     if (view.result && d.type === 'probe') out.write(`\n${probeText(view.result as ProbeReport)}`);
+    if (view.result && d.type === 'machineId') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
     return ExitCode.Ok;
   });
 }
@@ -240,7 +319,7 @@ export async function listCommand(cfg: Config, raw: Record<string, unknown>, out
     for await (const w of client.workflow.list({ query: listQuery(args), pageSize: Math.min(args.limit, 100) })) {
       rows.push({
         runId: w.workflowId,
-        remediation: w.type,
+        remediation: TYPE_TO_REMEDIATION[w.type] ?? w.type,
         cluster: w.typedSearchAttributes.get(SA_CLUSTER) ?? null,
         nodes: w.typedSearchAttributes.get(SA_NODE) ?? [],
         status: w.status.name,
@@ -263,22 +342,33 @@ export async function listCommand(cfg: Config, raw: Record<string, unknown>, out
   }
 }
 
-export async function approveCommand(cfg: Config, runId: string, raw: { actor?: string; comment?: string }, out: NodeJS.WritableStream): Promise<number> {
-  const a = parseArgs(z.object({ actor: freeText(200).optional(), comment: freeText(2000).optional() }), raw);
+export async function approveCommand(cfg: Config, runId: string, raw: { actor?: string; comment?: string; plan?: string }, out: NodeJS.WritableStream): Promise<number> {
+  const a = parseArgs(z.object({ actor: freeText(200).optional(), comment: freeText(2000).optional(), plan: z.string().regex(/^[0-9a-f]{16}$/, 'must be the 16-hex-digit plan id `kubemend status` shows').optional() }), raw);
   return withRun(cfg, runId, async (h) => {
+    let planId = a.plan;
+    if (!planId) {
+      let st: RunStatus | undefined;
+      try {
+        st = await h.query<RunStatus>(STATUS_QUERY);
+      } catch (err) {
+        throw new CliError(`run ${runId} does not answer (${(err as Error).message}); is it running and a worker up?`, ExitCode.RemediationFailed);
+      }
+      if (!st.plan) throw new CliError(`run ${runId} has nothing to approve (it is a ${st.remediation} run in phase ${st.phase})`);
+      planId = st.plan.id;
+    }
     try {
-      await h.executeUpdate('approve', { args: [{ approver: actorName(a.actor), comment: a.comment ?? '' }] });
+      await h.executeUpdate(APPROVE_UPDATE, { args: [{ planId, approver: actorName(a.actor), comment: a.comment ?? '' }] });
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {
         const msg = err.cause?.message ?? err.message;
         if (/handler|unknown update|not registered/i.test(msg)) throw new CliError(`run ${runId} has nothing to approve (${msg})`);
-        throw new CliError(`approval rejected: ${msg}`);
+        throw new CliError(`approval rejected: ${msg}`, ExitCode.Refused);
       }
       const msg = (err as Error).message ?? '';
       if (/already completed|not found/i.test(msg)) throw new CliError(`run ${runId} is not waiting for approval: ${msg}`);
       throw err;
     }
-    out.write(`approved ${runId}\n`);
+    out.write(`approved ${runId} (plan ${planId})\n`);
     return ExitCode.Ok;
   });
 }

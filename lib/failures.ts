@@ -25,6 +25,24 @@ export const Failure = {
   KubeRejected: 'KubeRejected',
   /** The Kubernetes API was unreachable, overloaded (429), conflicting (409) or failing (5xx). */
   KubeApiTransient: 'KubeApiTransient',
+  /** Another run holds a node this run targets (the per-node lock). */
+  LockHeld: 'LockHeld',
+  /** The cluster disruption budget has no room, or the node is the last Ready control plane. */
+  BudgetExhausted: 'BudgetExhausted',
+  /** The node is labelled kubemend.io/exclude=true. */
+  NodeExcluded: 'NodeExcluded',
+  /** Nobody approved the plan before the approval timeout. */
+  ApprovalTimedOut: 'ApprovalTimedOut',
+  /** The drain would delete what kubectl drain refuses to without options (bare pods, emptyDir). */
+  DrainRefused: 'DrainRefused',
+  /** Evictions stayed blocked (a PodDisruptionBudget) or pods stayed until the drain timeout. */
+  DrainTimedOut: 'DrainTimedOut',
+  /** A rebooted node did not come back (SSH with a new boot id, Node Ready) in time. */
+  NodeDidNotReturn: 'NodeDidNotReturn',
+  /** The node is not in a state the step expects (e.g. its machine-id changed under us). */
+  NodeStateUnexpected: 'NodeStateUnexpected',
+  /** After the fix, the ids or weave MAC are still not unique. */
+  VerificationFailed: 'VerificationFailed',
 } as const;
 export type FailureType = (typeof Failure)[keyof typeof Failure];
 

@@ -1,4 +1,6 @@
 /** What `kubemend status` shows: the run's phase and each node's phase, served by a workflow query. */
+import type { MachineIdPlan } from './machine-id';
+
 export interface NodeStatus {
   phase: string;
   detail?: string;
@@ -9,6 +11,10 @@ export interface RunStatus {
   cluster: string;
   phase: string;
   nodes: Record<string, NodeStatus>;
+  /** The plan a remediation waits for approval of (its id is what `kubemend approve` names). */
+  plan?: MachineIdPlan;
+  /** What the undo steps did after a failure or cancel. */
+  compensations?: string[];
 }
 
 export const STATUS_QUERY = 'status';

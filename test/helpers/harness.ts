@@ -1,5 +1,5 @@
 /** What integration tests share: the suite's Temporal server, config files, the CLI, an in-process worker. */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import type { Config } from '../../lib/config';
 import { createWorker } from '../../worker/worker';
 import { loadConfigFile } from '../../worker/config-file';
 import { REPO_ROOT } from '../../worker/paths';
+import { toolPath } from './temporal-dev';
 
 export const REPO = REPO_ROOT;
 export const CLI = join(REPO, 'bin', 'kubemend');
@@ -101,4 +102,17 @@ export async function testClient(): Promise<{ client: Client; close: () => Promi
 
 export function loadTestConfig(path: string): Config {
   return loadConfigFile(path);
+}
+
+/** The run ID `kubemend run` prints on stderr ("started <id>"). */
+export const runIdFrom = (stderr: string) => /started (\S+)/.exec(stderr)?.[1] ?? '';
+
+/**
+ * With KUBEMEND_RECORD_HISTORIES=1, saves a run's history into test/histories/ for the replay
+ * test (re-record only after an intended, versioned workflow change).
+ */
+export function recordHistory(runId: string, file: string): void {
+  if (!process.env.KUBEMEND_RECORD_HISTORIES) return;
+  const json = execFileSync(toolPath('temporal'), ['workflow', 'show', '--address', temporalAddress(), '--workflow-id', runId, '--output', 'json'], { encoding: 'utf8' });
+  writeFileSync(join(REPO, 'test', 'histories', file), json);
 }

@@ -10,7 +10,7 @@ import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../../lib/search-attributes
 import type { ProbeReport } from '../../lib/probe';
 import { freePort, keygen, LocalSshd } from '../lab/sshd';
 import { toolPath } from '../helpers/temporal-dev';
-import { loadTestConfig, REPO, runCli, type RunningWorker, startWorker, tempDir, temporalAddress, testClient, uniqueQueue, writeConfig } from '../helpers/harness';
+import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, temporalAddress, testClient, uniqueQueue, writeConfig } from '../helpers/harness';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
@@ -26,13 +26,6 @@ const taskQueue = uniqueQueue('probe');
  * KUBEMEND_RECORD_HISTORIES=1 saves a run's history for the replay test, exported by
  * Temporal's own CLI in the standard JSON form.
  */
-function recordHistory(runId: string, file: string): void {
-  if (!process.env.KUBEMEND_RECORD_HISTORIES) return;
-  const json = execFileSync(toolPath('temporal'), ['workflow', 'show', '--address', temporalAddress(), '--workflow-id', runId, '--output', 'json'], { encoding: 'utf8' });
-  writeFileSync(join(REPO, 'test', 'histories', file), json);
-}
-
-const runIdFrom = (stderr: string) => /started (\S+)/.exec(stderr)?.[1] ?? '';
 
 async function history(runId: string): Promise<HistoryEvent[]> {
   const { client, close } = await testClient();

@@ -650,7 +650,8 @@ function isAlive(pid: number): boolean {
 
 /**
  * A simulated reboot: the node goes down (its processes, sessions and interfaces vanish),
- * stays down for the lab's downtime, and boots again with a new boot id. Only the lab
+ * stays down for the lab's downtime, and boots again with a new boot id; with a file
+ * control/stay-down in the node's directory it stays down. Only the lab
  * daemon calls this, so state.json has one writer.
  */
 export async function rebootNode(dir: string, name: string): Promise<LabNode> {
@@ -660,6 +661,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   const kubelet = state.controlPlane && kubeletConfigured(dir, name);
   if (kubelet) await setKubelet(dir, name, false).catch((err) => console.error(`lab: ${(err as Error).message}`));
   await killNode(dir, node);
+  // A test can make a node fail to come back, as a machine that hangs in its firmware.
+  if (existsSync(join(dir, 'nodes', name, 'control', 'stay-down'))) return node;
   await sleep(state.rebootDowntimeMs);
   const hubPid = markedPid(dir, hubMarker(dir));
   if (hubPid === undefined) throw new LabError('the lab hub is gone; run `npm run lab -- down` and `up` again');

@@ -1,0 +1,69 @@
+/**
+ * Inputs of the remediations that change nodes. The CLI fills the policy values from the
+ * worker's config and the flags; the workflow validates again (a run can be started by
+ * other clients too). No secret is ever part of an input: the worker holds credentials.
+ */
+import { z } from 'zod';
+import { clusterName, freeText, nodeName } from './patterns';
+import type { MachineIdPlan } from './machine-id';
+import { RetryInput } from './probe';
+
+export const MachineIdInput = z
+  .object({
+    cluster: clusterName,
+    /** Nodes the run may touch; empty means every node in the worker's config. */
+    nodes: z.array(nodeName).max(1000).default([]),
+    requestedBy: freeText(200),
+    reason: freeText(2000).optional(),
+    includeKeeper: z.boolean().default(false),
+    dryRun: z.boolean().default(false),
+    autoApprove: z.boolean().default(false),
+    approvalTimeoutMs: z.number().int().min(1000).max(7 * 86_400_000).default(3_600_000),
+    maxUnavailable: z.number().int().min(1).max(100).default(1),
+    drainTimeoutMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+    /** How long a rebooted node has to answer SSH with a new boot id and be Ready again. */
+    rebootTimeoutMs: z.number().int().min(1000).max(3_600_000).default(600_000),
+    deleteEmptyDirData: z.boolean().default(false),
+    force: z.boolean().default(false),
+    activityTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+    heartbeatTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+    retry: RetryInput.default({ initialIntervalMs: 1000, maximumIntervalMs: 30_000, maximumAttempts: 5 }),
+  })
+  .strict();
+export type MachineIdInput = z.input<typeof MachineIdInput>;
+
+/** `kubemend approve`: names the plan it approves, so an approval of a plan that changed is refused. */
+export const Approval = z
+  .object({
+    planId: z.string().regex(/^[0-9a-f]{16}$/, 'must be the 16-hex-digit plan id that `kubemend status` shows'),
+    approver: freeText(200).refine((s) => s.trim().length > 0, 'must not be empty'),
+    comment: freeText(2000).default(''),
+  })
+  .strict();
+export type Approval = z.input<typeof Approval>;
+
+export const APPROVE_UPDATE = 'approve';
+
+export interface FixedNode {
+  name: string;
+  oldMachineId: string | null;
+  newMachineId: string;
+  oldWeaveMac: string | null;
+  newWeaveMac: string | null;
+  bootIdBefore: string;
+  bootIdAfter: string;
+  uncordoned: boolean;
+  /** Steps found already done on a retry or replay (e.g. "machine-id", "reboot"). */
+  resumed: string[];
+}
+
+export interface MachineIdResult {
+  cluster: string;
+  outcome: 'nothing to do' | 'planned (dry run)' | 'fixed';
+  planId: string | null;
+  plan: MachineIdPlan | null;
+  approvedBy: string | null;
+  nodes: FixedNode[];
+  /** Identities still shared after the run (nodes the run was not allowed to touch). */
+  remaining: string[];
+}

@@ -1,0 +1,221 @@
+/**
+ * The machine-id remediation (seed 000) on the lab: real Temporal, real sshd on each node,
+ * a real kube-apiserver with kwok kubelets, the CLI as an SRE runs it.
+ */
+import { spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { lockId } from '../../lib/lock-id';
+import type { MachineIdResult } from '../../lib/remediation-input';
+import type { RunStatus } from '../../lib/run-status';
+import { TOOLS_BIN } from '../../worker/paths';
+import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
+import { down, type LabState, readState, requestReboot, up } from '../lab/lab';
+import { labSsh, labTestConfig } from '../helpers/lab';
+import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
+
+const KUBECTL = join(TOOLS_BIN, 'kubectl');
+const dir = join(tempDir('mid'), 'lab');
+let state: LabState;
+let cp: ControlPlaneInfo;
+let worker: RunningWorker;
+let config: string;
+
+beforeAll(async () => {
+  state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['cloned-machine-id'], rebootDowntimeMs: 300 });
+  cp = controlPlaneInfo(dir)!;
+  config = labTestConfig(dir, 'mid');
+  worker = await startWorker(loadTestConfig(config));
+}, 180_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await down(dir);
+});
+
+const port = (name: string) => state.nodes.find((n) => n.name === name)!.port;
+const ssh = (name: string, cmd: string) => labSsh(dir, port(name), cmd);
+function kubectl(args: string[], input?: string) {
+  const r = spawnSync(KUBECTL, ['--kubeconfig', cp.adminKubeconfig, ...args], { encoding: 'utf8', input, timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const json = <T>(args: string[]) => JSON.parse(kubectl([...args, '-o', 'json']).stdout) as T;
+const names = ['node1', 'node2', 'node3'];
+
+/** Everything a run could change, as an operator would look at it. */
+function nodeState() {
+  return {
+    ids: names.map((n) => ssh(n, 'cat /etc/machine-id /var/lib/dbus/machine-id; cat /proc/sys/kernel/random/boot_id; cat /sys/class/net/weave/address; ls /var/lib/kubemend 2>&1 | head -1')),
+    nodes: json<{ items: Array<{ metadata: { name: string; annotations: Record<string, string> }; spec: { unschedulable?: boolean } }> }>(['get', 'nodes']).items.map((n) => [n.metadata.name, n.spec.unschedulable ?? false, n.metadata.annotations['kubemend.io/cordoned-by'] ?? null]),
+    pods: json<{ items: Array<{ metadata: { name: string }; spec: { nodeName: string } }> }>(['get', 'pods', '-A']).items.map((p) => `${p.metadata.name}@${p.spec.nodeName}`).sort(),
+  };
+}
+
+const regenerations = (name: string) => Number(ssh(name, 'cat /var/lib/kubemend/machine-id/regenerated.log 2>/dev/null | wc -l').trim());
+
+async function statusOf(runId: string): Promise<RunStatus | null> {
+  const r = await runCli(['--config', config, 'status', runId, '--json']);
+  return (JSON.parse(r.stdout) as { progress: RunStatus | null }).progress;
+}
+
+test('--dry-run prints the plan and changes nothing on any node or in the API', async () => {
+  const before = nodeState();
+  const r = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--dry-run', '--json']);
+  expect(r.code).toBe(0);
+  const result = JSON.parse(r.stdout) as MachineIdResult;
+  expect(result.outcome).toBe('planned (dry run)');
+  expect(result.plan?.keepers).toEqual(['node1']); // the control-plane node is kept
+  expect(result.plan?.nodes.map((n) => n.name)).toEqual(['node2', 'node3']);
+  expect(result.plan?.groups[0].shared).toEqual(expect.arrayContaining([expect.stringMatching(/^machine-id [0-9a-f]{32}$/), expect.stringMatching(/^weave MAC /)]));
+  expect(nodeState()).toEqual(before);
+  recordHistory(runIdFrom(r.stderr), 'machine-id-dry-run.json');
+});
+
+test('a second run on a node another run holds is refused with exit 3, naming the holder; a stale approval is refused', async () => {
+  const first = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--detach']);
+  expect(first.code).toBe(0);
+  const holder = first.stdout.trim();
+  // Wait until it holds its locks and shows its plan.
+  let st: RunStatus | null = null;
+  for (let i = 0; i < 100 && st?.phase !== 'AwaitingApproval'; i++) {
+    await sleep(200);
+    st = await statusOf(holder);
+  }
+  expect(st?.phase).toBe('AwaitingApproval');
+  const second = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--node', 'node2', '--auto-approve']);
+  expect(second.code).toBe(3);
+  expect(second.stderr).toContain(`node node2 is being remediated by run ${holder}`);
+
+  const stale = await runCli(['--config', config, 'approve', holder, '--plan', '0123456789abcdef']);
+  expect(stale.code).toBe(3);
+  expect(stale.stderr).toMatch(/stale approval: it names plan 0123456789abcdef, the run's plan is [0-9a-f]{16}/);
+  const text = await runCli(['--config', config, 'status', holder]);
+  expect(text.stdout).toMatch(/phase +AwaitingApproval/);
+  expect(text.stdout).toMatch(/plan [0-9a-f]{16}\n/);
+
+  const cancel = await runCli(['--config', config, 'cancel', holder]);
+  expect(cancel.code).toBe(0);
+  // The locks go with the run: a new run may take the node.
+  for (let i = 0; i < 50; i++) {
+    const d = await runCli(['--config', config, 'status', holder, '--json']);
+    if ((JSON.parse(d.stdout) as { status: string }).status !== 'RUNNING') break;
+    await sleep(200);
+  }
+  const dry = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--dry-run', '--json']);
+  expect(dry.code).toBe(0);
+});
+
+test('3 cloned nodes: after an approved run every machine-id and weave MAC is unique, nodes schedulable, pods rescheduled', async () => {
+  const started = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--detach', '--reason', 'INC-000 weave peer collision']);
+  const runId = started.stdout.trim();
+  let st: RunStatus | null = null;
+  for (let i = 0; i < 100 && st?.phase !== 'AwaitingApproval'; i++) {
+    await sleep(200);
+    st = await statusOf(runId);
+  }
+  const approve = await runCli(['--config', config, 'approve', runId, '--actor', 'sre-on-call']);
+  expect(approve.stderr).toBe('');
+  expect(approve.stdout).toBe(`approved ${runId} (plan ${st!.plan!.id})\n`);
+
+  const statusJson = async () => JSON.parse((await runCli(['--config', config, 'status', runId, '--json'])).stdout) as { status: string; result: MachineIdResult | null; failure: string | null };
+  let view = await statusJson();
+  for (let i = 0; i < 600 && view.status === 'RUNNING'; i++) {
+    await sleep(200);
+    view = await statusJson();
+  }
+  expect([view.status, view.failure]).toEqual(['COMPLETED', null]);
+  const result = view.result!;
+  expect(result.outcome).toBe('fixed');
+  expect(result.approvedBy).toBe('sre-on-call');
+  expect(result.nodes.map((n) => n.name)).toEqual(['node2', 'node3']);
+  expect(result.remaining).toEqual([]);
+
+  // As an operator checks it: unique ids in both files, unique weave MACs, no collisions.
+  const ids = names.map((n) => ssh(n, 'cat /etc/machine-id').trim());
+  expect(new Set(ids).size).toBe(3);
+  for (const n of names) expect(ssh(n, 'cat /var/lib/dbus/machine-id').trim()).toBe(ids[names.indexOf(n)]);
+  const macs = names.map((n) => ssh(n, 'cat /sys/class/net/weave/address').trim());
+  expect(new Set(macs).size).toBe(3);
+  for (const n of names) expect(ssh(n, 'weave status connections')).not.toMatch(/collision/);
+  expect(result.nodes.map((n) => n.newMachineId)).toEqual([ids[1], ids[2]]);
+  // Each was regenerated exactly once; the keeper never.
+  expect(names.map(regenerations)).toEqual([0, 1, 1]);
+  // The kubelets report the new ids; every node schedulable again, kubemend's mark gone.
+  const nodes = json<{ items: Array<{ metadata: { name: string; annotations: Record<string, string> }; spec: { unschedulable?: boolean }; status: { nodeInfo: { machineID: string } } }> }>(['get', 'nodes']).items;
+  expect(nodes.map((n) => [n.metadata.name, n.status.nodeInfo.machineID, n.spec.unschedulable ?? false, n.metadata.annotations['kubemend.io/cordoned-by'] ?? null])).toEqual(names.map((n, i) => [n, ids[i], false, null]));
+  // The app's pods were evicted and are available again.
+  const web = json<{ spec: { replicas: number }; status: { availableReplicas?: number } }>(['get', 'deployment', '-n', 'demo', 'web']);
+  expect(web.status.availableReplicas).toBe(web.spec.replicas);
+  // Rebooted: new boot ids as the lab recorded them.
+  const lab = readState(dir)!;
+  for (const n of result.nodes) expect(lab.nodes.find((x) => x.name === n.name)!.bootId).toBe(n.bootIdAfter);
+  recordHistory(runId, 'machine-id-fixed.json');
+  recordHistory(lockId('lab', 'node2'), 'node-lock.json'); // the lock child, terminated when its run closed
+});
+
+/** Makes node3 a clone of node2 again (both files) and reboots it, so weave sees the collision. */
+async function recloneNode3(): Promise<string> {
+  const id = ssh('node2', 'cat /etc/machine-id').trim();
+  ssh('node3', `printf '%s\\n' ${id} > /etc/machine-id && cp /etc/machine-id /var/lib/dbus/machine-id`);
+  await requestReboot(dir, 'node3');
+  return id;
+}
+
+test('a PodDisruptionBudget that blocks the drain: the drain times out, the node is uncordoned, nothing else touched', async () => {
+  const cloned = await recloneNode3();
+  const manifest = [
+    'apiVersion: apps/v1', 'kind: Deployment', 'metadata: {name: ledger, namespace: demo}',
+    'spec: {replicas: 1, selector: {matchLabels: {app: ledger}}, template: {metadata: {labels: {app: ledger}}, spec: {nodeSelector: {kubernetes.io/hostname: node3}, containers: [{name: ledger, image: "postgres:17"}]}}}',
+    '---',
+    'apiVersion: policy/v1', 'kind: PodDisruptionBudget', 'metadata: {name: ledger, namespace: demo}',
+    'spec: {minAvailable: 1, selector: {matchLabels: {app: ledger}}}', '',
+  ].join('\n');
+  expect(kubectl(['apply', '-f', '-'], manifest).code).toBe(0);
+  for (let i = 0; i < 100; i++) {
+    const pdb = json<{ status?: { currentHealthy?: number } }>(['get', 'pdb', '-n', 'demo', 'ledger']);
+    if (pdb.status?.currentHealthy === 1) break;
+    await sleep(200);
+  }
+  const bootBefore = ssh('node3', 'cat /proc/sys/kernel/random/boot_id').trim();
+  try {
+    const r = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--auto-approve', '--drain-timeout', '8s'], {}, 120_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/DrainTimedOut: drain of node3 did not finish within 8 s: demo\/ledger-[a-z0-9-]+: Cannot evict pod as it would violate the pod's disruption budget/);
+    const runId = runIdFrom(r.stderr);
+    const st = await statusOf(runId);
+    expect(st?.nodes.node3.phase).toBe('Failed');
+    expect(st?.compensations).toEqual(['uncordon node3: uncordoned']);
+    // Nothing else was touched: same id, same boot, schedulable, the pod still there.
+    expect(ssh('node3', 'cat /etc/machine-id').trim()).toBe(cloned);
+    expect(ssh('node3', 'cat /proc/sys/kernel/random/boot_id').trim()).toBe(bootBefore);
+    expect(regenerations('node3')).toBe(1);
+    expect(json<{ spec: { unschedulable?: boolean } }>(['get', 'node', 'node3']).spec.unschedulable).toBeUndefined();
+    expect(json<{ items: Array<{ spec: { nodeName: string }; status: { phase: string } }> }>(['get', 'pods', '-n', 'demo', '-l', 'app=ledger']).items.map((p) => [p.spec.nodeName, p.status.phase])).toEqual([['node3', 'Running']]);
+  } finally {
+    kubectl(['delete', 'pdb', '-n', 'demo', 'ledger']);
+    kubectl(['delete', 'deployment', '-n', 'demo', 'ledger']);
+  }
+});
+
+test('a node that never comes back from its reboot: the run fails within its timeout, the node stays cordoned, the reason is recorded', async () => {
+  const stayDown = join(dir, 'nodes', 'node3', 'control', 'stay-down');
+  writeFileSync(stayDown, '');
+  try {
+    const t0 = Date.now();
+    const r = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--auto-approve', '--reboot-timeout', '10s'], {}, 120_000);
+    const took = Date.now() - t0;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/NodeDidNotReturn: node3 did not come back within 10 s after its reboot/);
+    expect(took).toBeLessThan(90_000);
+    const st = await statusOf(runIdFrom(r.stderr));
+    expect(st?.compensations).toEqual([expect.stringMatching(/^uncordon node3: left cordoned: /)]);
+    const node = json<{ spec: { unschedulable?: boolean }; metadata: { annotations: Record<string, string> } }>(['get', 'node', 'node3']);
+    expect(node.spec.unschedulable).toBe(true);
+    expect(node.metadata.annotations['kubemend.io/cordoned-by']).toBe(runIdFrom(r.stderr));
+  } finally {
+    rmSync(stayDown, { force: true });
+    await requestReboot(dir, 'node3', 60_000).catch(() => undefined);
+    kubectl(['uncordon', 'node3']);
+  }
+});

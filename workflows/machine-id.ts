@@ -1,0 +1,273 @@
+/**
+ * machine-id: seed 000. Nodes cloned from one image share /etc/machine-id (and the dbus
+ * copy), so Weave Net gives them the same peer name and MAC and refuses their connections.
+ *
+ * Detect (every node's ids and weave MAC) -> plan (keep one per group, fix the rest) ->
+ * [dry run stops here] -> approve (an Update naming the plan) -> per node, one at a time:
+ * budget check, cordon, drain, regenerate the id, reboot, wait for the node, verify,
+ * uncordon -> verify the whole cluster.
+ *
+ * Safety: each target node is locked for the run's lifetime (a child workflow per node
+ * whose ID is the lock: a second start of a running ID fails, and the server ends the
+ * child when the run closes, however it closes); each completed step pushes its undo, and on failure or cancel the
+ * undos run in a non-cancellable scope before the original error is rethrown.
+ */
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  defineQuery,
+  defineUpdate,
+  isCancellation,
+  ParentClosePolicy,
+  proxyActivities,
+  setHandler,
+  startChild,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { Activities } from '../activities';
+import { mapLimit } from '../lib/async';
+import { Failure, NON_RETRYABLE_FAILURES } from '../lib/failures';
+import { type MachineIdPlan, type NodeIdentity, planMachineIdFix, remainingCollisions } from '../lib/machine-id';
+import { Approval, APPROVE_UPDATE, type FixedNode, MachineIdInput, type MachineIdResult } from '../lib/remediation-input';
+import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
+import { lockId } from '../lib/lock-id';
+
+export const machineIdStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
+export const approveUpdate = defineUpdate<{ approvedBy: string }, [Approval]>(APPROVE_UPDATE);
+
+export const Phase = {
+  Locking: 'Locking',
+  Detecting: 'Detecting',
+  Planned: 'Planned',
+  AwaitingApproval: 'AwaitingApproval',
+  Fixing: 'Fixing',
+  Verifying: 'Verifying',
+  Compensating: 'Compensating',
+  Done: 'Done',
+} as const;
+
+export const NodeStep = {
+  Planned: 'Planned',
+  CheckingBudget: 'CheckingBudget',
+  Cordoning: 'Cordoning',
+  Draining: 'Draining',
+  RegeneratingId: 'RegeneratingId',
+  Rebooting: 'Rebooting',
+  WaitingForNode: 'WaitingForNode',
+  Verifying: 'Verifying',
+  Uncordoning: 'Uncordoning',
+  Fixed: 'Fixed',
+  Failed: 'Failed',
+  Keeper: 'Keeper (left as is)',
+  Skipped: 'Skipped',
+} as const;
+
+/** The lock on one node: a workflow that lives exactly as long as the run that started it. */
+export async function nodeLock(_holder: { runId: string; cluster: string; node: string }): Promise<void> {
+  await condition(() => false);
+}
+
+
+export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResult> {
+  const parsed = MachineIdInput.safeParse(rawInput);
+  if (!parsed.success) throw ApplicationFailure.create({ type: Failure.BadInput, message: `invalid machine-id input: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, nonRetryable: true });
+  const input = parsed.data;
+  const runId = workflowInfo().workflowId;
+  const status: RunStatus = { remediation: 'machine-id', cluster: input.cluster, phase: Phase.Locking, nodes: {} };
+  setHandler(machineIdStatusQuery, () => status);
+
+  const acts = proxyActivities<Activities>({
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    startToCloseTimeout: input.activityTimeoutMs,
+    heartbeatTimeout: input.heartbeatTimeoutMs,
+    retry: { initialInterval: input.retry.initialIntervalMs, maximumInterval: input.retry.maximumIntervalMs, maximumAttempts: input.retry.maximumAttempts, backoffCoefficient: 2, nonRetryableErrorTypes: NON_RETRYABLE_FAILURES },
+  });
+  // Drains and reboot waits run as long as their own timeouts allow.
+  const longActs = proxyActivities<Activities>({
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    startToCloseTimeout: Math.max(input.drainTimeoutMs, input.rebootTimeoutMs) + 60_000,
+    heartbeatTimeout: input.heartbeatTimeoutMs,
+    retry: { initialInterval: input.retry.initialIntervalMs, maximumInterval: input.retry.maximumIntervalMs, maximumAttempts: input.retry.maximumAttempts, backoffCoefficient: 2, nonRetryableErrorTypes: NON_RETRYABLE_FAILURES },
+  });
+
+  const selected = (await acts.resolveTargets({ cluster: input.cluster, nodes: input.nodes })).nodes;
+  const everyNode = (await acts.resolveTargets({ cluster: input.cluster, nodes: [] })).nodes;
+
+  // 1. Lock the nodes this run may touch (a dry run touches nothing and locks nothing).
+  if (!input.dryRun) {
+    for (const node of [...selected].sort()) {
+      try {
+        await startChild(nodeLock, {
+          workflowId: lockId(input.cluster, node),
+          args: [{ runId, cluster: input.cluster, node }],
+          parentClosePolicy: ParentClosePolicy.TERMINATE,
+        });
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) {
+          throw ApplicationFailure.create({ type: Failure.LockHeld, message: `node ${node} is being remediated by another run (its lock ${lockId(input.cluster, node)} is held)`, nonRetryable: true });
+        }
+        throw err;
+      }
+    }
+  }
+
+  // 2. Detect: every node's identity, and the Nodes' labels (exclusion) and roles.
+  status.phase = Phase.Detecting;
+  const readings = await mapLimit(everyNode, 8, (node) => acts.readIdentity({ cluster: input.cluster, node }));
+  const apiNodes = await acts.listClusterNodes({ cluster: input.cluster });
+  const identities: NodeIdentity[] = everyNode.map((name, i) => ({
+    name,
+    role: apiNodes.find((n) => n.name === name)?.controlPlane ? 'control-plane' : 'worker',
+    machineId: readings[i].machineId,
+    dbusMachineId: readings[i].dbusMachineId,
+    weaveMac: readings[i].weaveMac,
+  }));
+
+  // 3. Plan.
+  const plan = planMachineIdFix(identities, { includeKeeper: input.includeKeeper, selected, excluded: apiNodes.filter((n) => n.excluded).map((n) => n.name) });
+  status.plan = plan;
+  status.phase = Phase.Planned;
+  for (const k of plan.keepers) status.nodes[k] = { phase: NodeStep.Keeper };
+  for (const s of plan.skipped) status.nodes[s.name] = { phase: NodeStep.Skipped, detail: s.reason };
+  for (const n of plan.nodes) status.nodes[n.name] = { phase: NodeStep.Planned };
+  const result: MachineIdResult = { cluster: input.cluster, outcome: 'nothing to do', planId: plan.id, plan, approvedBy: null, nodes: [], remaining: remainingCollisions(identities) };
+  if (plan.nodes.length === 0) {
+    status.phase = Phase.Done;
+    return result;
+  }
+  if (input.dryRun) {
+    status.phase = Phase.Done;
+    return { ...result, outcome: 'planned (dry run)' };
+  }
+
+  // 4. Approve.
+  await acts.checkClusterHealth({ cluster: input.cluster, maxUnavailable: input.maxUnavailable });
+  let approval: { approvedBy: string; comment: string } | undefined = input.autoApprove ? { approvedBy: `${input.requestedBy} (--auto-approve)`, comment: '' } : undefined;
+  setHandler(
+    approveUpdate,
+    (a) => {
+      const ok = Approval.parse(a);
+      approval = { approvedBy: ok.approver, comment: ok.comment ?? '' };
+      return { approvedBy: ok.approver };
+    },
+    {
+      validator: (a) => {
+        const r = Approval.safeParse(a);
+        if (!r.success) throw new Error(`malformed approval: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+        if (status.phase !== Phase.AwaitingApproval || approval) throw new Error(`the run is not waiting for approval (phase ${status.phase})`);
+        if (r.data.planId !== plan.id) throw new Error(`stale approval: it names plan ${r.data.planId}, the run's plan is ${plan.id}`);
+      },
+    },
+  );
+  if (!approval) {
+    status.phase = Phase.AwaitingApproval;
+    if (!(await condition(() => approval !== undefined, input.approvalTimeoutMs))) {
+      throw ApplicationFailure.create({ type: Failure.ApprovalTimedOut, message: `nobody approved plan ${plan.id} within ${Math.round(input.approvalTimeoutMs / 1000)} s; nothing was changed`, nonRetryable: true });
+    }
+  }
+  result.approvedBy = approval!.approvedBy;
+
+  // 5. Fix, one node at a time.
+  status.phase = Phase.Fixing;
+  const runTag = runId.replace(/[^A-Za-z0-9-]/g, '-');
+  for (const planned of plan.nodes) {
+    result.nodes.push(await fixNode(planned, runTag));
+  }
+
+  // 6. Verify the whole cluster.
+  status.phase = Phase.Verifying;
+  const after = await mapLimit(everyNode, 8, (node) => acts.readIdentity({ cluster: input.cluster, node }));
+  const finalIds = identities.map((n, i) => ({ ...n, machineId: after[i].machineId, dbusMachineId: after[i].dbusMachineId, weaveMac: after[i].weaveMac }));
+  result.remaining = remainingCollisions(finalIds);
+  const fixedNames = new Set(plan.nodes.map((n) => n.name));
+  const stillBad = result.remaining.filter((line) => [...fixedNames].some((f) => line.split(' share ')[0].split(', ').includes(f)));
+  if (stillBad.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `after the fix: ${stillBad.join('; ')}`, nonRetryable: true });
+  status.phase = Phase.Done;
+  return { ...result, outcome: 'fixed' };
+
+  async function fixNode(planned: MachineIdPlan['nodes'][number], tag: string): Promise<FixedNode> {
+    const node = planned.name;
+    const step = (phase: string, detail?: string) => (status.nodes[node] = { phase, ...(detail ? { detail } : {}) });
+    const undo: Array<{ what: string; run: () => Promise<string> }> = [];
+    const resumed: string[] = [];
+    try {
+      step(NodeStep.CheckingBudget);
+      await acts.checkBudget({ cluster: input.cluster, node, maxUnavailable: input.maxUnavailable });
+      step(NodeStep.Cordoning);
+      const { wasCordoned } = await acts.cordon({ cluster: input.cluster, node, runId });
+      if (!wasCordoned) {
+        undo.push({ what: `uncordon ${node}`, run: async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true })).reason });
+      }
+      step(NodeStep.Draining);
+      await longActs.drain({ cluster: input.cluster, node, timeoutMs: input.drainTimeoutMs, deleteEmptyDirData: input.deleteEmptyDirData, force: input.force });
+      const before = await acts.readIdentity({ cluster: input.cluster, node });
+      step(NodeStep.RegeneratingId);
+      if (!planned.machineId) throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message: `${node} had no readable machine-id when planned`, nonRetryable: true });
+      const regen = await acts.regenerateMachineId({ cluster: input.cluster, node, runTag: tag, oldId: planned.machineId });
+      if (regen.already) resumed.push('machine-id');
+      // No undo: restoring the cloned id would bring the collision back. The old ids stay in
+      // /var/lib/kubemend/machine-id on the node.
+      step(NodeStep.Rebooting);
+      // From here the node may be down: its undo uncordons only a node back on a new boot.
+      const uncordonUndo = undo.find((u) => u.what === `uncordon ${node}`);
+      if (uncordonUndo) uncordonUndo.run = async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, rebootedFrom: before.bootId })).reason;
+      const rebooted = await acts.reboot({ cluster: input.cluster, node, bootIdBefore: before.bootId });
+      if (rebooted.alreadyRebooted) resumed.push('reboot');
+      step(NodeStep.WaitingForNode);
+      const back = await longActs.waitForReturn({ cluster: input.cluster, node, bootIdBefore: before.bootId, timeoutMs: input.rebootTimeoutMs });
+      step(NodeStep.Verifying);
+      const others = await mapLimit(
+        everyNode.filter((n) => n !== node),
+        8,
+        async (n) => ({ name: n, id: await acts.readIdentity({ cluster: input.cluster, node: n }) }),
+      );
+      const mine = await acts.readIdentity({ cluster: input.cluster, node });
+      const clash = [
+        ...others.filter((o) => mine.machineId && (o.id.machineId === mine.machineId || o.id.dbusMachineId === mine.machineId)).map((o) => `machine-id shared with ${o.name}`),
+        ...others.filter((o) => mine.weaveMac && o.id.weaveMac === mine.weaveMac).map((o) => `weave MAC shared with ${o.name}`),
+        ...(mine.machineId !== regen.newId ? [`machine-id is ${mine.machineId}, expected ${regen.newId}`] : []),
+        ...(mine.dbusMachineId !== mine.machineId ? ['/var/lib/dbus/machine-id differs from /etc/machine-id'] : []),
+        ...(mine.collisions ? [`weave still reports ${mine.collisions} peer-name collision(s)`] : []),
+      ];
+      if (clash.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `${node} after its fix: ${clash.join('; ')}`, nonRetryable: true });
+      let uncordoned = false;
+      if (!wasCordoned) {
+        step(NodeStep.Uncordoning);
+        uncordoned = (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: false })).uncordoned;
+        undo.pop();
+      }
+      step(NodeStep.Fixed, `${planned.machineId} -> ${regen.newId}`);
+      return { name: node, oldMachineId: planned.machineId, newMachineId: regen.newId, oldWeaveMac: planned.weaveMac, newWeaveMac: mine.weaveMac, bootIdBefore: before.bootId, bootIdAfter: back.bootId, uncordoned, resumed };
+    } catch (err) {
+      const reason = describe(err);
+      step(NodeStep.Failed, reason);
+      status.phase = Phase.Compensating;
+      const undone: string[] = [];
+      // Undos run even when the run is being cancelled, newest first; their errors are
+      // recorded, and the original error is what the run fails with.
+      await CancellationScope.nonCancellable(async () => {
+        for (const u of undo.reverse()) {
+          try {
+            undone.push(`${u.what}: ${await u.run()}`);
+          } catch (e) {
+            undone.push(`${u.what}: FAILED (${describe(e)})`);
+          }
+        }
+      });
+      status.compensations = undone;
+      step(NodeStep.Failed, `${reason}${undone.length ? ` | undo: ${undone.join('; ')}` : ''}`);
+      throw err;
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  if (isCancellation(err)) return 'cancelled';
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause instanceof ApplicationFailure) return `${cause.type ?? 'Error'}: ${cause.message}`;
+  if (err instanceof ApplicationFailure) return `${err.type ?? 'Error'}: ${err.message}`;
+  return (err as Error).message ?? String(err);
+}
