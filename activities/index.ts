@@ -3,14 +3,13 @@
  * (SSH, Kubernetes) that the worker constructs once; workflows import only the type.
  */
 import { randomBytes } from 'node:crypto';
-import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { type Config, findCluster, nodeTarget, type NodeTarget, selectNodes } from '../lib/config';
 import { Failure } from '../lib/failures';
 import type { ProbeNodeFacts } from '../lib/probe';
 import { parseProbeOutput, probeArgv, probeFacts } from '../lib/probe-script';
 import { kubeFailure, type KubePort } from './kube';
-import { createRemediationActivities } from './remediation';
+import { createRemediationActivities, whileHeartbeating } from './remediation';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import type { SshPort } from './ssh';
 
@@ -59,9 +58,8 @@ export function createActivities(deps: ActivityDeps) {
 
     /** Reads a node's identity and network facts in one exec. Read-only: cat and ip, nothing else. */
     async probeNode(input: { cluster: string; node: string }): Promise<ProbeNodeFacts> {
-      const ctx = Context.current();
       const marker = randomBytes(16).toString('hex');
-      const r = await whileHeartbeating(ctx, () => deps.ssh.withSession(target(input.cluster, input.node), (s) => s.run(probeArgv(marker)), ctx.cancellationSignal));
+      const r = await whileHeartbeating((signal) => deps.ssh.withSession(target(input.cluster, input.node), (s) => s.run(probeArgv(marker)), signal));
       const sections = parseProbeOutput(r.stdout, marker);
       if (Object.keys(sections).length === 0) {
         // e.g. a ForceCommand or authorized_keys command= ran instead of ours: nothing was probed.
@@ -97,21 +95,6 @@ export function createActivities(deps: ActivityDeps) {
       return { configured: true, nodes };
     },
   };
-}
-
-/**
- * Heartbeats every second while `fn` runs (the SDK throttles what it sends), so a slow SSH
- * step does not trip the heartbeat timeout and a cancellation of the run reaches the
- * activity's cancellation signal.
- */
-async function whileHeartbeating<T>(ctx: Context, fn: () => Promise<T>): Promise<T> {
-  ctx.heartbeat();
-  const timer = setInterval(() => ctx.heartbeat(), 1000);
-  try {
-    return await fn();
-  } finally {
-    clearInterval(timer);
-  }
 }
 
 export type Activities = ReturnType<typeof createActivities>;

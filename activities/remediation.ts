@@ -63,6 +63,47 @@ export function createRemediationActivities(rc: RemediationContext) {
     return parsed;
   }
 
+  /**
+   * Cordons the node and marks it as this run's. Idempotent: a node this run already
+   * cordoned reports wasCordoned false again; a node cordoned by someone else is left as
+   * it is and reported wasCordoned true (so the run never uncordons it).
+   */
+  async function cordonOnce(input: { cluster: string; node: string; runId: string }): Promise<{ wasCordoned: boolean }> {
+    const n = await readNode(input.cluster, input.node);
+    if (n.cordonedBy === input.runId) return { wasCordoned: false };
+    if (n.unschedulable) return { wasCordoned: true };
+    await api(`cordoning ${input.node}`, () =>
+      rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: input.runId } }, spec: { unschedulable: true } } }, mergePatch),
+    );
+    return { wasCordoned: false };
+  }
+
+  /**
+   * Uncordons a node this run cordoned. With onlyIfReady (the undo after a failure), a node
+   * that is not Ready stays cordoned and the reason is returned.
+   */
+  async function uncordonOnce(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string }): Promise<{ uncordoned: boolean; reason: string }> {
+    const n = await readNode(input.cluster, input.node);
+    if (n.cordonedBy !== input.runId) return { uncordoned: false, reason: n.cordonedBy ? `cordoned by another run (${n.cordonedBy})` : n.unschedulable ? 'cordoned by someone else' : 'not cordoned' };
+    if (input.onlyIfReady && n.ready !== 'True') return { uncordoned: false, reason: `left cordoned: the Node is not Ready (Ready=${n.ready ?? 'never'}${n.readyReason ? `, ${n.readyReason}` : ''})` };
+    // After a reboot, a Ready condition can be stale for the node monitor's grace period:
+    // the node must answer SSH on a new boot, and its kubelet must report that boot.
+    if (input.rebootedFrom) {
+      let bootId: string;
+      try {
+        bootId = (await identity(input.cluster, input.node)).bootId;
+      } catch (err) {
+        return { uncordoned: false, reason: `left cordoned: the node does not answer since its reboot (${(err as Error).message.slice(0, 200)})` };
+      }
+      if (bootId === input.rebootedFrom) return { uncordoned: false, reason: 'left cordoned: the node has not rebooted as planned' };
+      if (n.bootId !== bootId) return { uncordoned: false, reason: `left cordoned: its kubelet has not reported the new boot (${bootId}) yet` };
+    }
+    await api(`uncordoning ${input.node}`, () =>
+      rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: null } }, spec: { unschedulable: null } } }, mergePatch),
+    );
+    return { uncordoned: true, reason: 'uncordoned' };
+  }
+
   return {
     /** Ids, boot id, weave MAC and weave's collision count of one node (read-only). */
     async readIdentity(input: { cluster: string; node: string }): Promise<NodeIdentityReading> {
@@ -71,12 +112,12 @@ export function createRemediationActivities(rc: RemediationContext) {
 
     /** The cluster's Nodes as the budget sees them (read-only). */
     async listClusterNodes(input: { cluster: string }): Promise<ClusterNode[]> {
-      return listNodes(input.cluster);
+      return whileHeartbeating(() => listNodes(input.cluster));
     },
 
     /** Refuses to start on a cluster whose NotReady nodes already use the budget. */
     async checkClusterHealth(input: { cluster: string; maxUnavailable: number }): Promise<void> {
-      const verdict = clusterHealthy(await listNodes(input.cluster), input.maxUnavailable);
+      const verdict = clusterHealthy(await whileHeartbeating(() => listNodes(input.cluster)), input.maxUnavailable);
       if (!verdict.ok) throw fail(Failure.BudgetExhausted, verdict.reason);
     },
 
@@ -85,50 +126,19 @@ export function createRemediationActivities(rc: RemediationContext) {
      * API error is (and if it persists, the node stays untouched: fail closed).
      */
     async checkBudget(input: { cluster: string; node: string; maxUnavailable: number }): Promise<void> {
-      const nodes = await listNodes(input.cluster);
+      const nodes = await whileHeartbeating(() => listNodes(input.cluster));
       const verdict = mayDisrupt(nodes, input.node, input.maxUnavailable);
       if (!verdict.ok) throw fail(/exclude/.test(verdict.reason) ? Failure.NodeExcluded : Failure.BudgetExhausted, verdict.reason);
     },
 
-    /**
-     * Cordons the node and marks it as this run's. Idempotent: a node this run already
-     * cordoned reports wasCordoned false again; a node cordoned by someone else is left as
-     * it is and reported wasCordoned true (so the run never uncordons it).
-     */
+    /** Cordons the node for this run (see cordonOnce). */
     async cordon(input: { cluster: string; node: string; runId: string }): Promise<{ wasCordoned: boolean }> {
-      const n = await readNode(input.cluster, input.node);
-      if (n.cordonedBy === input.runId) return { wasCordoned: false };
-      if (n.unschedulable) return { wasCordoned: true };
-      await api(`cordoning ${input.node}`, () =>
-        rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: input.runId } }, spec: { unschedulable: true } } }, mergePatch),
-      );
-      return { wasCordoned: false };
+      return whileHeartbeating(() => cordonOnce(input));
     },
 
-    /**
-     * Uncordons a node this run cordoned. With onlyIfReady (the undo after a failure), a node
-     * that is not Ready stays cordoned and the reason is returned.
-     */
+    /** Uncordons a node this run cordoned (see uncordonOnce). */
     async uncordon(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string }): Promise<{ uncordoned: boolean; reason: string }> {
-      const n = await readNode(input.cluster, input.node);
-      if (n.cordonedBy !== input.runId) return { uncordoned: false, reason: n.cordonedBy ? `cordoned by another run (${n.cordonedBy})` : n.unschedulable ? 'cordoned by someone else' : 'not cordoned' };
-      if (input.onlyIfReady && n.ready !== 'True') return { uncordoned: false, reason: `left cordoned: the Node is not Ready (Ready=${n.ready ?? 'never'}${n.readyReason ? `, ${n.readyReason}` : ''})` };
-      // After a reboot, a Ready condition can be stale for the node monitor's grace period:
-      // the node must answer SSH on a new boot, and its kubelet must report that boot.
-      if (input.rebootedFrom) {
-        let bootId: string;
-        try {
-          bootId = (await identity(input.cluster, input.node)).bootId;
-        } catch (err) {
-          return { uncordoned: false, reason: `left cordoned: the node does not answer since its reboot (${(err as Error).message.slice(0, 200)})` };
-        }
-        if (bootId === input.rebootedFrom) return { uncordoned: false, reason: 'left cordoned: the node has not rebooted as planned' };
-        if (n.bootId !== bootId) return { uncordoned: false, reason: `left cordoned: its kubelet has not reported the new boot (${bootId}) yet` };
-      }
-      await api(`uncordoning ${input.node}`, () =>
-        rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: null } }, spec: { unschedulable: null } } }, mergePatch),
-      );
-      return { uncordoned: true, reason: 'uncordoned' };
+      return whileHeartbeating(() => uncordonOnce(input));
     },
 
     /**

@@ -24,6 +24,10 @@ export interface WorkerWiring {
   env?: Record<string, string | undefined>;
   /** Kubernetes clients already built from cfg (runWorker builds them before any network I/O). */
   kube?: KubeClients;
+  /** Worker interceptors (tests use one to crash the process at chosen points). */
+  interceptors?: WorkerOptions['interceptors'];
+  /** How long a workflow task waits on a dead worker's sticky queue before any worker may take it. */
+  stickyQueueScheduleToStartTimeoutMs?: number;
 }
 
 export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Promise<Worker> {
@@ -40,6 +44,8 @@ export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Prom
     taskQueue: cfg.temporal.taskQueue,
     activities,
     ...(wiring.identity ? { identity: wiring.identity } : {}),
+    ...(wiring.interceptors ? { interceptors: wiring.interceptors } : {}),
+    ...(wiring.stickyQueueScheduleToStartTimeoutMs ? { stickyQueueScheduleToStartTimeout: wiring.stickyQueueScheduleToStartTimeoutMs } : {}),
     shutdownGraceTime: wiring.shutdownGraceTimeMs ?? cfg.worker.shutdownGraceTime,
     ...workflowSource(wiring.workflowBundle ?? prebuiltBundle()),
   };

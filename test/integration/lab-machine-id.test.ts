@@ -2,24 +2,25 @@
  * The machine-id remediation (seed 000) on the lab: real Temporal, real sshd on each node,
  * a real kube-apiserver with kwok kubelets, the CLI as an SRE runs it.
  */
-import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lockId } from '../../lib/lock-id';
 import type { MachineIdResult } from '../../lib/remediation-input';
 import type { RunStatus } from '../../lib/run-status';
-import { TOOLS_BIN } from '../../worker/paths';
+import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { down, type LabState, readState, requestReboot, up } from '../lab/lab';
 import { labSsh, labTestConfig } from '../helpers/lab';
-import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
+import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, testClient } from '../helpers/harness';
 
 const KUBECTL = join(TOOLS_BIN, 'kubectl');
 const dir = join(tempDir('mid'), 'lab');
 let state: LabState;
 let cp: ControlPlaneInfo;
-let worker: RunningWorker;
+let worker: RunningWorker | undefined;
 let config: string;
 
 beforeAll(async () => {
@@ -219,3 +220,64 @@ test('a node that never comes back from its reboot: the run fails within its tim
     kubectl(['uncordon', 'node3']);
   }
 });
+
+test('the worker is SIGKILLed right after each kind of step has done its work, and restarted: the run completes, each node regenerated and rebooted exactly once', async () => {
+  // node2 and node3 become clones of node1 again; node1 (control plane) is the keeper.
+  const id = ssh('node1', 'cat /etc/machine-id').trim();
+  for (const n of ['node2', 'node3']) {
+    ssh(n, `printf '%s\\n' ${id} > /etc/machine-id && cp /etc/machine-id /var/lib/dbus/machine-id`);
+    await requestReboot(dir, n);
+  }
+  const regenBefore = names.map(regenerations);
+  const bootsBefore = readState(dir)!.nodes.map((n) => n.boots);
+
+  await worker!.stop(); // only the crashing worker polls from here on
+  worker = undefined;
+  const cfg = loadTestConfig(config);
+  const { client, close } = await testClient();
+  const crashLog = join(dir, 'crash.log');
+  const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
+  let restarts = 0;
+  try {
+    const handle = await client.workflow.start('machineId', {
+      workflowId: `machine-id-lab-crash-${randomBytes(3).toString('hex')}`,
+      taskQueue: cfg.temporal.taskQueue,
+      args: [{ cluster: 'lab', requestedBy: 'crash test', autoApprove: true, heartbeatTimeoutMs: 3000, activityTimeoutMs: 60_000, drainTimeoutMs: 60_000, rebootTimeoutMs: 60_000, retry: { initialIntervalMs: 500, maximumIntervalMs: 2000, maximumAttempts: 20 } }],
+    });
+    const closed = handle.result().then(
+      (r) => ({ result: r as MachineIdResult, error: undefined }),
+      (e: Error) => ({ result: undefined, error: e }),
+    );
+    for (;;) {
+      const child = spawn(process.execPath, [crashWorker, config, crashLog], { stdio: ['ignore', 'ignore', 'inherit'] });
+      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+      const first = await Promise.race([closed.then(() => 'closed' as const), exited.then(() => 'exited' as const)]);
+      if (first === 'closed') {
+        child.kill('SIGTERM');
+        await exited;
+        break;
+      }
+      restarts++;
+      if (restarts > 40) throw new Error('the worker crashed more than 40 times');
+    }
+    const { result, error } = await closed;
+    expect(error).toBeUndefined();
+    expect(result!.outcome).toBe('fixed');
+    expect(result!.nodes.map((n) => n.name)).toEqual(['node2', 'node3']);
+    // Crashed once after every kind of step, and each time a new worker carried on.
+    const crashedAfter = readFileSync(crashLog, 'utf8').split('\n').filter(Boolean);
+    expect(crashedAfter).toEqual(expect.arrayContaining(['resolveTargets', 'readIdentity', 'listClusterNodes', 'checkClusterHealth', 'checkBudget', 'cordon', 'drain', 'regenerateMachineId', 'reboot', 'waitForReturn', 'uncordon']));
+    expect(restarts).toBe(crashedAfter.length);
+    // Exactly once each, although the step's completion was lost every first time.
+    expect(names.map(regenerations)).toEqual([regenBefore[0], regenBefore[1] + 1, regenBefore[2] + 1]);
+    expect(readState(dir)!.nodes.map((n) => n.boots)).toEqual([bootsBefore[0], bootsBefore[1] + 1, bootsBefore[2] + 1]);
+    const node2 = result!.nodes[0];
+    expect(node2.resumed).toEqual(['machine-id', 'reboot']); // found done on retry, not done twice
+    const ids = names.map((n) => ssh(n, 'cat /etc/machine-id').trim());
+    expect(new Set(ids).size).toBe(3);
+    const nodes = json<{ items: Array<{ spec: { unschedulable?: boolean } }> }>(['get', 'nodes']).items;
+    expect(nodes.map((n) => n.spec.unschedulable ?? false)).toEqual([false, false, false]);
+  } finally {
+    await close();
+  }
+}, 600_000);
