@@ -1,95 +1,170 @@
 /**
- * The embedded default, end to end: the Temporal dev server (SQLite on disk), a kubemend
- * worker, and `kubemend run probe` against a local node, which is a private sshd on
- * loopback with its own host key. Everything runs as separate processes through
- * bin/kubemend, as an operator would run them, and stops again at the end.
- * State lives in .kubemend/demo/ (git-ignored).
+ * The main job on the embedded default, end to end (seed 000): a 3-node lab cloned from one
+ * image, with its Kubernetes control plane; the Temporal dev server (SQLite on disk); a
+ * kubemend worker; the probe finding the shared machine-id; the machine-id remediation with
+ * live progress, approved as an SRE would approve it; the result and the run's record; then
+ * everything is stopped (or left up with --keep). Every kubemend step runs as a separate
+ * process through bin/kubemend, as an operator runs it. State lives in .kubemend/demo/.
+ *
+ * Needs root (the lab makes network and mount namespaces). Exit codes as kubemend's.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../worker/paths';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Connection } from '@temporalio/client';
-import { freePort, LocalSshd } from '../test/lab/sshd';
+import { Connection, Client } from '@temporalio/client';
+import { parse, stringify } from 'yaml';
+import { REPO_ROOT } from '../worker/paths';
 import { waitForFrontend } from '../worker/temporal-setup';
 import { stopProcess } from '../test/helpers/temporal-dev';
+import { freePort } from '../test/lab/sshd';
+import { down, up } from '../test/lab/lab';
+import type { RunStatus } from '../lib/run-status';
 
 const root = REPO_ROOT;
 const dir = join(root, '.kubemend', 'demo');
+const labDir = join(dir, 'lab');
 const kubemend = join(root, 'bin', 'kubemend');
+const keep = process.argv.includes('--keep');
+
+const say = (s: string) => console.error(`\n\x1b[1mdemo:\x1b[0m ${s}`);
 
 function start(name: string, args: string[]): ChildProcess {
   const log = openSync(join(dir, `${name}.log`), 'w');
   return spawn(process.execPath, [kubemend, ...args], { stdio: ['ignore', log, log] });
 }
 
-/** The worker bundles workflow code at start (a second or two); run the probe once it polls. */
-async function waitForPoller(address: string, worker: ChildProcess): Promise<void> {
-  const c = await Connection.connect({ address });
-  try {
-    const until = Date.now() + 60_000;
-    while (Date.now() < until) {
-      if (worker.exitCode !== null) throw new Error(`kubemend worker exited (${worker.exitCode}); see ${join(dir, 'worker.log')}`);
-      const r = await c.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: 'kubemend' }, taskQueueType: 1 });
-      if (r.pollers?.length) return;
-      await sleep(200);
-    }
-    throw new Error('the worker did not start polling within 60 s');
-  } finally {
-    await c.close();
+/** Runs `kubemend <args>` in the foreground, its output on this terminal; resolves with the exit code. */
+function cli(config: string, args: string[]): Promise<number> {
+  console.error(`$ kubemend ${args.join(' ')}`);
+  const p = spawn(process.execPath, [kubemend, '--config', config, ...args], { stdio: 'inherit' });
+  return new Promise((resolve) => p.on('exit', (c) => resolve(c ?? 1)));
+}
+
+async function waitForPoller(client: Client, worker: ChildProcess): Promise<void> {
+  const until = Date.now() + 60_000;
+  while (Date.now() < until) {
+    if (worker.exitCode !== null) throw new Error(`kubemend worker exited (${worker.exitCode}); see ${join(dir, 'worker.log')}`);
+    const r = await client.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: 'kubemend' }, taskQueueType: 1 });
+    if (r.pollers?.length) return;
+    await sleep(200);
   }
+  throw new Error('the worker did not start polling within 60 s');
+}
+
+/**
+ * Where the run's wall time went, from its history: waits inherent to the fix (drain,
+ * reboot and return, approval) and the rest, kubemend's own overhead.
+ */
+async function wallTime(client: Client, runId: string, approvalMs: number): Promise<string> {
+  const history = await client.workflow.getHandle(runId).fetchHistory();
+  const events = history.events ?? [];
+  const ms = (t: unknown) => {
+    const ts = t as { seconds?: { toNumber(): number } | number; nanos?: number };
+    const s = typeof ts.seconds === 'number' ? ts.seconds : (ts.seconds?.toNumber() ?? 0);
+    return s * 1000 + Math.floor((ts.nanos ?? 0) / 1e6);
+  };
+  const scheduled = new Map<string, { type: string; at: number }>();
+  const spent: Record<string, number> = {};
+  for (const e of events) {
+    const id = String(e.eventId);
+    if (e.activityTaskScheduledEventAttributes) scheduled.set(id, { type: e.activityTaskScheduledEventAttributes.activityType?.name ?? '?', at: ms(e.eventTime) });
+    const done = e.activityTaskCompletedEventAttributes;
+    if (done) {
+      const s = scheduled.get(String(done.scheduledEventId));
+      if (s) spent[s.type] = (spent[s.type] ?? 0) + ms(e.eventTime) - s.at;
+    }
+  }
+  const total = ms(events[events.length - 1].eventTime) - ms(events[0].eventTime);
+  const drain = spent.drain ?? 0;
+  const reboot = (spent.reboot ?? 0) + (spent.waitForReturn ?? 0);
+  const own = total - drain - reboot - approvalMs;
+  const f = (x: number) => `${(x / 1000).toFixed(1)} s`;
+  return `run took ${f(total)}: drains ${f(drain)}, reboots until back and Ready ${f(reboot)}, waiting for approval ${f(approvalMs)}, kubemend's own work ${f(own)} (SSH reads, API calls, verification, Temporal round trips)`;
 }
 
 async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    console.error('demo: needs root: the lab creates network and mount namespaces (run it as root or with sudo)');
+    return 2;
+  }
   mkdirSync(dir, { recursive: true });
-  const sshd = await LocalSshd.start({ dir: join(dir, 'node1') });
   const [port, uiPort] = [await freePort(), await freePort()];
-  const config = join(dir, 'kubemend.yaml');
-  writeFileSync(
-    config,
-    `# Written by npm run demo: one cluster whose only node is a private sshd on loopback.
-temporal:
-  address: 127.0.0.1:${port}
-  namespace: default
-  taskQueue: kubemend
-server:
-  dbFile: temporal.db
-  uiPort: ${uiPort}
-clusters:
-  - name: local
-    ssh:
-      user: root
-      privateKeyPath: ${sshd.clientKeyPath}
-      knownHostsPath: ${sshd.knownHostsPath}
-    nodes:
-      - name: node1
-        role: control-plane
-        host: ${sshd.host}
-        port: ${sshd.port}
-`,
-  );
   const procs: ChildProcess[] = [];
+  let connection: Connection | undefined;
   try {
-    console.error(`demo: starting Temporal dev server on 127.0.0.1:${port} (Web UI http://127.0.0.1:${uiPort})`);
+    say('bringing up a 3-node lab cloned from one image (seed 000), with its Kubernetes control plane');
+    const t0 = Date.now();
+    const lab = await up({ dir: labDir, nodes: 3, scenarios: ['cloned-machine-id'], controlPlane: true, rebootDowntimeMs: 1000 });
+    console.error(`lab up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${lab.nodes.map((n) => `${n.name} (${n.role}, ssh 127.0.0.1:${n.port})`).join(', ')}`);
+
+    const config = join(dir, 'kubemend.yaml');
+    const labConfig = parse(readFileSync(join(labDir, 'kubemend.yaml'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(
+      config,
+      `# Written by npm run demo: the lab's cluster, the embedded Temporal dev server.\n${stringify({
+        temporal: { address: `127.0.0.1:${port}`, namespace: 'default', taskQueue: 'kubemend' },
+        server: { dbFile: 'temporal.db', uiPort },
+        policy: { maxUnavailable: 1, approvalRequired: true, approvalTimeout: '10m', drainTimeout: '2m' },
+        clusters: labConfig.clusters,
+      })}`,
+    );
+
+    say(`starting the Temporal dev server on 127.0.0.1:${port} (Web UI http://127.0.0.1:${uiPort}) and a kubemend worker (logs in ${dir})`);
     const server = start('server', ['--config', config, 'server']);
     procs.push(server);
     await waitForFrontend(`127.0.0.1:${port}`, server, 60_000, () => `see ${join(dir, 'server.log')}`);
-    console.error('demo: starting kubemend worker (JSON logs in .kubemend/demo/worker.log)');
     const worker = start('worker', ['--config', config, 'worker']);
     procs.unshift(worker);
-    await waitForPoller(`127.0.0.1:${port}`, worker);
-    console.error(`demo: kubemend --config ${config} run probe --cluster local\n`);
-    const probe = spawn(process.execPath, [kubemend, '--config', config, 'run', 'probe', '--cluster', 'local', '--reason', 'demo'], { stdio: 'inherit' });
-    const workerDied = new Promise<never>((_, reject) =>
-      worker.once('exit', (c) => reject(new Error(`kubemend worker exited (${c}); see ${join(dir, 'worker.log')}`))),
-    );
-    const code = await Promise.race([new Promise<number>((r) => probe.on('exit', (c) => r(c ?? 1))), workerDied]).finally(() => probe.kill());
-    console.error(`\ndemo: probe exited ${code}. Same run as JSON: kubemend --config ${config} list --json`);
+    connection = await Connection.connect({ address: `127.0.0.1:${port}` });
+    const client = new Client({ connection });
+    await waitForPoller(client, worker);
+
+    say('what is wrong: the probe reads each node over SSH and its Node object from the API');
+    await cli(config, ['run', 'probe', '--cluster', 'lab', '--reason', 'demo: pods stuck in ContainerCreating']);
+
+    say('the fix: kubemend run machine-id (it plans, waits for approval, then fixes one node at a time)');
+    const run = spawn(process.execPath, [kubemend, '--config', config, 'run', 'machine-id', '--cluster', 'lab', '--reason', 'demo: weave peer-name collision (seed 000)'], { stdio: ['ignore', 'inherit', 'pipe'] });
+    let startedId = '';
+    run.stderr.on('data', (d: Buffer) => {
+      process.stderr.write(d);
+      startedId ||= /started (\S+)/.exec(d.toString())?.[1] ?? '';
+    });
+    const runExit = new Promise<number>((resolve) => run.on('exit', (c) => resolve(c ?? 1)));
+    // Approve as an SRE would, once the plan is shown.
+    let approvalMs = 0;
+    for (let i = 0; i < 600; i++) {
+      await sleep(200);
+      if (!startedId) continue;
+      const st = await client.workflow.getHandle(startedId).query<RunStatus>('status').catch(() => undefined);
+      if (st?.phase === 'AwaitingApproval') {
+        const waitStart = Date.now();
+        await sleep(1500); // the plan stays on screen a moment
+        say(`approving plan ${st.plan?.id} (an SRE would read it first)`);
+        await cli(config, ['approve', startedId, '--actor', 'demo-sre', '--comment', 'plan reviewed']);
+        approvalMs = Date.now() - waitStart;
+        break;
+      }
+      if (run.exitCode !== null) break;
+    }
+    const code = await runExit;
+    if (startedId) {
+      say(await wallTime(client, startedId, approvalMs));
+      say('the run\'s record (kubemend status; kubemend list shows every run):');
+      await cli(config, ['status', startedId]);
+      say('and the probe again: machine-ids and weave MACs unique, Nodes Ready');
+      await cli(config, ['run', 'probe', '--cluster', 'lab', '--reason', 'demo: verify']);
+    }
+    if (keep) {
+      say(`left running (--keep): Web UI http://127.0.0.1:${uiPort}, config ${config}, kubectl --kubeconfig ${join(labDir, 'admin.kubeconfig')} get nodes; stop with Ctrl-C`);
+      await new Promise((resolve) => process.once('SIGINT', resolve));
+    }
     return code;
   } finally {
+    say('stopping the worker, the Temporal server and the lab');
+    await connection?.close();
     for (const p of procs) await stopProcess(p, 15_000);
-    await sshd.stop();
+    await down(labDir);
   }
 }
 

@@ -9,6 +9,7 @@ import { ActivityCancellationType, ActivityFailure, ApplicationFailure, defineQu
 import type { Activities } from '../activities';
 import { mapLimit } from '../lib/async';
 import { NON_RETRYABLE_FAILURES } from '../lib/failures';
+import { sharedIdentityGroups } from '../lib/machine-id';
 import { crossCheck } from '../lib/node-object';
 import { failedNode, ProbeInput, type ProbeNodeReport, type ProbeReport } from '../lib/probe';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
@@ -63,6 +64,13 @@ export async function probe(rawInput: ProbeInput): Promise<ProbeReport> {
       return failedNode(node, reason);
     }
   });
+
+  // Seed 000 from SSH facts alone: nodes sharing a machine-id or a weave MAC.
+  for (const g of sharedIdentityGroups(reports.filter((r) => !r.error).map((r) => ({ name: r.name, role: 'worker' as const, machineId: r.machineId, dbusMachineId: r.dbusMachineId, weaveMac: r.links.find((l) => l.ifname === 'weave')?.address ?? null })))) {
+    for (const r of reports) {
+      if (g.nodes.includes(r.name)) r.problems.push(`shares ${g.shared.join(' and ')} with ${g.nodes.filter((n) => n !== r.name).join(', ')} (seed 000, cloned machine-id: kubemend run machine-id fixes it)`);
+    }
+  }
 
   // Runs recorded before the probe read the API replay without this step.
   if (!patched('probe-reads-node-objects')) {

@@ -51,6 +51,8 @@ test('cloned-machine-id (seed 000): one machine-id in both files on every node, 
   expect(new Set(macs)).toEqual(new Set([weavePeerMac(`${id}\n`)]));
   // Everything else about the nodes is their own.
   expect(new Set(report.nodes.map((n) => n.bootId)).size).toBe(3);
+  // The probe names the problem and the fix.
+  for (const n of report.nodes) expect(n.problems).toContainEqual(expect.stringMatching(/^shares machine-id [0-9a-f]{32} and weave MAC ([0-9a-f]{2}:){5}[0-9a-f]{2} with node\d, node\d \(seed 000, cloned machine-id: kubemend run machine-id fixes it\)$/));
 });
 
 test("weave sees seed 000's collision; after regenerating one node's id and rebooting it, that node connects", async () => {
