@@ -9,6 +9,7 @@ import { Failure } from '../lib/failures';
 import type { ProbeNodeFacts } from '../lib/probe';
 import { parseProbeOutput, probeArgv, probeFacts } from '../lib/probe-script';
 import { kubeFailure, type KubePort } from './kube';
+import type { AuditPort } from './audit-store';
 import { createRemediationActivities, whileHeartbeating } from './remediation';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import type { SshPort } from './ssh';
@@ -17,6 +18,8 @@ export interface ActivityDeps {
   config: Config;
   ssh: SshPort;
   kube: KubePort;
+  /** The audit trail; every mutating step writes one record. */
+  audit: AuditPort;
   env?: Record<string, string | undefined>;
 }
 
@@ -37,6 +40,7 @@ export function createActivities(deps: ActivityDeps) {
 
   const remediation = createRemediationActivities({
     ssh: deps.ssh,
+    audit: deps.audit,
     target,
     kube(cluster) {
       clusterOf(cluster);
@@ -44,6 +48,7 @@ export function createActivities(deps: ActivityDeps) {
       if (!k) throw badInput(`cluster ${cluster} has no kubeconfig in the worker's config: this remediation needs the Kubernetes API (cordon, drain)`);
       return k;
     },
+    kubeIfAny: (cluster) => deps.kube.cluster(cluster),
   });
 
   return {

@@ -17,12 +17,23 @@ import { nodeObjectFacts } from '../lib/node-object';
 import { identityArgv, type NodeIdentityReading, parseIdentity, parseRegenerate, REBOOT_ARGV, regenerateArgv, UNEXPECTED_STATE_EXIT } from '../lib/node-scripts';
 import { apiMessage, type KubeCluster, kubeFailure } from './kube';
 import type { SshPort } from './ssh';
+import type { AuditPort } from './audit-store';
+import { AuditReason, type Outcome } from '../lib/audit';
+import type { AuditContext } from '../lib/remediation-input';
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+
+/** On the Node: the last kubemend run that changed it, its outcome and when. */
+export const LAST_RUN_ANNOTATION = 'kubemend.io/last-remediation';
 
 export interface RemediationContext {
   ssh: SshPort;
+  audit: AuditPort;
   target(cluster: string, node: string): NodeTarget;
   /** The cluster's API client; refuses (non-retryable) when the config gives it no kubeconfig. */
   kube(cluster: string): KubeCluster;
+  /** The cluster's API client, or undefined (for best-effort Events). */
+  kubeIfAny(cluster: string): KubeCluster | undefined;
 }
 
 const fail = (type: string, message: string, nonRetryable = true) => ApplicationFailure.create({ type, message, nonRetryable });
@@ -63,18 +74,105 @@ export function createRemediationActivities(rc: RemediationContext) {
     return parsed;
   }
 
+  interface Step {
+    cluster: string;
+    node: string;
+    /** Unique within the run: the record's idempotency key is the run's ID and this. */
+    step: string;
+    action: string;
+    before?: unknown;
+    after?: unknown;
+    outcome: Outcome;
+    error?: string;
+    /** A Kubernetes Event on the Node with this reason (an AuditReason) and message. */
+    event?: { reason: string; message: string; warning?: boolean };
+    /** Sets kubemend.io/last-remediation on the Node. */
+    annotate?: boolean;
+  }
+
+  /**
+   * One audit record per step (a retry finds its key and writes nothing), and the same
+   * story on the Node: an Event and, at the end, the last-run annotation. The API side is
+   * best effort: the record is the trail; a failed Event is noted in the record's error.
+   */
+  async function record(ctx: AuditContext, s: Step): Promise<void> {
+    const info = Context.current().info;
+    const workflowId = info.workflowExecution?.workflowId ?? 'unknown';
+    const key = `${workflowId}/${s.step}`;
+    const problems: string[] = [];
+    if (s.event || s.annotate) {
+      const k = rc.kubeIfAny(s.cluster);
+      if (k && s.event) {
+        const now = new Date();
+        const name = `${s.node}.kubemend-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+        try {
+          await k.core.createNamespacedEvent({
+            namespace: 'default',
+            body: {
+              metadata: { name, namespace: 'default' },
+              involvedObject: { apiVersion: 'v1', kind: 'Node', name: s.node, uid: s.node },
+              reason: s.event.reason,
+              message: `${s.event.message} (run ${workflowId}, by ${ctx.actor}${ctx.reason ? `: ${ctx.reason}` : ''})`.slice(0, 1000),
+              type: s.event.warning ? 'Warning' : 'Normal',
+              source: { component: 'kubemend' },
+              reportingComponent: 'kubemend',
+              reportingInstance: hostname(),
+              firstTimestamp: now,
+              lastTimestamp: now,
+              count: 1,
+            },
+          });
+        } catch (err) {
+          if (!(err instanceof ApiException && err.code === 409)) problems.push(`event not created: ${(err as Error).message.slice(0, 200)}`);
+        }
+      }
+      if (k && s.annotate) {
+        try {
+          await k.core.patchNode({ name: s.node, body: { metadata: { annotations: { [LAST_RUN_ANNOTATION]: `${ctx.remediation} ${workflowId} ${s.outcome} ${new Date().toISOString()}` } } } }, mergePatch);
+        } catch (err) {
+          problems.push(`annotation not set: ${(err as Error).message.slice(0, 200)}`);
+        }
+      }
+    }
+    await rc.audit.append({
+      idempotencyKey: key,
+      actor: ctx.actor,
+      reason: ctx.reason,
+      cluster: s.cluster,
+      node: s.node,
+      remediation: ctx.remediation,
+      workflowId,
+      runId: info.workflowExecution?.runId ?? 'unknown',
+      step: s.step,
+      action: s.action,
+      before: s.before ?? null,
+      after: s.after ?? null,
+      outcome: s.outcome,
+      error: [s.error ?? '', ...problems].filter(Boolean).join('; '),
+    });
+  }
+
   /**
    * Cordons the node and marks it as this run's. Idempotent: a node this run already
    * cordoned reports wasCordoned false again; a node cordoned by someone else is left as
    * it is and reported wasCordoned true (so the run never uncordons it).
    */
-  async function cordonOnce(input: { cluster: string; node: string; runId: string }): Promise<{ wasCordoned: boolean }> {
+  async function cordonOnce(input: { cluster: string; node: string; runId: string; audit: AuditContext }): Promise<{ wasCordoned: boolean }> {
     const n = await readNode(input.cluster, input.node);
-    if (n.cordonedBy === input.runId) return { wasCordoned: false };
-    if (n.unschedulable) return { wasCordoned: true };
+    const action = `PATCH /api/v1/nodes/${input.node} {"spec":{"unschedulable":true},"metadata":{"annotations":{"${CORDONED_BY_ANNOTATION}":"${input.runId}"}}}`;
+    const base = { cluster: input.cluster, node: input.node, step: `${input.node}/cordon`, action };
+    if (n.cordonedBy === input.runId) {
+      await record(input.audit, { ...base, before: { unschedulable: true }, after: { unschedulable: true }, outcome: 'already-done', event: { reason: AuditReason.NodeCordoned, message: 'cordoned by kubemend' } });
+      return { wasCordoned: false };
+    }
+    if (n.unschedulable) {
+      await record(input.audit, { ...base, action: 'none: the node was already cordoned by someone else; kubemend will not uncordon it', before: { unschedulable: true }, after: { unschedulable: true }, outcome: 'skipped' });
+      return { wasCordoned: true };
+    }
     await api(`cordoning ${input.node}`, () =>
       rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: input.runId } }, spec: { unschedulable: true } } }, mergePatch),
     );
+    await record(input.audit, { ...base, before: { unschedulable: false }, after: { unschedulable: true }, outcome: 'applied', event: { reason: AuditReason.NodeCordoned, message: 'cordoned by kubemend' } });
     return { wasCordoned: false };
   }
 
@@ -82,7 +180,23 @@ export function createRemediationActivities(rc: RemediationContext) {
    * Uncordons a node this run cordoned. With onlyIfReady (the undo after a failure), a node
    * that is not Ready stays cordoned and the reason is returned.
    */
-  async function uncordonOnce(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string }): Promise<{ uncordoned: boolean; reason: string }> {
+  async function uncordonOnce(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string; audit: AuditContext; step: string }): Promise<{ uncordoned: boolean; reason: string }> {
+    const r = await uncordonDecided(input);
+    const action = r.uncordoned ? `PATCH /api/v1/nodes/${input.node} {"spec":{"unschedulable":null},"metadata":{"annotations":{"${CORDONED_BY_ANNOTATION}":null}}}` : `none: ${r.reason}`;
+    await record(input.audit, {
+      cluster: input.cluster,
+      node: input.node,
+      step: `${input.node}/${input.step}`,
+      action,
+      before: { unschedulable: true },
+      after: { unschedulable: !r.uncordoned },
+      outcome: r.uncordoned ? 'applied' : 'skipped',
+      event: r.uncordoned ? { reason: AuditReason.NodeUncordoned, message: 'uncordoned by kubemend' } : { reason: AuditReason.Compensated, message: `kubemend left the node cordoned: ${r.reason}`, warning: true },
+    });
+    return r;
+  }
+
+  async function uncordonDecided(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string }): Promise<{ uncordoned: boolean; reason: string }> {
     const n = await readNode(input.cluster, input.node);
     if (n.cordonedBy !== input.runId) return { uncordoned: false, reason: n.cordonedBy ? `cordoned by another run (${n.cordonedBy})` : n.unschedulable ? 'cordoned by someone else' : 'not cordoned' };
     if (input.onlyIfReady && n.ready !== 'True') return { uncordoned: false, reason: `left cordoned: the Node is not Ready (Ready=${n.ready ?? 'never'}${n.readyReason ? `, ${n.readyReason}` : ''})` };
@@ -132,12 +246,12 @@ export function createRemediationActivities(rc: RemediationContext) {
     },
 
     /** Cordons the node for this run (see cordonOnce). */
-    async cordon(input: { cluster: string; node: string; runId: string }): Promise<{ wasCordoned: boolean }> {
+    async cordon(input: { cluster: string; node: string; runId: string; audit: AuditContext }): Promise<{ wasCordoned: boolean }> {
       return whileHeartbeating(() => cordonOnce(input));
     },
 
     /** Uncordons a node this run cordoned (see uncordonOnce). */
-    async uncordon(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string }): Promise<{ uncordoned: boolean; reason: string }> {
+    async uncordon(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string; audit: AuditContext; step: string }): Promise<{ uncordoned: boolean; reason: string }> {
       return whileHeartbeating(() => uncordonOnce(input));
     },
 
@@ -146,7 +260,7 @@ export function createRemediationActivities(rc: RemediationContext) {
      * are retried every 2 s until the drain timeout, then the run fails with what blocked.
      * Done when no evicted pod (by UID) is left on the node. Idempotent by construction.
      */
-    async drain(input: { cluster: string; node: string; timeoutMs: number } & DrainOptions): Promise<{ evicted: string[]; skipped: string[] }> {
+    async drain(input: { cluster: string; node: string; timeoutMs: number; audit: AuditContext } & DrainOptions): Promise<{ evicted: string[]; skipped: string[] }> {
       const core = rc.kube(input.cluster).core;
       const podsOnNode = async () => (await api(`listing pods on ${input.node}`, () => core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${input.node}` }))).items;
       const decision = drainDecision(await podsOnNode(), input);
@@ -159,7 +273,20 @@ export function createRemediationActivities(rc: RemediationContext) {
           signal.throwIfAborted();
           const remaining = new Set((await podsOnNode()).map((p) => p.metadata?.uid));
           const left = decision.evict.filter((p) => remaining.has(p.uid));
-          if (left.length === 0) return { evicted: [...evicted], skipped: decision.skip.map((s) => `${s.pod} (${s.why})`) };
+          if (left.length === 0) {
+            const done = { evicted: [...evicted], skipped: decision.skip.map((s) => `${s.pod} (${s.why})`) };
+            await record(input.audit, {
+              cluster: input.cluster,
+              node: input.node,
+              step: `${input.node}/drain`,
+              action: `POST /api/v1/namespaces/<ns>/pods/<pod>/eviction for each pod on ${input.node} but DaemonSet and mirror pods`,
+              before: { pods: decision.evict.map((p) => `${p.namespace}/${p.name}`) },
+              after: done,
+              outcome: 'applied',
+              event: { reason: AuditReason.NodeDrained, message: `drained by kubemend: ${done.evicted.length} pod(s) evicted` },
+            });
+            return done;
+          }
           for (const p of left) {
             if (evicted.has(`${p.namespace}/${p.name}`)) continue; // evicted, waiting for it to go
             try {
@@ -189,12 +316,22 @@ export function createRemediationActivities(rc: RemediationContext) {
      * Regenerates the node's machine-id once per run (see REGENERATE_SCRIPT): old id backed
      * up, both files removed, systemd-machine-id-setup, dbus copy made to agree.
      */
-    async regenerateMachineId(input: { cluster: string; node: string; runTag: string; oldId: string }): Promise<{ newId: string; already: boolean }> {
+    async regenerateMachineId(input: { cluster: string; node: string; runTag: string; oldId: string; audit: AuditContext }): Promise<{ newId: string; already: boolean }> {
       return whileHeartbeating(async (signal) => {
         const r = await rc.ssh.withSession(rc.target(input.cluster, input.node), (s) => s.run(regenerateArgv(input.runTag, input.oldId), { check: false }), signal);
         if (r.exitCode === UNEXPECTED_STATE_EXIT) throw fail(Failure.NodeStateUnexpected, `${input.node}: ${r.stderr.trim()}`);
         const parsed = r.exitCode === 0 ? parseRegenerate(r.stdout) : undefined;
         if (!parsed) throw fail(Failure.CommandFailed, `regenerating the machine-id on ${input.node} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(0, 500)}`);
+        await record(input.audit, {
+          cluster: input.cluster,
+          node: input.node,
+          step: `${input.node}/machine-id`,
+          action: r.command,
+          before: { machineId: input.oldId, backup: `/var/lib/kubemend/machine-id/etc-machine-id.${input.runTag}` },
+          after: { machineId: parsed.newId },
+          outcome: parsed.already ? 'already-done' : 'applied',
+          event: { reason: AuditReason.MachineIdRegenerated, message: `machine-id regenerated: ${input.oldId} -> ${parsed.newId}` },
+        });
         return parsed;
       });
     },
@@ -203,15 +340,20 @@ export function createRemediationActivities(rc: RemediationContext) {
      * Reboots the node unless it already rebooted since `bootIdBefore` (a retry after the
      * reboot happened). The session may drop as the node goes down: that is the reboot.
      */
-    async reboot(input: { cluster: string; node: string; bootIdBefore: string }): Promise<{ alreadyRebooted: boolean }> {
+    async reboot(input: { cluster: string; node: string; bootIdBefore: string; audit: AuditContext }): Promise<{ alreadyRebooted: boolean }> {
+      const base = { cluster: input.cluster, node: input.node, step: `${input.node}/reboot`, action: REBOOT_ARGV.join(' '), before: { bootId: input.bootIdBefore } };
       return whileHeartbeating(async (signal) => {
         const now = await identity(input.cluster, input.node, signal);
-        if (now.bootId !== input.bootIdBefore) return { alreadyRebooted: true };
+        if (now.bootId !== input.bootIdBefore) {
+          await record(input.audit, { ...base, after: { bootId: now.bootId }, outcome: 'already-done', event: { reason: AuditReason.NodeRebooted, message: 'rebooted by kubemend' } });
+          return { alreadyRebooted: true };
+        }
         try {
           await rc.ssh.withSession(rc.target(input.cluster, input.node), (s) => s.run(REBOOT_ARGV), signal);
         } catch (err) {
           if (!(err instanceof ApplicationFailure && err.type === Failure.SshTransient)) throw err;
         }
+        await record(input.audit, { ...base, after: { bootId: 'pending: the node is going down' }, outcome: 'applied', event: { reason: AuditReason.NodeRebooted, message: 'rebooted by kubemend' } });
         return { alreadyRebooted: false };
       });
     },
@@ -243,6 +385,16 @@ export function createRemediationActivities(rc: RemediationContext) {
           await sleep(1000, undefined, { signal }).catch(() => undefined);
         }
       });
+    },
+
+    /**
+     * A record the workflow decides on: the plan, a dry run, a refusal, an approval, a
+     * failure and what its undo did, the end of a node's fix (which also sets the Node's
+     * last-run annotation). Read-only otherwise.
+     */
+    async recordAudit(input: { audit: AuditContext } & Step): Promise<void> {
+      const { audit, ...step } = input;
+      await whileHeartbeating(() => record(audit, step));
     },
   };
 }

@@ -9,6 +9,7 @@ import { type GlobalOptions, loadConfig } from './connect';
 import { CliError } from './errors';
 import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
 import { serverCommand } from './server';
+import { auditListCommand, auditShowCommand, auditVerifyCommand } from './audit';
 
 const EXIT_CODES_HELP = `
 Exit codes:
@@ -103,6 +104,31 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .description('cancel a running run; its compensations (undo steps) still run')
     .argument('<run>', 'run ID')
     .action(act(async (run: string) => cancelCommand(loadConfig(globals()), run, out)));
+
+  const audit = program.command('audit').description('the audit trail of applied fixes (what changed, where, when, why, by whom)');
+  audit
+    .command('list')
+    .description('records, oldest first (the newest --limit of them)')
+    .option('--cluster <name>', 'only this cluster')
+    .option('--node <name>', 'only this node')
+    .option('--remediation <name>', 'only this remediation')
+    .option('--since <when>', 'ISO date/time, or a duration back from now (24h, 7d)')
+    .option('--limit <n>', 'at most this many', '200')
+    .option('--json', 'JSON array', false)
+    .option('--csv', 'CSV with a header row', false)
+    .action(act(async (o: Record<string, unknown>) => auditListCommand(loadConfig(globals()), o, out)));
+  audit
+    .command('show')
+    .description("one run's records with before and after state")
+    .argument('<run>', 'run ID')
+    .option('--json', 'JSON array', false)
+    .option('--csv', 'CSV with a header row', false)
+    .action(act(async (run: string, o: { json?: boolean; csv?: boolean }) => auditShowCommand(loadConfig(globals()), run, o, out)));
+  audit
+    .command('verify')
+    .description('check the hash chain; exit 1 naming the first record where it breaks')
+    .option('--json', 'machine-readable output', false)
+    .action(act(async (o: { json?: boolean }) => auditVerifyCommand(loadConfig(globals()), o, out)));
 
   return { program, exitCode: () => exitCode };
 }

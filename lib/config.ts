@@ -90,6 +90,16 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000 }),
+    /**
+     * The audit trail of applied fixes. sqlite (the embedded default): a file the worker
+     * writes and the CLI reads. postgres: a database the worker and CLI reach by URL.
+     */
+    audit: z
+      .discriminatedUnion('store', [
+        z.object({ store: z.literal('sqlite'), path: filePath.default('.kubemend/audit.db') }).strict(),
+        z.object({ store: z.literal('postgres'), url: z.string().regex(/^postgres(ql)?:\/\/[^\s]+$/, 'must be a postgres:// URL') }).strict(),
+      ])
+      .default({ store: 'sqlite', path: '.kubemend/audit.db' }),
     clusters: z.array(ClusterSchema).min(1, 'at least one cluster is required'),
   })
   .strict()
@@ -180,6 +190,7 @@ export function parseConfig(
     }
   });
   cfg.server.dbFile = opts.resolvePath(cfg.server.dbFile);
+  if (cfg.audit.store === 'sqlite') cfg.audit.path = opts.resolvePath(cfg.audit.path);
   if (problems.length) throw new ConfigError(problems, opts.source);
   return cfg;
 }

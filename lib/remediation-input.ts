@@ -44,6 +44,13 @@ export type Approval = z.input<typeof Approval>;
 
 export const APPROVE_UPDATE = 'approve';
 
+/** Who asked for a run and why: what every audit record of the run carries. */
+export interface AuditContext {
+  actor: string;
+  reason: string;
+  remediation: string;
+}
+
 export interface FixedNode {
   name: string;
   oldMachineId: string | null;

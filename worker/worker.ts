@@ -8,6 +8,7 @@ import { Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { KubeClients } from '../activities/kube';
+import { type AuditPort, AuditStore } from '../activities/audit-store';
 import { SshConnector } from '../activities/ssh';
 import type { Config } from '../lib/config';
 import { prebuiltBundle, WORKFLOWS_PATH } from './bundle';
@@ -28,13 +29,16 @@ export interface WorkerWiring {
   interceptors?: WorkerOptions['interceptors'];
   /** How long a workflow task waits on a dead worker's sticky queue before any worker may take it. */
   stickyQueueScheduleToStartTimeoutMs?: number;
+  /** The audit store, opened by the caller (who closes it after the worker stops). */
+  audit: AuditPort;
 }
 
-export async function createWorker(cfg: Config, wiring: WorkerWiring = {}): Promise<Worker> {
+export async function createWorker(cfg: Config, wiring: WorkerWiring): Promise<Worker> {
   const activities = createActivities({
     config: cfg,
     ssh: new SshConnector({ connectTimeoutMs: cfg.ssh.connectTimeout, commandTimeoutMs: cfg.ssh.commandTimeout }),
     kube: wiring.kube ?? new KubeClients(cfg),
+    audit: wiring.audit,
     env: wiring.env ?? process.env,
   });
   const connection = wiring.connection ?? (await NativeConnection.connect({ address: cfg.temporal.address }));
@@ -68,13 +72,19 @@ export async function runWorker(cfg: Config): Promise<void> {
   } finally {
     await client.close();
   }
-  const worker = await createWorker(cfg, { kube });
-  logger.info('kubemend worker started', {
-    address: cfg.temporal.address,
-    namespace: cfg.temporal.namespace,
-    taskQueue: cfg.temporal.taskQueue,
-    clusters: cfg.clusters.map((c) => c.name),
-  });
-  await worker.run();
+  const audit = await AuditStore.open(cfg.audit);
+  try {
+    const worker = await createWorker(cfg, { kube, audit });
+    logger.info('kubemend worker started', {
+      address: cfg.temporal.address,
+      namespace: cfg.temporal.namespace,
+      taskQueue: cfg.temporal.taskQueue,
+      clusters: cfg.clusters.map((c) => c.name),
+      audit: audit.where,
+    });
+    await worker.run();
+  } finally {
+    await audit.close();
+  }
   logger.info('kubemend worker stopped');
 }

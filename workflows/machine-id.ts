@@ -31,8 +31,9 @@ import type { Activities } from '../activities';
 import { mapLimit } from '../lib/async';
 import { Failure, NON_RETRYABLE_FAILURES } from '../lib/failures';
 import { type MachineIdPlan, type NodeIdentity, planMachineIdFix, remainingCollisions } from '../lib/machine-id';
-import { Approval, APPROVE_UPDATE, type FixedNode, MachineIdInput, type MachineIdResult } from '../lib/remediation-input';
+import { Approval, APPROVE_UPDATE, type AuditContext, type FixedNode, MachineIdInput, type MachineIdResult } from '../lib/remediation-input';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
+import { AuditReason } from '../lib/audit-reasons';
 import { lockId } from '../lib/lock-id';
 
 export const machineIdStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
@@ -76,6 +77,7 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
   if (!parsed.success) throw ApplicationFailure.create({ type: Failure.BadInput, message: `invalid machine-id input: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, nonRetryable: true });
   const input = parsed.data;
   const runId = workflowInfo().workflowId;
+  const audit: AuditContext = { actor: input.requestedBy, reason: input.reason ?? '', remediation: 'machine-id' };
   const status: RunStatus = { remediation: 'machine-id', cluster: input.cluster, phase: Phase.Locking, nodes: {} };
   setHandler(machineIdStatusQuery, () => status);
 
@@ -107,7 +109,9 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
         });
       } catch (err) {
         if (err instanceof WorkflowExecutionAlreadyStartedError) {
-          throw ApplicationFailure.create({ type: Failure.LockHeld, message: `node ${node} is being remediated by another run (its lock ${lockId(input.cluster, node)} is held)`, nonRetryable: true });
+          const message = `node ${node} is being remediated by another run (its lock ${lockId(input.cluster, node)} is held)`;
+          await acts.recordAudit({ audit, cluster: input.cluster, node, step: 'refused', action: 'none', outcome: 'refused', error: message });
+          throw ApplicationFailure.create({ type: Failure.LockHeld, message, nonRetryable: true });
         }
         throw err;
       }
@@ -134,6 +138,16 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
   for (const s of plan.skipped) status.nodes[s.name] = { phase: NodeStep.Skipped, detail: s.reason };
   for (const n of plan.nodes) status.nodes[n.name] = { phase: NodeStep.Planned };
   const result: MachineIdResult = { cluster: input.cluster, outcome: 'nothing to do', planId: plan.id, plan, approvedBy: null, nodes: [], remaining: remainingCollisions(identities) };
+  await acts.recordAudit({
+    audit,
+    cluster: input.cluster,
+    node: '',
+    step: 'plan',
+    action: input.dryRun ? 'plan only (--dry-run): nothing is changed' : `plan ${plan.id}`,
+    before: { groups: plan.groups },
+    after: { planId: plan.id, fix: plan.nodes.map((n) => n.name), keep: plan.keepers, skipped: plan.skipped },
+    outcome: input.dryRun ? 'dry-run' : plan.nodes.length ? 'planned' : 'skipped',
+  });
   if (plan.nodes.length === 0) {
     status.phase = Phase.Done;
     return result;
@@ -144,7 +158,12 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
   }
 
   // 4. Approve.
-  await acts.checkClusterHealth({ cluster: input.cluster, maxUnavailable: input.maxUnavailable });
+  try {
+    await acts.checkClusterHealth({ cluster: input.cluster, maxUnavailable: input.maxUnavailable });
+  } catch (err) {
+    await acts.recordAudit({ audit, cluster: input.cluster, node: '', step: 'refused', action: 'none', outcome: 'refused', error: describe(err) });
+    throw err;
+  }
   let approval: { approvedBy: string; comment: string } | undefined = input.autoApprove ? { approvedBy: `${input.requestedBy} (--auto-approve)`, comment: '' } : undefined;
   setHandler(
     approveUpdate,
@@ -169,6 +188,7 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
     }
   }
   result.approvedBy = approval!.approvedBy;
+  await acts.recordAudit({ audit, cluster: input.cluster, node: '', step: 'approval', action: `approve plan ${plan.id}`, after: { approvedBy: approval!.approvedBy, comment: approval!.comment }, outcome: 'approved' });
 
   // 5. Fix, one node at a time.
   status.phase = Phase.Fixing;
@@ -197,24 +217,24 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
       step(NodeStep.CheckingBudget);
       await acts.checkBudget({ cluster: input.cluster, node, maxUnavailable: input.maxUnavailable });
       step(NodeStep.Cordoning);
-      const { wasCordoned } = await acts.cordon({ cluster: input.cluster, node, runId });
+      const { wasCordoned } = await acts.cordon({ cluster: input.cluster, node, runId, audit });
       if (!wasCordoned) {
-        undo.push({ what: `uncordon ${node}`, run: async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true })).reason });
+        undo.push({ what: `uncordon ${node}`, run: async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, audit, step: 'undo-uncordon' })).reason });
       }
       step(NodeStep.Draining);
-      await longActs.drain({ cluster: input.cluster, node, timeoutMs: input.drainTimeoutMs, deleteEmptyDirData: input.deleteEmptyDirData, force: input.force });
+      await longActs.drain({ cluster: input.cluster, node, timeoutMs: input.drainTimeoutMs, deleteEmptyDirData: input.deleteEmptyDirData, force: input.force, audit });
       const before = await acts.readIdentity({ cluster: input.cluster, node });
       step(NodeStep.RegeneratingId);
       if (!planned.machineId) throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message: `${node} had no readable machine-id when planned`, nonRetryable: true });
-      const regen = await acts.regenerateMachineId({ cluster: input.cluster, node, runTag: tag, oldId: planned.machineId });
+      const regen = await acts.regenerateMachineId({ cluster: input.cluster, node, runTag: tag, oldId: planned.machineId, audit });
       if (regen.already) resumed.push('machine-id');
       // No undo: restoring the cloned id would bring the collision back. The old ids stay in
       // /var/lib/kubemend/machine-id on the node.
       step(NodeStep.Rebooting);
       // From here the node may be down: its undo uncordons only a node back on a new boot.
       const uncordonUndo = undo.find((u) => u.what === `uncordon ${node}`);
-      if (uncordonUndo) uncordonUndo.run = async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, rebootedFrom: before.bootId })).reason;
-      const rebooted = await acts.reboot({ cluster: input.cluster, node, bootIdBefore: before.bootId });
+      if (uncordonUndo) uncordonUndo.run = async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, rebootedFrom: before.bootId, audit, step: 'undo-uncordon' })).reason;
+      const rebooted = await acts.reboot({ cluster: input.cluster, node, bootIdBefore: before.bootId, audit });
       if (rebooted.alreadyRebooted) resumed.push('reboot');
       step(NodeStep.WaitingForNode);
       const back = await longActs.waitForReturn({ cluster: input.cluster, node, bootIdBefore: before.bootId, timeoutMs: input.rebootTimeoutMs });
@@ -236,9 +256,20 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
       let uncordoned = false;
       if (!wasCordoned) {
         step(NodeStep.Uncordoning);
-        uncordoned = (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: false })).uncordoned;
+        uncordoned = (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: false, audit, step: 'uncordon' })).uncordoned;
         undo.pop();
       }
+      await acts.recordAudit({
+        audit,
+        cluster: input.cluster,
+        node,
+        step: `${node}/fixed`,
+        action: 'verified: machine-id and weave MAC unique cluster-wide, no weave collision',
+        before: { machineId: planned.machineId, weaveMac: planned.weaveMac, bootId: before.bootId },
+        after: { machineId: regen.newId, weaveMac: mine.weaveMac, bootId: back.bootId },
+        outcome: 'applied',
+        annotate: true,
+      });
       step(NodeStep.Fixed, `${planned.machineId} -> ${regen.newId}`);
       return { name: node, oldMachineId: planned.machineId, newMachineId: regen.newId, oldWeaveMac: planned.weaveMac, newWeaveMac: mine.weaveMac, bootIdBefore: before.bootId, bootIdAfter: back.bootId, uncordoned, resumed };
     } catch (err) {
@@ -259,6 +290,14 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
       });
       status.compensations = undone;
       step(NodeStep.Failed, `${reason}${undone.length ? ` | undo: ${undone.join('; ')}` : ''}`);
+      const refused = /^(BudgetExhausted|NodeExcluded|LockHeld):/.test(reason);
+      await CancellationScope.nonCancellable(async () => {
+        try {
+          await acts.recordAudit({ audit, cluster: input.cluster, node, step: `${node}/failed`, action: 'none', after: { undo: undone }, outcome: refused ? 'refused' : 'failed', error: reason, annotate: !refused, event: { reason: refused ? AuditReason.Refused : AuditReason.Compensated, message: `${reason}${undone.length ? `; undo: ${undone.join('; ')}` : ''}`, warning: true } });
+        } catch (e) {
+          status.compensations = [...undone, `audit record of the failure: FAILED (${describe(e)})`];
+        }
+      });
       throw err;
     }
   }

@@ -10,13 +10,16 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { loadConfigFile } from '../../worker/config-file';
 import { createWorker } from '../../worker/worker';
+import { AuditStore } from '../../activities/audit-store';
 
 const [configPath, crashLog] = process.argv.slice(2);
 const crashedAfter = () => new Set(existsSync(crashLog) ? readFileSync(crashLog, 'utf8').split('\n').filter(Boolean) : []);
 
 async function main(): Promise<void> {
   const cfg = loadConfigFile(configPath);
+  const audit = await AuditStore.open(cfg.audit);
   const worker = await createWorker(cfg, {
+    audit,
     stickyQueueScheduleToStartTimeoutMs: 1000, // a crashed worker's workflow tasks move on after 1 s
     interceptors: {
       activity: [
@@ -37,6 +40,7 @@ async function main(): Promise<void> {
     },
   });
   await worker.run();
+  await audit.close();
 }
 
 main().catch((err) => {

@@ -8,6 +8,7 @@ import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporal
 import { stringify } from 'yaml';
 import type { Config } from '../../lib/config';
 import { createWorker } from '../../worker/worker';
+import { AuditStore } from '../../activities/audit-store';
 import { loadConfigFile } from '../../worker/config-file';
 import { REPO_ROOT } from '../../worker/paths';
 import { toolPath } from './temporal-dev';
@@ -67,7 +68,9 @@ export interface RunningWorker {
 export async function startWorker(cfg: Config): Promise<RunningWorker> {
   quietRuntime();
   const connection = await NativeConnection.connect({ address: cfg.temporal.address });
+  const audit = await AuditStore.open(cfg.audit);
   const worker = await createWorker(cfg, {
+    audit,
     connection,
     workflowBundle: { codePath: process.env.KUBEMEND_TEST_BUNDLE! },
     shutdownGraceTimeMs: 2000,
@@ -79,6 +82,7 @@ export async function startWorker(cfg: Config): Promise<RunningWorker> {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running;
       await connection.close();
+      await audit.close();
     },
   };
 }
