@@ -18,6 +18,8 @@ import type { ProbeInput, ProbeReport } from '../lib/probe';
 import { parseDuration } from '../lib/duration';
 import type { MachineIdInput, MachineIdResult } from '../lib/remediation-input';
 import { lockId } from '../lib/lock-id';
+import type { AuditInput } from '../lib/audit';
+import { AuditStore } from '../activities/audit-store';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
 import { APPROVE_UPDATE } from '../lib/remediation-input';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
@@ -169,8 +171,12 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
 
   const { client, connection } = await connectClient(cfg);
   try {
-    if (args.remediation !== 'probe' && !args.dryRun) await refuseIfLocked(client, args.cluster, picked.nodes);
     const workflowId = newRunId(args.remediation, args.cluster);
+    if (args.remediation !== 'probe' && !args.dryRun) {
+      await refuseIfLocked(client, args.cluster, picked.nodes, workflowId, (node, error) =>
+        recordRefusal(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node, remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started', before: null, after: null, outcome: 'refused', error }),
+      );
+    }
     const handle = await client.workflow.start(WORKFLOW_TYPE[args.remediation], {
       workflowId,
       taskQueue: cfg.temporal.taskQueue,
@@ -216,16 +222,32 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   }
 }
 
+/** A refusal before any run exists is recorded by the CLI itself (it has the store's config too). */
+async function recordRefusal(cfg: Config, input: AuditInput): Promise<void> {
+  try {
+    const store = await AuditStore.open(cfg.audit);
+    try {
+      await store.append(input);
+    } finally {
+      await store.close();
+    }
+  } catch (err) {
+    process.stderr.write(`warning: the refusal could not be recorded in the audit trail: ${(err as Error).message}\n`);
+  }
+}
+
 /**
  * A remediation on a node another run holds is refused before it starts (exit 3), naming
  * the holder. The workflow's own lock is the guard; this only makes the refusal early and clear.
  */
-async function refuseIfLocked(client: Client, cluster: string, nodes: string[]): Promise<void> {
+async function refuseIfLocked(client: Client, cluster: string, nodes: string[], wouldBe: string, record: (node: string, error: string) => Promise<void>): Promise<void> {
   for (const node of nodes) {
     try {
       const d = await client.workflow.getHandle(lockId(cluster, node)).describe();
       if (d.status.name === 'RUNNING') {
-        throw new CliError(`refused: node ${node} is being remediated by run ${d.parentExecution?.workflowId ?? '(unknown)'}; wait for it or cancel it`, ExitCode.Refused);
+        const message = `node ${node} is being remediated by run ${d.parentExecution?.workflowId ?? '(unknown)'}`;
+        await record(node, message);
+        throw new CliError(`refused (run ${wouldBe} not started): ${message}; wait for it or cancel it`, ExitCode.Refused);
       }
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) continue;

@@ -5,10 +5,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Client as PgClient } from 'pg';
+import { parse, stringify } from 'yaml';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lockId } from '../../lib/lock-id';
 import type { MachineIdResult } from '../../lib/remediation-input';
+import type { AuditRecord } from '../../lib/audit';
 import type { RunStatus } from '../../lib/run-status';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
@@ -55,6 +58,12 @@ function nodeState() {
 
 const regenerations = (name: string) => Number(ssh(name, 'cat /var/lib/kubemend/machine-id/regenerated.log 2>/dev/null | wc -l').trim());
 
+async function auditOf(runId: string, cfgPath = config): Promise<AuditRecord[]> {
+  const r = await runCli(['--config', cfgPath, 'audit', 'show', runId, '--json']);
+  expect(r.stderr).toBe('');
+  return JSON.parse(r.stdout) as AuditRecord[];
+}
+
 async function statusOf(runId: string): Promise<RunStatus | null> {
   const r = await runCli(['--config', config, 'status', runId, '--json']);
   return (JSON.parse(r.stdout) as { progress: RunStatus | null }).progress;
@@ -70,6 +79,9 @@ test('--dry-run prints the plan and changes nothing on any node or in the API', 
   expect(result.plan?.nodes.map((n) => n.name)).toEqual(['node2', 'node3']);
   expect(result.plan?.groups[0].shared).toEqual(expect.arrayContaining([expect.stringMatching(/^machine-id [0-9a-f]{32}$/), expect.stringMatching(/^weave MAC /)]));
   expect(nodeState()).toEqual(before);
+  const records = await auditOf(runIdFrom(r.stderr));
+  expect(records.map((x) => [x.step, x.outcome])).toEqual([['plan', 'dry-run']]);
+  expect(records[0].action).toBe('plan only (--dry-run): nothing is changed');
   recordHistory(runIdFrom(r.stderr), 'machine-id-dry-run.json');
 });
 
@@ -87,6 +99,9 @@ test('a second run on a node another run holds is refused with exit 3, naming th
   const second = await runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--node', 'node2', '--auto-approve']);
   expect(second.code).toBe(3);
   expect(second.stderr).toContain(`node node2 is being remediated by run ${holder}`);
+  // The refusal is in the audit trail, although no run was started.
+  const refused = await auditOf(/refused \(run (\S+) not started\)/.exec(second.stderr)?.[1] ?? 'missing');
+  expect(refused.map((x) => [x.node, x.step, x.outcome, x.error])).toEqual([['node2', 'refused', 'refused', `node node2 is being remediated by run ${holder}`]]);
 
   const stale = await runCli(['--config', config, 'approve', holder, '--plan', '0123456789abcdef']);
   expect(stale.code).toBe(3);
@@ -151,6 +166,20 @@ test('3 cloned nodes: after an approved run every machine-id and weave MAC is un
   // Rebooted: new boot ids as the lab recorded them.
   const lab = readState(dir)!;
   for (const n of result.nodes) expect(lab.nodes.find((x) => x.name === n.name)!.bootId).toBe(n.bootIdAfter);
+  // The audit trail: every step once, in order, with before and after, and the story on the Nodes.
+  const records = await auditOf(runId);
+  const perNode = (n: string) => [`${n}/cordon`, `${n}/drain`, `${n}/machine-id`, `${n}/reboot`, `${n}/uncordon`, `${n}/fixed`];
+  expect(records.map((x) => x.step)).toEqual(['plan', 'approval', ...perNode('node2'), ...perNode('node3')]);
+  expect(records.every((x) => x.workflowId === runId && x.reason === 'INC-000 weave peer collision' && x.cluster === 'lab' && x.remediation === 'machine-id')).toBe(true);
+  expect(records.find((x) => x.step === 'approval')?.after).toEqual({ approvedBy: 'sre-on-call', comment: '' });
+  const regen = records.find((x) => x.step === 'node2/machine-id')!;
+  expect([regen.before, regen.after, regen.outcome]).toEqual([expect.objectContaining({ machineId: result.nodes[0].oldMachineId }), { machineId: ids[1] }, 'applied']);
+  expect(regen.action).toMatch(/^sh -c .*systemd-machine-id-setup/s);
+  const described = kubectl(['describe', 'node', 'node2']).stdout;
+  for (const reason of ['NodeCordoned', 'NodeDrained', 'MachineIdRegenerated', 'NodeRebooted', 'NodeUncordoned']) expect(described).toMatch(new RegExp(`Normal\\s+${reason}\\s+.*kubemend`));
+  expect(json<{ metadata: { annotations: Record<string, string> } }>(['get', 'node', 'node2']).metadata.annotations['kubemend.io/last-remediation']).toMatch(new RegExp(`^machine-id ${runId} applied `));
+  const verify = await runCli(['--config', config, 'audit', 'verify']);
+  expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^audit chain intact: \d+ record\(s\) in sqlite /)]);
   recordHistory(runId, 'machine-id-fixed.json');
   recordHistory(lockId('lab', 'node2'), 'node-lock.json'); // the lock child, terminated when its run closed
 });
@@ -187,6 +216,9 @@ test('a PodDisruptionBudget that blocks the drain: the drain times out, the node
     const st = await statusOf(runId);
     expect(st?.nodes.node3.phase).toBe('Failed');
     expect(st?.compensations).toEqual(['uncordon node3: uncordoned']);
+    const trail = await auditOf(runId);
+    expect(trail.map((x) => [x.step, x.outcome])).toEqual([['plan', 'planned'], ['approval', 'approved'], ['node3/cordon', 'applied'], ['node3/undo-uncordon', 'applied'], ['node3/failed', 'failed']]);
+    expect(trail[4].error).toMatch(/^DrainTimedOut: /);
     // Nothing else was touched: same id, same boot, schedulable, the pod still there.
     expect(ssh('node3', 'cat /etc/machine-id').trim()).toBe(cloned);
     expect(ssh('node3', 'cat /proc/sys/kernel/random/boot_id').trim()).toBe(bootBefore);
@@ -233,7 +265,14 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
 
   await worker!.stop(); // only the crashing worker polls from here on
   worker = undefined;
-  const cfg = loadTestConfig(config);
+  // This run's audit trail goes to this machine's PostgreSQL, in a database of its own.
+  const db = `kubemend_audit_crash_${randomBytes(4).toString('hex')}`;
+  const admin = new PgClient({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${db}`);
+  const pgConfig = join(dir, 'kubemend-pg.yaml');
+  writeFileSync(pgConfig, stringify({ ...(parse(readFileSync(config, 'utf8')) as object), audit: { store: 'postgres', url: `postgres://postgres@127.0.0.1:5432/${db}` } }));
+  const cfg = loadTestConfig(pgConfig);
   const { client, close } = await testClient();
   const crashLog = join(dir, 'crash.log');
   const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
@@ -249,7 +288,7 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
       (e: Error) => ({ result: undefined, error: e }),
     );
     for (;;) {
-      const child = spawn(process.execPath, [crashWorker, config, crashLog], { stdio: ['ignore', 'ignore', 'inherit'] });
+      const child = spawn(process.execPath, [crashWorker, pgConfig, crashLog], { stdio: ['ignore', 'ignore', 'inherit'] });
       const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
       const first = await Promise.race([closed.then(() => 'closed' as const), exited.then(() => 'exited' as const)]);
       if (first === 'closed') {
@@ -277,7 +316,18 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
     expect(new Set(ids).size).toBe(3);
     const nodes = json<{ items: Array<{ spec: { unschedulable?: boolean } }> }>(['get', 'nodes']).items;
     expect(nodes.map((n) => n.spec.unschedulable ?? false)).toEqual([false, false, false]);
+    // The trail on PostgreSQL: every step exactly once, in order, although many of them
+    // were retried after their first worker died; the chain verifies.
+    const trail = await auditOf(handle.workflowId, pgConfig);
+    const perNode = (n: string) => [`${n}/cordon`, `${n}/drain`, `${n}/machine-id`, `${n}/reboot`, `${n}/uncordon`, `${n}/fixed`];
+    expect(trail.map((x) => x.step)).toEqual(['plan', 'approval', ...perNode('node2'), ...perNode('node3')]);
+    // Written by the attempt that did the work; the retry found it done and its record was a duplicate.
+    expect(trail.find((x) => x.step === 'node2/machine-id')?.outcome).toBe('applied');
+    const verify = await runCli(['--config', pgConfig, 'audit', 'verify', '--json']);
+    expect(JSON.parse(verify.stdout)).toMatchObject({ ok: true, records: trail.length, store: 'postgres' });
   } finally {
     await close();
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await admin.end();
   }
 }, 600_000);
