@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { Client } from 'pg';
 import { AuditStore } from '../../activities/audit-store';
 import type { AuditInput } from '../../lib/audit';
-import { tempDir } from '../helpers/harness';
+import { runCli, tempDir, writeConfig } from '../helpers/harness';
 
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -132,3 +132,49 @@ describe.each([
   });
 });
 
+
+describe('kubemend audit (CLI) on the embedded store', () => {
+  const dir = tempDir('audit-cli');
+  const config = writeConfig(dir, {
+    clusters: [{ name: 'lab', ssh: { user: 'root', privateKeyPath: join(dir, 'key'), knownHostsPath: join(dir, 'known_hosts') }, nodes: [{ name: 'node1', role: 'control-plane', host: '127.0.0.1' }] }],
+  });
+  beforeAll(async () => {
+    const store = await AuditStore.open({ store: 'sqlite', path: join(dir, '.kubemend', 'audit.db') });
+    for (let i = 0; i < 12; i++) await store.append(rec(i, { action: i === 4 ? 'echo "quoted, with comma"' : `cmd ${i}` }));
+    await store.close();
+  });
+
+  test('list: a table for people, JSON and CSV for export, filters', async () => {
+    const table = await runCli(['--config', config, 'audit', 'list', '--node', 'node2']);
+    expect(table.code).toBe(0);
+    expect(table.stdout.split('\n')[0]).toMatch(/^SEQ +TIME \(UTC\) +NODE +STEP +OUTCOME +ACTION \/ ERROR$/);
+    expect(table.stdout.trim().split('\n')).toHaveLength(1 + 4); // seq 2, 5, 8, 11
+    const json = JSON.parse((await runCli(['--config', config, 'audit', 'list', '--json', '--limit', '3'])).stdout) as Array<{ seq: number }>;
+    expect(json.map((r) => r.seq)).toEqual([10, 11, 12]);
+    const csv = (await runCli(['--config', config, 'audit', 'list', '--csv', '--node', 'node2'])).stdout.trim().split('\n');
+    expect(csv[0]).toBe('seq,recordedAt,actor,reason,cluster,node,remediation,workflowId,runId,step,action,before,after,outcome,error,prevHash,hash');
+    expect(csv[2]).toContain(',"echo ""quoted, with comma""",');
+    expect((await runCli(['--config', config, 'audit', 'list', '--since', '1h', '--json'])).stdout).toContain('"seq":12');
+  });
+
+  test('bad input: exit 2 with the reason, nothing read', async () => {
+    const since = await runCli(['--config', config, 'audit', 'list', '--since', 'yesterday-ish']);
+    expect([since.code, since.stderr]).toEqual([2, expect.stringContaining('--since: "yesterday-ish" is neither an ISO date/time nor a duration')]);
+    const node = await runCli(['--config', config, 'audit', 'list', '--node', 'n1;rm -rf /']);
+    expect(node.code).toBe(2);
+    const both = await runCli(['--config', config, 'audit', 'list', '--json', '--csv']);
+    expect([both.code, both.stderr]).toEqual([2, expect.stringContaining('choose one')]);
+  });
+
+  test('show and verify', async () => {
+    const show = await runCli(['--config', config, 'audit', 'show', 'run-0']);
+    expect(show.stdout).toMatch(/^run run-0: machine-id on lab, by sre \(INC-42\)/);
+    expect(show.stdout).toContain('  before  {"machineId":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","n":4}');
+    expect((await runCli(['--config', config, 'audit', 'verify'])).code).toBe(0);
+    const db = new Database(join(dir, '.kubemend', 'audit.db'));
+    db.exec("UPDATE audit_records SET actor = 'someone-else' WHERE seq = 7");
+    db.close();
+    const broken = await runCli(['--config', config, 'audit', 'verify']);
+    expect([broken.code, broken.stdout]).toEqual([1, expect.stringMatching(/^audit chain BROKEN at record 7: its fields do not match its hash \(edited\?\) \(6 record\(s\) before it verified\)/)]);
+  });
+});

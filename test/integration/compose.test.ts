@@ -31,12 +31,15 @@ test('services: Temporal on PostgreSQL at the version the tests build, its UI, a
   const worker = cfg.services['kubemend-worker'];
   expect(existsSync(join(worker.build.context, 'Dockerfile'))).toBe(true);
   expect(worker.environment.KUBEMEND_CONFIG).toBe('/etc/kubemend/kubemend.yaml');
+  expect(worker.environment.PGPASSWORD).toBe('example-only'); // the audit store's password, from the environment
+  expect(cfg.services['temporal-schema'].command.join(' ')).toMatch(/--db kubemend_audit create-database/);
   expect(worker.volumes.every((v: { read_only?: boolean } | string) => (typeof v === 'string' ? v.endsWith(':ro') : v.read_only))).toBe(true);
 });
 
 test('the worker config shipped for compose is valid kubemend config pointing at the compose Temporal', () => {
   const cfg = loadConfigFile(join(REPO, 'deploy', 'kubemend.yaml'));
   expect(cfg.temporal.address).toBe('temporal:7233');
+  expect(cfg.audit).toEqual({ store: 'postgres', url: 'postgres://temporal@postgresql:5432/kubemend_audit' }); // no password in the file
   expect(cfg.clusters[0].ssh?.knownHostsPath).toBe(join(REPO, 'deploy', 'secrets', 'known_hosts'));
 });
 
