@@ -52,7 +52,7 @@ function table(records: AuditRecord[], width: number): string {
   if (records.length === 0) return 'no audit records\n';
   const lines = [`${'SEQ'.padEnd(6)} ${'TIME (UTC)'.padEnd(19)} ${'NODE'.padEnd(10)} ${'STEP'.padEnd(20)} ${'OUTCOME'.padEnd(12)} ACTION / ERROR`];
   for (const r of records) {
-    const what = r.error ? `${r.action} | ${r.error}` : r.action;
+    const what = (r.error ? `${r.action} | ${r.error}` : r.action).replace(/\s*\n\s*/g, '; ');
     lines.push(`${String(r.seq).padEnd(6)} ${r.recordedAt.slice(0, 19).replace('T', ' ')} ${(r.node || '-').padEnd(10)} ${r.step.padEnd(20)} ${r.outcome.padEnd(12)} ${what}`.slice(0, Math.max(width, 80) - 1));
   }
   return `${lines.join('\n')}\n`;

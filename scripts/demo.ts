@@ -106,6 +106,7 @@ async function main(): Promise<number> {
         temporal: { address: `127.0.0.1:${port}`, namespace: 'default', taskQueue: 'kubemend' },
         server: { dbFile: 'temporal.db', uiPort },
         policy: { maxUnavailable: 1, approvalRequired: true, approvalTimeout: '10m', drainTimeout: '2m' },
+        audit: { store: 'sqlite', path: 'audit.db' },
         clusters: labConfig.clusters,
       })}`,
     );
@@ -152,6 +153,15 @@ async function main(): Promise<number> {
       say(await wallTime(client, startedId, approvalMs));
       say('the run\'s record (kubemend status; kubemend list shows every run):');
       await cli(config, ['status', startedId]);
+      say('the audit trail: every step, with before and after, hash-chained');
+      await cli(config, ['audit', 'list']);
+      await cli(config, ['audit', 'verify']);
+      say(`and on the Node: kubectl --kubeconfig ${join(labDir, 'admin.kubeconfig')} describe node node2 (Events)`);
+      await new Promise<void>((resolve) => {
+        const k = spawn(join(root, '.tools', 'bin', 'kubectl'), ['--kubeconfig', join(labDir, 'admin.kubeconfig'), 'get', 'events', '-n', 'default', '--field-selector', 'involvedObject.name=node2', '-o', 'custom-columns=REASON:.reason,MESSAGE:.message'], { stdio: 'inherit' });
+        k.on('exit', () => resolve());
+        k.on('error', () => resolve());
+      });
       say('and the probe again: machine-ids and weave MACs unique, Nodes Ready');
       await cli(config, ['run', 'probe', '--cluster', 'lab', '--reason', 'demo: verify']);
     }
