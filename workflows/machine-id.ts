@@ -13,7 +13,6 @@
  * undos run in a non-cancellable scope before the original error is rethrown.
  */
 import {
-  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -29,12 +28,13 @@ import {
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities';
 import { mapLimit } from '../lib/async';
-import { Failure, NON_RETRYABLE_FAILURES } from '../lib/failures';
+import { Failure } from '../lib/failures';
 import { type MachineIdPlan, type NodeIdentity, planMachineIdFix, remainingCollisions } from '../lib/machine-id';
 import { Approval, APPROVE_UPDATE, type AuditContext, type FixedNode, MachineIdInput, type MachineIdResult } from '../lib/remediation-input';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
 import { AuditReason } from '../lib/audit-reasons';
 import { lockId } from '../lib/lock-id';
+import { activityOptions } from './activity-options';
 
 export const machineIdStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
 export const approveUpdate = defineUpdate<{ approvedBy: string }, [Approval]>(APPROVE_UPDATE);
@@ -81,19 +81,9 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
   const status: RunStatus = { remediation: 'machine-id', cluster: input.cluster, phase: Phase.Locking, nodes: {} };
   setHandler(machineIdStatusQuery, () => status);
 
-  const acts = proxyActivities<Activities>({
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    startToCloseTimeout: input.activityTimeoutMs,
-    heartbeatTimeout: input.heartbeatTimeoutMs,
-    retry: { initialInterval: input.retry.initialIntervalMs, maximumInterval: input.retry.maximumIntervalMs, maximumAttempts: input.retry.maximumAttempts, backoffCoefficient: 2, nonRetryableErrorTypes: NON_RETRYABLE_FAILURES },
-  });
+  const acts = proxyActivities<Activities>(activityOptions(input));
   // Drains and reboot waits run as long as their own timeouts allow.
-  const longActs = proxyActivities<Activities>({
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    startToCloseTimeout: Math.max(input.drainTimeoutMs, input.rebootTimeoutMs) + 60_000,
-    heartbeatTimeout: input.heartbeatTimeoutMs,
-    retry: { initialInterval: input.retry.initialIntervalMs, maximumInterval: input.retry.maximumIntervalMs, maximumAttempts: input.retry.maximumAttempts, backoffCoefficient: 2, nonRetryableErrorTypes: NON_RETRYABLE_FAILURES },
-  });
+  const longActs = proxyActivities<Activities>(activityOptions(input, Math.max(input.drainTimeoutMs, input.rebootTimeoutMs) + 60_000));
 
   const selected = (await acts.resolveTargets({ cluster: input.cluster, nodes: input.nodes })).nodes;
   const everyNode = (await acts.resolveTargets({ cluster: input.cluster, nodes: [] })).nodes;

@@ -5,14 +5,14 @@
  * gets an `error` in the report; the others are still probed. An API that cannot be read
  * is reported, not fatal.
  */
-import { ActivityCancellationType, ActivityFailure, ApplicationFailure, defineQuery, isCancellation, patched, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, defineQuery, isCancellation, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { mapLimit } from '../lib/async';
-import { NON_RETRYABLE_FAILURES } from '../lib/failures';
 import { sharedIdentityGroups } from '../lib/machine-id';
 import { crossCheck } from '../lib/node-object';
 import { failedNode, ProbeInput, type ProbeNodeReport, type ProbeReport } from '../lib/probe';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
+import { activityOptions } from './activity-options';
 
 export const statusQuery = defineQuery<RunStatus>(STATUS_QUERY);
 
@@ -34,19 +34,7 @@ export async function probe(rawInput: ProbeInput): Promise<ProbeReport> {
   const status: RunStatus = { remediation: 'probe', cluster: input.cluster, phase: ProbePhase.Resolving, nodes: {} };
   setHandler(statusQuery, () => status);
 
-  const acts = proxyActivities<Activities>({
-    // A cancelled run closes only once its activities have stopped: no SSH work outlives it.
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    startToCloseTimeout: input.activityTimeoutMs,
-    heartbeatTimeout: input.heartbeatTimeoutMs,
-    retry: {
-      initialInterval: input.retry.initialIntervalMs,
-      maximumInterval: input.retry.maximumIntervalMs,
-      maximumAttempts: input.retry.maximumAttempts,
-      backoffCoefficient: 2,
-      nonRetryableErrorTypes: NON_RETRYABLE_FAILURES,
-    },
-  });
+  const acts = proxyActivities<Activities>(activityOptions(input));
 
   const { nodes } = await acts.resolveTargets({ cluster: input.cluster, nodes: input.nodes });
   for (const n of nodes) status.nodes[n] = { phase: NodePhase.Pending };
