@@ -64,7 +64,8 @@ export function createRemediationActivities(rc: RemediationContext) {
     }
   }
   const listNodes = async (cluster: string) => (await api(`listing the Nodes of ${cluster}`, () => rc.kube(cluster).core.listNode({}))).items.map(toClusterNode);
-  const readNode = async (cluster: string, node: string) => toClusterNode(await api(`reading Node ${node}`, () => rc.kube(cluster).core.readNode({ name: node })));
+  const readRawNode = (cluster: string, node: string) => api(`reading Node ${node}`, () => rc.kube(cluster).core.readNode({ name: node }));
+  const readNode = async (cluster: string, node: string) => toClusterNode(await readRawNode(cluster, node));
 
   async function identity(cluster: string, node: string, signal?: AbortSignal): Promise<NodeIdentityReading> {
     const marker = randomBytes(16).toString('hex');
@@ -98,7 +99,9 @@ export function createRemediationActivities(rc: RemediationContext) {
   async function record(ctx: AuditContext, s: Step): Promise<void> {
     const info = Context.current().info;
     const workflowId = info.workflowExecution?.workflowId ?? 'unknown';
-    const key = `${workflowId}/${s.step}`;
+    const temporalRunId = info.workflowExecution?.runId ?? 'unknown';
+    // Activity retries share the run ID, so a retry writes nothing; a reset run's steps are new.
+    const key = `${workflowId}/${temporalRunId}/${s.step}`;
     const problems: string[] = [];
     if (s.event || s.annotate) {
       const k = rc.kubeIfAny(s.cluster);
@@ -142,7 +145,7 @@ export function createRemediationActivities(rc: RemediationContext) {
       node: s.node,
       remediation: ctx.remediation,
       workflowId,
-      runId: info.workflowExecution?.runId ?? 'unknown',
+      runId: temporalRunId,
       step: s.step,
       action: s.action,
       before: s.before ?? null,
@@ -158,7 +161,8 @@ export function createRemediationActivities(rc: RemediationContext) {
    * it is and reported wasCordoned true (so the run never uncordons it).
    */
   async function cordonOnce(input: { cluster: string; node: string; runId: string; audit: AuditContext }): Promise<{ wasCordoned: boolean }> {
-    const n = await readNode(input.cluster, input.node);
+    const raw = await readRawNode(input.cluster, input.node);
+    const n = toClusterNode(raw);
     const action = `PATCH /api/v1/nodes/${input.node} {"spec":{"unschedulable":true},"metadata":{"annotations":{"${CORDONED_BY_ANNOTATION}":"${input.runId}"}}}`;
     const base = { cluster: input.cluster, node: input.node, step: `${input.node}/cordon`, action };
     if (n.cordonedBy === input.runId) {
@@ -170,7 +174,9 @@ export function createRemediationActivities(rc: RemediationContext) {
       return { wasCordoned: true };
     }
     await api(`cordoning ${input.node}`, () =>
-      rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: input.runId } }, spec: { unschedulable: true } } }, mergePatch),
+      // resourceVersion: if anyone changed the Node since it was read (cordoned it, say), the
+      // API answers 409 and the retry reads it again, so kubemend never claims another's cordon.
+      rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { resourceVersion: raw.metadata?.resourceVersion, annotations: { [CORDONED_BY_ANNOTATION]: input.runId } }, spec: { unschedulable: true } } }, mergePatch),
     );
     await record(input.audit, { ...base, before: { unschedulable: false }, after: { unschedulable: true }, outcome: 'applied', event: { reason: AuditReason.NodeCordoned, message: 'cordoned by kubemend' } });
     return { wasCordoned: false };
@@ -183,21 +189,28 @@ export function createRemediationActivities(rc: RemediationContext) {
   async function uncordonOnce(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string; audit: AuditContext; step: string }): Promise<{ uncordoned: boolean; reason: string }> {
     const r = await uncordonDecided(input);
     const action = r.uncordoned ? `PATCH /api/v1/nodes/${input.node} {"spec":{"unschedulable":null},"metadata":{"annotations":{"${CORDONED_BY_ANNOTATION}":null}}}` : `none: ${r.reason}`;
+    // Not cordoned any more (e.g. a retry after this run's own uncordon): nothing left cordoned.
+    const notCordoned = r.reason === 'not cordoned';
     await record(input.audit, {
       cluster: input.cluster,
       node: input.node,
       step: `${input.node}/${input.step}`,
       action,
-      before: { unschedulable: true },
-      after: { unschedulable: !r.uncordoned },
-      outcome: r.uncordoned ? 'applied' : 'skipped',
-      event: r.uncordoned ? { reason: AuditReason.NodeUncordoned, message: 'uncordoned by kubemend' } : { reason: AuditReason.Compensated, message: `kubemend left the node cordoned: ${r.reason}`, warning: true },
+      before: { unschedulable: !notCordoned },
+      after: { unschedulable: !r.uncordoned && !notCordoned },
+      outcome: r.uncordoned ? 'applied' : notCordoned ? 'already-done' : 'skipped',
+      event: r.uncordoned
+        ? { reason: AuditReason.NodeUncordoned, message: 'uncordoned by kubemend' }
+        : notCordoned
+          ? undefined
+          : { reason: AuditReason.Compensated, message: `kubemend left the node cordoned: ${r.reason}`, warning: true },
     });
-    return r;
+    return { uncordoned: r.uncordoned || notCordoned, reason: r.reason };
   }
 
   async function uncordonDecided(input: { cluster: string; node: string; runId: string; onlyIfReady: boolean; rebootedFrom?: string }): Promise<{ uncordoned: boolean; reason: string }> {
-    const n = await readNode(input.cluster, input.node);
+    const raw = await readRawNode(input.cluster, input.node);
+    const n = toClusterNode(raw);
     if (n.cordonedBy !== input.runId) return { uncordoned: false, reason: n.cordonedBy ? `cordoned by another run (${n.cordonedBy})` : n.unschedulable ? 'cordoned by someone else' : 'not cordoned' };
     if (input.onlyIfReady && n.ready !== 'True') return { uncordoned: false, reason: `left cordoned: the Node is not Ready (Ready=${n.ready ?? 'never'}${n.readyReason ? `, ${n.readyReason}` : ''})` };
     // After a reboot, a Ready condition can be stale for the node monitor's grace period:
@@ -213,7 +226,7 @@ export function createRemediationActivities(rc: RemediationContext) {
       if (n.bootId !== bootId) return { uncordoned: false, reason: `left cordoned: its kubelet has not reported the new boot (${bootId}) yet` };
     }
     await api(`uncordoning ${input.node}`, () =>
-      rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { annotations: { [CORDONED_BY_ANNOTATION]: null } }, spec: { unschedulable: null } } }, mergePatch),
+      rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { resourceVersion: raw.metadata?.resourceVersion, annotations: { [CORDONED_BY_ANNOTATION]: null } }, spec: { unschedulable: null } } }, mergePatch),
     );
     return { uncordoned: true, reason: 'uncordoned' };
   }
@@ -351,7 +364,10 @@ export function createRemediationActivities(rc: RemediationContext) {
         try {
           await rc.ssh.withSession(rc.target(input.cluster, input.node), (s) => s.run(REBOOT_ARGV), signal);
         } catch (err) {
-          if (!(err instanceof ApplicationFailure && err.type === Failure.SshTransient)) throw err;
+          // The session may drop under a command that is taking the node down: that is the
+          // reboot. A failure to connect is not: rethrown, retried, the boot id checked again.
+          const dropped = err instanceof ApplicationFailure && err.type === Failure.SshTransient && /dropped while running|is gone|did not finish within/.test(err.message);
+          if (!dropped) throw err;
         }
         await record(input.audit, { ...base, after: { bootId: 'pending: the node is going down' }, outcome: 'applied', event: { reason: AuditReason.NodeRebooted, message: 'rebooted by kubemend' } });
         return { alreadyRebooted: false };

@@ -9,4 +9,4 @@ export class CliError extends Error {
 }
 
 /** Failure types a workflow raises when a safety rule refused the run (exit 3). */
-export const REFUSAL_TYPES: ReadonlySet<string> = new Set(['LockHeld', 'BudgetExhausted', 'NodeExcluded', 'PlanRejected']);
+export const REFUSAL_TYPES: ReadonlySet<string> = new Set(['LockHeld', 'BudgetExhausted', 'NodeExcluded', 'DrainRefused']);

@@ -37,7 +37,7 @@ const RunArgs = z.object({
   cluster: clusterName,
   node: z.array(nodeName).default([]),
   reason: freeText(2000).optional(),
-  actor: freeText(200).optional(),
+  actor: freeText(200).refine((v) => v.trim().length > 0, 'must not be blank').optional(),
   dryRun: z.boolean().default(false),
   autoApprove: z.boolean().default(false),
   detach: z.boolean().default(false),
@@ -140,10 +140,10 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   const picked = selectNodes(cluster, args.node);
   if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
 
-  const duration = (flag: string, v: string | undefined, fallback: number) => {
+  const duration = (flag: string, v: string | undefined, fallback: number, maxMs: number) => {
     if (v === undefined) return fallback;
     const ms = parseDuration(v);
-    if (ms === undefined || ms < 1000) throw new CliError(`--${flag}: ${JSON.stringify(v)} is not a duration of 1s or more (e.g. 90s, 10m)`);
+    if (ms === undefined || ms < 1000 || ms > maxMs) throw new CliError(`--${flag}: ${JSON.stringify(v)} is not a duration from 1s to ${maxMs / 3_600_000}h (e.g. 90s, 10m)`);
     return ms;
   };
   if (args.remediation === 'probe' && (args.dryRun || args.autoApprove || args.includeKeeper || args.force || args.deleteEmptydirData)) {
@@ -163,8 +163,8 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
           autoApprove: args.autoApprove || !cfg.policy.approvalRequired,
           approvalTimeoutMs: cfg.policy.approvalTimeout,
           maxUnavailable: cfg.policy.maxUnavailable,
-          drainTimeoutMs: duration('drain-timeout', args.drainTimeout, cfg.policy.drainTimeout),
-          rebootTimeoutMs: duration('reboot-timeout', args.rebootTimeout, 600_000),
+          drainTimeoutMs: duration('drain-timeout', args.drainTimeout, cfg.policy.drainTimeout, 86_400_000),
+          rebootTimeoutMs: duration('reboot-timeout', args.rebootTimeout, 600_000, 3_600_000),
           deleteEmptyDirData: args.deleteEmptydirData,
           force: args.force,
         };
@@ -365,7 +365,7 @@ export async function listCommand(cfg: Config, raw: Record<string, unknown>, out
 }
 
 export async function approveCommand(cfg: Config, runId: string, raw: { actor?: string; comment?: string; plan?: string }, out: NodeJS.WritableStream): Promise<number> {
-  const a = parseArgs(z.object({ actor: freeText(200).optional(), comment: freeText(2000).optional(), plan: z.string().regex(/^[0-9a-f]{16}$/, 'must be the 16-hex-digit plan id `kubemend status` shows').optional() }), raw);
+  const a = parseArgs(z.object({ actor: freeText(200).refine((v) => v.trim().length > 0, 'must not be blank').optional(), comment: freeText(2000).optional(), plan: z.string().regex(/^[0-9a-f]{16}$/, 'must be the 16-hex-digit plan id `kubemend status` shows').optional() }), raw);
   return withRun(cfg, runId, async (h) => {
     let planId = a.plan;
     if (!planId) {

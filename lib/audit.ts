@@ -1,7 +1,9 @@
 /**
  * The audit trail's record and its hash chain (pure). Each record carries the hash of the
  * one before it; the hash covers every stored field in a canonical form, so editing a
- * field, deleting a record or inserting one breaks the chain at that point.
+ * field, deleting a record or inserting one breaks the chain at that point. Two changes it
+ * cannot show without the head hash kept elsewhere: records cut off the end, and a chain
+ * rewritten from some record on with every later hash recomputed.
  * Written by activities only (never by workflow code): this module uses node:crypto.
  */
 import { createHash } from 'node:crypto';

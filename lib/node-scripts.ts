@@ -69,7 +69,12 @@ export const REGENERATE_SCRIPT = [
   'tag=$1; old=$2; dir=' + BACKUP_DIR,
   'cur=$(cat /etc/machine-id 2>/dev/null || true)',
   'if [ -n "$cur" ] && [ "$cur" != "$old" ]; then',
-  '  if [ -f "$dir/etc-machine-id.$tag" ]; then printf "already %s\\n" "$cur"; exit 0; fi',
+  '  if [ -f "$dir/etc-machine-id.$tag" ]; then',
+  // Done before, perhaps cut short after systemd-machine-id-setup: finish the dbus copy and the log line.
+  '    mkdir -p /var/lib/dbus; cmp -s /etc/machine-id /var/lib/dbus/machine-id || cp /etc/machine-id /var/lib/dbus/machine-id',
+  '    grep -q " $tag $old " "$dir/regenerated.log" 2>/dev/null || printf "%s %s %s %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$tag" "$old" "$cur" >> "$dir/regenerated.log"',
+  '    printf "already %s\\n" "$cur"; exit 0',
+  '  fi',
   '  echo "/etc/machine-id is $cur, not $old as planned: changed since the plan" >&2; exit 3',
   'fi',
   'if [ -z "$cur" ] && [ ! -f "$dir/etc-machine-id.$tag" ]; then echo "/etc/machine-id is missing or empty and there is no backup from this run" >&2; exit 3; fi',

@@ -204,6 +204,8 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
     const undo: Array<{ what: string; run: () => Promise<string> }> = [];
     const resumed: string[] = [];
     try {
+      // Checked before anything is touched (a node grouped only by its weave MAC has no id to replace).
+      if (!planned.machineId) throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message: `${node} had no readable machine-id when planned`, nonRetryable: true });
       step(NodeStep.CheckingBudget);
       await acts.checkBudget({ cluster: input.cluster, node, maxUnavailable: input.maxUnavailable });
       step(NodeStep.Cordoning);
@@ -211,19 +213,23 @@ export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResu
       if (!wasCordoned) {
         undo.push({ what: `uncordon ${node}`, run: async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, audit, step: 'undo-uncordon' })).reason });
       }
+      // Again, now that this node is cordoned: two runs that passed the first check at the
+      // same moment on different nodes each see the other's cordon here, and stop.
+      step(NodeStep.CheckingBudget);
+      await acts.checkBudget({ cluster: input.cluster, node, maxUnavailable: input.maxUnavailable });
       step(NodeStep.Draining);
       await longActs.drain({ cluster: input.cluster, node, timeoutMs: input.drainTimeoutMs, deleteEmptyDirData: input.deleteEmptyDirData, force: input.force, audit });
       const before = await acts.readIdentity({ cluster: input.cluster, node });
+      // From here the node's id may be half replaced or the node down: its undo uncordons only
+      // a node that is back on a new boot (with the new id in effect).
+      const uncordonUndo = undo.find((u) => u.what === `uncordon ${node}`);
+      if (uncordonUndo) uncordonUndo.run = async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, rebootedFrom: before.bootId, audit, step: 'undo-uncordon' })).reason;
       step(NodeStep.RegeneratingId);
-      if (!planned.machineId) throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message: `${node} had no readable machine-id when planned`, nonRetryable: true });
       const regen = await acts.regenerateMachineId({ cluster: input.cluster, node, runTag: tag, oldId: planned.machineId, audit });
       if (regen.already) resumed.push('machine-id');
       // No undo: restoring the cloned id would bring the collision back. The old ids stay in
       // /var/lib/kubemend/machine-id on the node.
       step(NodeStep.Rebooting);
-      // From here the node may be down: its undo uncordons only a node back on a new boot.
-      const uncordonUndo = undo.find((u) => u.what === `uncordon ${node}`);
-      if (uncordonUndo) uncordonUndo.run = async () => (await acts.uncordon({ cluster: input.cluster, node, runId, onlyIfReady: true, rebootedFrom: before.bootId, audit, step: 'undo-uncordon' })).reason;
       const rebooted = await acts.reboot({ cluster: input.cluster, node, bootIdBefore: before.bootId, audit });
       if (rebooted.alreadyRebooted) resumed.push('reboot');
       step(NodeStep.WaitingForNode);
