@@ -331,3 +331,42 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
     await admin.end();
   }
 }, 600_000);
+
+test('two runs on different nodes at once, budget 1: never both nodes out; what is refused is exit 3 and left schedulable', async () => {
+  const id = ssh('node1', 'cat /etc/machine-id').trim();
+  for (const n of ['node2', 'node3']) {
+    ssh(n, `printf '%s\\n' ${id} > /etc/machine-id && cp /etc/machine-id /var/lib/dbus/machine-id`);
+    await requestReboot(dir, n);
+  }
+  worker ??= await startWorker(loadTestConfig(config)); // the crash test stopped the suite's worker
+  const regenBefore = names.map(regenerations);
+  // Watch the Nodes while both runs go: how many are cordoned by kubemend at once.
+  let most = 0;
+  let watching = true;
+  const watch = (async () => {
+    while (watching) {
+      const items = json<{ items: Array<{ metadata: { annotations: Record<string, string> } }> }>(['get', 'nodes']).items;
+      most = Math.max(most, items.filter((n) => n.metadata.annotations['kubemend.io/cordoned-by']).length);
+      await sleep(100);
+    }
+  })();
+  let a, b;
+  try {
+    [a, b] = await Promise.all(['node2', 'node3'].map((n) => runCli(['--config', config, 'run', 'machine-id', '--cluster', 'lab', '--node', n, '--auto-approve'], {}, 100_000)));
+  } finally {
+    watching = false;
+    await watch;
+  }
+  const codes = [a.code, b.code].sort();
+  expect([[0, 3], [3, 3]]).toContainEqual(codes);
+  for (const r of [a, b].filter((x) => x.code === 3)) expect(r.stderr).toMatch(/kubemend: refused: the disruption budget allows 1 node\(s\) out of service and 1 already are \(node[23]: cordoned by machine-id-lab-/);
+  // At most one node fixed, and then only that one regenerated.
+  const fixed = [a, b].filter((x) => x.code === 0).length;
+  expect(names.map(regenerations).reduce((x, y) => x + y, 0) - regenBefore.reduce((x, y) => x + y, 0)).toBe(fixed);
+  // Both runs may have cordoned at the same moment (then both refused, and both undid it);
+  // never did both nodes get past that second check.
+  expect(most).toBeLessThanOrEqual(2);
+  if (most === 2) expect(codes).toEqual([3, 3]);
+  const nodes = json<{ items: Array<{ spec: { unschedulable?: boolean } }> }>(['get', 'nodes']).items;
+  expect(nodes.map((n) => n.spec.unschedulable ?? false)).toEqual([false, false, false]);
+}, 180_000);
