@@ -12,8 +12,6 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 /** A run's tag in backup file names: derived from the run ID, letters, digits and '-'. */
 const TAG = /^[A-Za-z0-9][A-Za-z0-9-]{0,200}$/;
 
-export const isMachineId = (s: string) => MACHINE_ID.test(s);
-
 /** Reads the node's ids, boot id, weave MAC and weave's collision count: key value lines behind a marker. */
 export const IDENTITY_SCRIPT = [
   'm=$1',
@@ -103,5 +101,3 @@ export function parseRegenerate(stdout: string): { newId: string; already: boole
 
 /** Asks the node to reboot (systemd's orderly reboot). The caller checks the boot id first. */
 export const REBOOT_ARGV = ['systemctl', 'reboot'];
-
-export const isBootId = (s: string) => BOOT_ID.test(s);

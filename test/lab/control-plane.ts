@@ -47,7 +47,7 @@ export interface ControlPlaneInfo {
 }
 
 const cpDir = (dir: string) => join(dir, 'cp');
-export const cpMarker = (dir: string, component: string) => `kmlab-cp ${dir} ${component}`;
+const cpMarker = (dir: string, component: string) => `kmlab-cp ${dir} ${component}`;
 
 /** The control plane's files, when the lab has one (written before any process starts). */
 export function controlPlaneInfo(dir: string): ControlPlaneInfo | undefined {
