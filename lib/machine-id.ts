@@ -3,6 +3,7 @@
  * or the weave MAC derived from it), which of them to fix and in what order, and the exact
  * commands a fix runs on a node. No I/O: unit-tested in test/unit/machine-id.test.ts.
  */
+import type { Finding } from './findings';
 import { fnv1a } from './hash';
 
 export interface NodeIdentity {
@@ -133,4 +134,32 @@ export function planMachineIdFix(nodes: readonly NodeIdentity[], opts: PlanOptio
  */
 export function remainingCollisions(nodes: readonly NodeIdentity[]): string[] {
   return sharedIdentityGroups(nodes).map((g) => `${g.nodes.join(', ')} share ${g.shared.join(' and ')}`);
+}
+
+/**
+ * Seed 000's detector: one finding per node that shares an identity with another. The
+ * runbook's detect and `kubemend diagnose` both use it.
+ */
+export function detectSharedIdentity(nodes: readonly (NodeIdentity & { collisions?: number | null })[]): Finding[] {
+  const out: Finding[] = [];
+  for (const g of sharedIdentityGroups(nodes)) {
+    for (const name of g.nodes) {
+      const n = nodes.find((x) => x.name === name)!;
+      const others = g.nodes.filter((x) => x !== name);
+      out.push({
+        seed: '000',
+        remediation: 'machine-id',
+        node: name,
+        signature: 'local and remote peer names collision',
+        evidence: [
+          `shares ${g.shared.join(' and ')} with ${others.join(', ')}`,
+          ...(n.machineId ? [`/etc/machine-id ${n.machineId}`] : []),
+          ...(n.weaveMac ? [`weave MAC ${n.weaveMac}`] : []),
+          ...(n.collisions ? [`weave status connections: ${n.collisions} connection(s) refused for a peer names collision`] : []),
+        ],
+        fixable: true,
+      });
+    }
+  }
+  return out;
 }
