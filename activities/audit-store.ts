@@ -17,6 +17,8 @@ import type { Config } from '../lib/config';
 /** The narrow port activities depend on. */
 export interface AuditPort {
   append(input: AuditInput): Promise<{ seq: number; duplicate: boolean }>;
+  /** Records matching the filter, oldest first (the newest `limit` of them). */
+  list(filter: AuditFilter): Promise<AuditRecord[]>;
 }
 
 export interface AuditFilter {
@@ -24,6 +26,8 @@ export interface AuditFilter {
   node?: string;
   remediation?: string;
   workflowId?: string;
+  /** Only records of these steps. */
+  steps?: string[];
   /** ISO 8601; records at or after it. */
   since?: string;
   limit?: number;
@@ -253,6 +257,10 @@ export class AuditStore implements AuditPort {
     if (f.node) add('node = ?', f.node);
     if (f.remediation) add('remediation = ?', f.remediation);
     if (f.workflowId) add('workflow_id = ?', f.workflowId);
+    if (f.steps) {
+      const marks = f.steps.map((st) => (params.push(st), `$${params.length}`));
+      where.push(marks.length ? `step IN (${marks.join(', ')})` : '1 = 0');
+    }
     if (f.since) add('recorded_at >= ?', f.since);
     params.push(f.limit ?? 1000);
     const rows = await this.sql.query<Row>(`SELECT * FROM audit_records${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT $${params.length}`, params);

@@ -1,5 +1,5 @@
 /** Errors the CLI turns into a message and a documented exit code, never a stack trace. */
-import { ExitCode } from '../lib/failures';
+import { ExitCode, REFUSAL_FAILURES } from '../lib/failures';
 
 export class CliError extends Error {
   constructor(message: string, readonly exitCode: number = ExitCode.BadInput) {
@@ -9,4 +9,4 @@ export class CliError extends Error {
 }
 
 /** Failure types a workflow raises when a safety rule refused the run (exit 3). */
-export const REFUSAL_TYPES: ReadonlySet<string> = new Set(['LockHeld', 'BudgetExhausted', 'NodeExcluded', 'DrainRefused']);
+export const REFUSAL_TYPES: ReadonlySet<string> = new Set(REFUSAL_FAILURES);

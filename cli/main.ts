@@ -10,13 +10,14 @@ import { CliError } from './errors';
 import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
 import { serverCommand } from './server';
 import { auditListCommand, auditShowCommand, auditVerifyCommand } from './audit';
+import { breakerResetCommand, breakerStatusCommand } from './breaker';
 
 const EXIT_CODES_HELP = `
 Exit codes:
   0  success
   1  the remediation failed (or a node could not be probed)
   2  bad input or config: nothing was started or changed
-  3  refused by a safety rule (node lock held, disruption budget exhausted)
+  3  refused by a safety rule (node lock held, disruption budget exhausted, circuit breaker open)
 
 Config: --config FILE or $KUBEMEND_CONFIG (YAML).`;
 
@@ -129,6 +130,23 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .description('check the hash chain; exit 1 naming the first record where it breaks')
     .option('--json', 'machine-readable output', false)
     .action(act(async (o: { json?: boolean }) => auditVerifyCommand(loadConfig(globals()), o, out)));
+
+  const breaker = program
+    .command('breaker')
+    .description("a cluster's circuit breaker: after policy.maxFailures failed runs within policy.failureWindow, new runs are refused until a reset");
+  breaker
+    .command('status')
+    .description('open or closed, the failed runs that count, the last reset (exit 0 either way)')
+    .requiredOption('--cluster <name>', 'cluster from the config')
+    .option('--json', 'machine-readable output', false)
+    .action(act(async (o: Record<string, unknown>) => breakerStatusCommand(loadConfig(globals()), o, out)));
+  breaker
+    .command('reset')
+    .description('let runs start again on a cluster (recorded in the audit trail); earlier failures no longer count')
+    .requiredOption('--cluster <name>', 'cluster from the config')
+    .option('--actor <name>', 'who resets it (default: your OS user)')
+    .option('--reason <text>', 'why (what was found and fixed)')
+    .action(act(async (o: Record<string, unknown>) => breakerResetCommand(loadConfig(globals()), o, out)));
 
   return { program, exitCode: () => exitCode };
 }

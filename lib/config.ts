@@ -12,6 +12,39 @@ const hostPort = z.string().refine((v) => /^[A-Za-z0-9.-]+:\d{1,5}$/.test(v) || 
 });
 const identifier = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be 1-200 of A-Z a-z 0-9 . _ - (no spaces)');
 
+/**
+ * The webhook's URL is a secret (whoever has a Slack webhook URL can post to the channel), so
+ * it stays in the worker: give it from a file (`urlFile`, e.g. a mounted secret, read at each
+ * send so it can be rotated), from an environment variable (`urlEnv`), or inline (`url`).
+ * Errors never echo it.
+ */
+const WebhookSchema = z
+  .object({
+    url: z.string().refine(isWebhookUrl, 'must be an http:// or https:// URL (the value is not shown: it is a secret)').optional(),
+    urlFile: filePath.optional(),
+    urlEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name').optional(),
+    /** Per attempt. */
+    timeout: durationMs({ min: 100, max: 60_000 }).default(5000),
+    /** Attempts per notification, inside one activity (a failed webhook never fails the run). */
+    attempts: z.number().int().min(1).max(5).default(3),
+  })
+  .strict()
+  .superRefine((w, ctx) => {
+    const given = (['url', 'urlFile', 'urlEnv'] as const).filter((k) => w[k] !== undefined);
+    if (given.length !== 1) ctx.addIssue({ code: 'custom', message: `set exactly one of url, urlFile, urlEnv${given.length ? ` (got ${given.join(', ')})` : ''}` });
+  });
+
+/** An absolute http(s) URL with a host, without credentials or spaces. */
+export function isWebhookUrl(v: string): boolean {
+  if (!/^https?:\/\/\S+$/.test(v)) return false;
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && !u.username && !u.password;
+  } catch {
+    return false;
+  }
+}
+
 /** SSH settings; each can be given per cluster (defaults) and overridden per node. */
 const sshFields = {
   port: port.optional(),
@@ -87,9 +120,14 @@ export const ConfigSchema = z
         approvalRequired: z.boolean().default(true),
         approvalTimeout: durationMs({ min: 1000, max: 7 * 86_400_000 }).default(3_600_000),
         drainTimeout: durationMs({ min: 1000, max: 86_400_000 }).default(600_000),
+        /** Circuit breaker: this many failed runs on one cluster within failureWindow refuse new runs until a reset; 0 turns it off. */
+        maxFailures: z.number().int().min(0).max(100).default(3),
+        failureWindow: durationMs({ min: 1000, max: 30 * 86_400_000 }).default(3_600_000),
       })
       .strict()
-      .default({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000 }),
+      .default({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000, maxFailures: 3, failureWindow: 3_600_000 }),
+    /** Where kubemend tells people about runs: a Slack-compatible incoming webhook (optional). */
+    notifications: z.object({ webhook: WebhookSchema.optional() }).strict().default({}),
     /**
      * The audit trail of applied fixes. sqlite (the embedded default): a file the worker
      * writes and the CLI reads. postgres: a database the worker and CLI reach by URL.
@@ -191,6 +229,8 @@ export function parseConfig(
   });
   cfg.server.dbFile = opts.resolvePath(cfg.server.dbFile);
   if (cfg.audit.store === 'sqlite') cfg.audit.path = opts.resolvePath(cfg.audit.path);
+  const hook = cfg.notifications.webhook;
+  if (hook?.urlFile) hook.urlFile = opts.resolvePath(hook.urlFile);
   if (problems.length) throw new ConfigError(problems, opts.source);
   return cfg;
 }

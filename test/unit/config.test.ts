@@ -33,7 +33,8 @@ describe('parseConfig', () => {
   test('applies defaults and resolves relative paths against the config directory', () => {
     const cfg: Config = parseConfig(base(), { resolvePath });
     expect(cfg.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'kubemend' });
-    expect(cfg.policy).toEqual({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000 });
+    expect(cfg.policy).toEqual({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000, maxFailures: 3, failureWindow: 3_600_000 });
+    expect(cfg.notifications).toEqual({});
     expect(cfg.ssh.commandTimeout).toBe(60_000);
     expect(cfg.clusters[0].ssh?.privateKeyPath).toBe('/etc/kubemend/id_ed25519');
     expect(cfg.server.dbFile).toBe('/etc/kubemend/.kubemend/temporal.db');
