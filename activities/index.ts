@@ -10,8 +10,13 @@ import type { ProbeNodeFacts } from '../lib/probe';
 import { parseProbeOutput, probeArgv, probeFacts } from '../lib/probe-script';
 import { kubeFailure, type KubePort } from './kube';
 import type { AuditPort } from './audit-store';
-import { createRemediationActivities, whileHeartbeating } from './remediation';
+import { createAuditActivities, createRecorder } from './audit';
+import { whileHeartbeating } from './heartbeat';
+import { createLifecycleActivities } from './node-lifecycle';
+import { createMachineIdActivities } from './machine-id';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
+import { createNotifyActivities } from './notify';
+import { createBreakerActivities } from './breaker';
 import type { SshPort } from './ssh';
 
 export interface ActivityDeps {
@@ -38,21 +43,28 @@ export function createActivities(deps: ActivityDeps) {
     return t;
   }
 
-  const remediation = createRemediationActivities({
-    ssh: deps.ssh,
-    audit: deps.audit,
-    target,
-    kube(cluster) {
-      clusterOf(cluster);
-      const k = deps.kube.cluster(cluster);
-      if (!k) throw badInput(`cluster ${cluster} has no kubeconfig in the worker's config: this remediation needs the Kubernetes API (cordon, drain)`);
-      return k;
-    },
-    kubeIfAny: (cluster) => deps.kube.cluster(cluster),
-  });
+  function kube(cluster: string) {
+    clusterOf(cluster);
+    const k = deps.kube.cluster(cluster);
+    if (!k) throw badInput(`cluster ${cluster} has no kubeconfig in the worker's config: this remediation needs the Kubernetes API (cordon, drain)`);
+    return k;
+  }
+  const record = createRecorder({ audit: deps.audit, kubeIfAny: (cluster) => deps.kube.cluster(cluster) });
 
   return {
-    ...remediation,
+    ...createAuditActivities(record),
+    ...createLifecycleActivities({ ssh: deps.ssh, target, kube, record }),
+    ...createMachineIdActivities({ ssh: deps.ssh, target, record }),
+    ...createNotifyActivities(deps), ...createBreakerActivities(deps),
+
+    /** A run's nodes (its --node selection, or all) and every node of the cluster, from the worker's config. */
+    async resolveRun(input: { cluster: string; nodes: string[] }): Promise<{ selected: string[]; all: string[] }> {
+      const c = clusterOf(input.cluster);
+      const picked = selectNodes(c, input.nodes);
+      if ('error' in picked) throw badInput(picked.error);
+      const all = selectNodes(c, []);
+      return { selected: picked.nodes, all: 'error' in all ? [] : all.nodes };
+    },
 
     /** The nodes a run targets, checked against the worker's config (the authority on inventory). */
     async resolveTargets(input: { cluster: string; nodes: string[] }): Promise<{ nodes: string[] }> {

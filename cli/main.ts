@@ -8,7 +8,7 @@ import { ExitCode } from '../lib/failures';
 import { type GlobalOptions, loadConfig } from './connect';
 import { CliError } from './errors';
 import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
-import { serverCommand } from './server';
+import { serverCommand, serverDefaults } from './server';
 import { auditListCommand, auditShowCommand, auditVerifyCommand } from './audit';
 import { breakerResetCommand, breakerStatusCommand } from './breaker';
 
@@ -42,7 +42,14 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
   program
     .command('server')
     .description('start the embedded Temporal dev server (SQLite on disk, Web UI)')
-    .action(act(async () => serverCommand(loadConfig(globals()))));
+    .action(act(async () => {
+      // Like `temporal server start-dev`: no config file needed; the defaults apply.
+      if (globals().config === undefined && !process.env.KUBEMEND_CONFIG) {
+        process.stderr.write('kubemend server: no config file (--config or $KUBEMEND_CONFIG): using the defaults\n');
+        return serverCommand(serverDefaults());
+      }
+      return serverCommand(loadConfig(globals()));
+    }));
 
   program
     .command('worker')

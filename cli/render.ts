@@ -3,6 +3,7 @@ import type { MachineIdPlan } from '../lib/machine-id';
 import type { ProbeNodeReport, ProbeReport } from '../lib/probe';
 import type { MachineIdResult } from '../lib/remediation-input';
 import type { RunStatus } from '../lib/run-status';
+import type { RunbookPlan } from '../lib/runbook';
 import type { IpRoute } from '../lib/node-facts';
 
 export interface ProgressSink {
@@ -80,13 +81,18 @@ export function probeText(r: ProbeReport): string {
 }
 
 /** The plan, as the approver reads it before `kubemend approve`. */
-export function planText(p: MachineIdPlan): string {
+export function planText(p: RunbookPlan): string {
   const lines = [`plan ${p.id}`];
-  for (const g of p.groups) lines.push(`  shared: ${g.nodes.join(', ')} (${g.shared.join('; ')})`);
-  if (p.keepers.length) lines.push(`  kept as they are: ${p.keepers.join(', ')}`);
+  for (const l of p.summary ?? []) lines.push(`  ${l}`);
+  // machine-id's plan: the shared groups and the member of each kept as it is.
+  const mid = p as Partial<MachineIdPlan>;
+  for (const g of mid.groups ?? []) lines.push(`  shared: ${g.nodes.join(', ')} (${g.shared.join('; ')})`);
+  if (mid.keepers?.length) lines.push(`  kept as they are: ${mid.keepers.join(', ')}`);
   for (const s of p.skipped) lines.push(`  skipped: ${s.name} (${s.reason})`);
   p.nodes.forEach((n, i) => {
-    lines.push(`  ${i + 1}. ${n.name} (${n.role}, machine-id ${n.machineId ?? '-'}, weave MAC ${n.weaveMac ?? '-'})`);
+    const m = n as Partial<MachineIdPlan['nodes'][number]>;
+    const ids = 'machineId' in m ? `, machine-id ${m.machineId ?? '-'}, weave MAC ${m.weaveMac ?? '-'}` : '';
+    lines.push(`  ${i + 1}. ${n.name} (${n.role}${ids})`);
     for (const s of n.steps) lines.push(`       ${s}`);
   });
   if (p.nodes.length === 0) lines.push('  nothing to fix');

@@ -29,8 +29,10 @@ import { machineIdText, planText, probeText, progressFor } from './render';
 
 export const REMEDIATIONS = ['probe', 'machine-id'] as const;
 /** The workflow type that runs each remediation. */
-const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'machineId' };
-const TYPE_TO_REMEDIATION = Object.fromEntries(Object.entries(WORKFLOW_TYPE).map(([k, v]) => [v, k]));
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId' };
+/** Workflow types of earlier versions, still shown by status and list (workflows/legacy/). */
+const LEGACY_TYPES: Record<string, string> = { machineId: 'machine-id' };
+const TYPE_TO_REMEDIATION: Record<string, string> = { ...LEGACY_TYPES, ...Object.fromEntries(Object.entries(WORKFLOW_TYPE).map(([k, v]) => [v, k])) };
 
 const RunArgs = z.object({
   remediation: z.enum(REMEDIATIONS, { error: (i) => `unknown remediation ${JSON.stringify(i.input)}; known: ${REMEDIATIONS.join(', ')}` }),
@@ -312,7 +314,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.failure) out.write(`  failure      ${view.failure}\n`);
     if (p?.plan && !view.result) out.write(`\n${planText(p.plan)}`);
     if (view.result && d.type === 'probe') out.write(`\n${probeText(view.result as ProbeReport)}`);
-    if (view.result && d.type === 'machineId') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
+    if (view.result && TYPE_TO_REMEDIATION[d.type] === 'machine-id') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
     return ExitCode.Ok;
   });
 }

@@ -5,8 +5,8 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import type { Config } from '../lib/config';
+import { dirname, join, resolve } from 'node:path';
+import { type Config, ConfigSchema } from '../lib/config';
 import { ExitCode } from '../lib/failures';
 import { SEARCH_ATTRIBUTES } from '../lib/search-attributes';
 import { TOOLS_BIN } from '../worker/paths';
@@ -16,7 +16,19 @@ export function temporalBinary(env: NodeJS.ProcessEnv = process.env): string {
   return env.KUBEMEND_TEMPORAL_BIN ?? join(TOOLS_BIN, 'temporal');
 }
 
-export function devServerArgs(cfg: Config): string[] {
+/** What the dev server needs of the config. */
+export type ServerConfig = Pick<Config, 'temporal' | 'server'>;
+
+/**
+ * The defaults, as `temporal server start-dev` has its own: with no config file at all,
+ * `kubemend server` starts on 127.0.0.1:7233 with its database in ./.kubemend/.
+ */
+export function serverDefaults(cwd = process.cwd()): ServerConfig {
+  const server = ConfigSchema.shape.server.parse(undefined);
+  return { temporal: ConfigSchema.shape.temporal.parse(undefined), server: { ...server, dbFile: resolve(cwd, server.dbFile) } };
+}
+
+export function devServerArgs(cfg: ServerConfig): string[] {
   const [host, port] = splitHostPort(cfg.temporal.address);
   return [
     'server', 'start-dev',
@@ -35,7 +47,7 @@ function splitHostPort(address: string): [string, string] {
   return [address.slice(0, i).replace(/^\[|\]$/g, ''), address.slice(i + 1)];
 }
 
-export async function serverCommand(cfg: Config): Promise<number> {
+export async function serverCommand(cfg: ServerConfig): Promise<number> {
   const bin = temporalBinary();
   if (!existsSync(bin)) throw new CliError(`Temporal CLI not found at ${bin}: build it with \`npm run tools\` (or set KUBEMEND_TEMPORAL_BIN)`);
   mkdirSync(dirname(cfg.server.dbFile), { recursive: true });

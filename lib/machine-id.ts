@@ -163,3 +163,18 @@ export function detectSharedIdentity(nodes: readonly (NodeIdentity & { collision
   }
   return out;
 }
+
+/**
+ * The plan the runbook's machine-id remediation approves: planMachineIdFix (unchanged, the
+ * frozen v1 workflow uses it too), with a node that has no readable machine-id moved to
+ * `skipped` (there is no id to replace: fail closed and leave it alone).
+ */
+export function planMachineIdRunbook(nodes: readonly NodeIdentity[], opts: PlanOptions): MachineIdPlan {
+  const base = planMachineIdFix(nodes, opts);
+  const unreadable = base.nodes.filter((n) => !n.machineId);
+  if (unreadable.length === 0) return base;
+  const planned = base.nodes.filter((n) => n.machineId);
+  const skipped = [...base.skipped, ...unreadable.map((n) => ({ name: n.name, reason: 'no readable /etc/machine-id (shares only its weave MAC): nothing to regenerate; look at the node by hand' }))];
+  const content = JSON.stringify({ groups: base.groups, keepers: base.keepers, planned: planned.map((p) => [p.name, p.machineId, p.weaveMac]), skipped });
+  return { ...base, id: fnv1a(content), nodes: planned, skipped };
+}

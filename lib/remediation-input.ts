@@ -7,15 +7,19 @@ import { z } from 'zod';
 import { clusterName, freeText, nodeName } from './patterns';
 import type { MachineIdPlan } from './machine-id';
 import { RetryInput } from './probe';
+import type { Finding } from './findings';
 
-export const MachineIdInput = z
+/**
+ * What every remediation on the shared runbook takes (workflows/runbook.ts): the target,
+ * who asks and why, the approval and the policy. A remediation extends it with its own flags.
+ */
+export const RunbookInput = z
   .object({
     cluster: clusterName,
     /** Nodes the run may touch; empty means every node in the worker's config. */
     nodes: z.array(nodeName).max(1000).default([]),
     requestedBy: freeText(200),
     reason: freeText(2000).optional(),
-    includeKeeper: z.boolean().default(false),
     dryRun: z.boolean().default(false),
     autoApprove: z.boolean().default(false),
     approvalTimeoutMs: z.number().int().min(1000).max(7 * 86_400_000).default(3_600_000),
@@ -30,6 +34,10 @@ export const MachineIdInput = z
     retry: RetryInput.default({ initialIntervalMs: 1000, maximumIntervalMs: 30_000, maximumAttempts: 5 }),
   })
   .strict();
+export type RunbookInput = z.input<typeof RunbookInput>;
+
+/** machine-id (seed 000): the runbook's input and whether the keeper of each group is fixed too. */
+export const MachineIdInput = RunbookInput.extend({ includeKeeper: z.boolean().default(false) }).strict();
 export type MachineIdInput = z.input<typeof MachineIdInput>;
 
 /** `kubemend approve`: names the plan it approves, so an approval of a plan that changed is refused. */
@@ -66,6 +74,10 @@ export interface FixedNode {
 
 export interface MachineIdResult {
   cluster: string;
+  /** Set by runs on the shared runbook (absent in runs of the frozen v1 workflow). */
+  remediation?: string;
+  /** What detect found before the plan (runbook runs only). */
+  findings?: Finding[];
   outcome: 'nothing to do' | 'planned (dry run)' | 'fixed';
   planId: string | null;
   plan: MachineIdPlan | null;

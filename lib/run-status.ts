@@ -1,5 +1,5 @@
 /** What `kubemend status` shows: the run's phase and each node's phase, served by a workflow query. */
-import type { MachineIdPlan } from './machine-id';
+import type { RunbookPlan } from './runbook';
 
 export interface NodeStatus {
   phase: string;
@@ -12,7 +12,7 @@ export interface RunStatus {
   phase: string;
   nodes: Record<string, NodeStatus>;
   /** The plan a remediation waits for approval of (its id is what `kubemend approve` names). */
-  plan?: MachineIdPlan;
+  plan?: RunbookPlan;
   /** What the undo steps did after a failure or cancel. */
   compensations?: string[];
 }

@@ -1,3 +1,6 @@
 // Every workflow kubemend's worker registers. Workflow code is deterministic: see ../README.md.
 export { probe, statusQuery } from './probe';
-export { machineId, nodeLock } from './machine-id';
+export { nodeLock } from './lock';
+export { remediateMachineId } from './machine-id';
+// Frozen: started by kubemend before the shared runbook; kept so such runs finish and replay.
+export { machineId } from './legacy/machine-id-v1';

@@ -82,7 +82,7 @@ test('--dry-run prints the plan and changes nothing on any node or in the API', 
   const records = await auditOf(runIdFrom(r.stderr));
   expect(records.map((x) => [x.step, x.outcome])).toEqual([['plan', 'dry-run']]);
   expect(records[0].action).toBe('plan only (--dry-run): nothing is changed');
-  recordHistory(runIdFrom(r.stderr), 'machine-id-dry-run.json');
+  recordHistory(runIdFrom(r.stderr), 'remediate-machine-id-dry-run.json');
 });
 
 test('a second run on a node another run holds is refused with exit 3, naming the holder; a stale approval is refused', async () => {
@@ -180,7 +180,7 @@ test('3 cloned nodes: after an approved run every machine-id and weave MAC is un
   expect(json<{ metadata: { annotations: Record<string, string> } }>(['get', 'node', 'node2']).metadata.annotations['kubemend.io/last-remediation']).toMatch(new RegExp(`^machine-id ${runId} applied `));
   const verify = await runCli(['--config', config, 'audit', 'verify']);
   expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^audit chain intact: \d+ record\(s\) in sqlite /)]);
-  recordHistory(runId, 'machine-id-fixed.json');
+  recordHistory(runId, 'remediate-machine-id-fixed.json');
   recordHistory(lockId('lab', 'node2'), 'node-lock.json'); // the lock child, terminated when its run closed
 });
 
@@ -217,7 +217,7 @@ test('a PodDisruptionBudget that blocks the drain: the drain times out, the node
     expect(st?.nodes.node3.phase).toBe('Failed');
     expect(st?.compensations).toEqual(['uncordon node3: uncordoned']);
     const trail = await auditOf(runId);
-    expect(trail.map((x) => [x.step, x.outcome])).toEqual([['plan', 'planned'], ['approval', 'approved'], ['node3/cordon', 'applied'], ['node3/undo-uncordon', 'applied'], ['node3/failed', 'failed']]);
+    expect(trail.map((x) => [x.step, x.outcome])).toEqual([['plan', 'planned'], ['approval', 'approved'], ['node3/cordon', 'applied'], ['node3/undo-uncordon', 'applied'], ['node3/failed', 'failed'], ['run/failed', 'failed']]);
     expect(trail[4].error).toMatch(/^DrainTimedOut: /);
     // Nothing else was touched: same id, same boot, schedulable, the pod still there.
     expect(ssh('node3', 'cat /etc/machine-id').trim()).toBe(cloned);
@@ -278,7 +278,7 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
   const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
   let restarts = 0;
   try {
-    const handle = await client.workflow.start('machineId', {
+    const handle = await client.workflow.start('remediateMachineId', {
       workflowId: `machine-id-lab-crash-${randomBytes(3).toString('hex')}`,
       taskQueue: cfg.temporal.taskQueue,
       args: [{ cluster: 'lab', requestedBy: 'crash test', autoApprove: true, heartbeatTimeoutMs: 3000, activityTimeoutMs: 60_000, drainTimeoutMs: 60_000, rebootTimeoutMs: 60_000, retry: { initialIntervalMs: 500, maximumIntervalMs: 2000, maximumAttempts: 20 } }],
@@ -305,7 +305,7 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
     expect(result!.nodes.map((n) => n.name)).toEqual(['node2', 'node3']);
     // Crashed once after every kind of step, and each time a new worker carried on.
     const crashedAfter = readFileSync(crashLog, 'utf8').split('\n').filter(Boolean);
-    expect(crashedAfter).toEqual(expect.arrayContaining(['resolveTargets', 'readIdentity', 'listClusterNodes', 'checkClusterHealth', 'checkBudget', 'cordon', 'drain', 'regenerateMachineId', 'reboot', 'waitForReturn', 'uncordon']));
+    expect(crashedAfter).toEqual(expect.arrayContaining(['resolveRun', 'checkBreaker', 'listClusterNodes', 'readIdentities', 'checkClusterHealth', 'checkBudget', 'cordon', 'drain', 'readBootId', 'regenerateMachineId', 'reboot', 'waitForReturn', 'uncordon', 'recordAudit']));
     expect(restarts).toBe(crashedAfter.length);
     // Exactly once each, although the step's completion was lost every first time.
     expect(names.map(regenerations)).toEqual([regenBefore[0], regenBefore[1] + 1, regenBefore[2] + 1]);

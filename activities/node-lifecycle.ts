@@ -1,61 +1,47 @@
 /**
- * Activities of the remediations: thin adapters over SSH and the Kubernetes API. Each one
- * checks the node or object first and does nothing it has already done, so Temporal may
- * retry or replay it after a crash without repeating a destructive action. Decisions
- * (what to evict, whether the budget allows a node) are pure functions in lib/.
+ * Node lifecycle, shared by every remediation on the runbook: the budget, cordon, drain,
+ * uncordon, reboot and the wait for a node to come back. Thin adapters over SSH and the
+ * Kubernetes API; each checks the node or object first and does nothing it has already
+ * done, so Temporal may retry or replay it after a crash without repeating a destructive
+ * action. Decisions (what to evict, whether the budget allows a node) are pure, in lib/.
  */
-import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Context } from '@temporalio/activity';
 import { ApiException, PatchStrategy, setHeaderOptions, type V1Node } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/common';
+import { AuditReason } from '../lib/audit';
 import { type ClusterNode, clusterHealthy, CORDONED_BY_ANNOTATION, mayDisrupt } from '../lib/budget';
 import type { NodeTarget } from '../lib/config';
 import { drainDecision, type DrainOptions } from '../lib/drain';
 import { Failure } from '../lib/failures';
+import { parseBootId } from '../lib/node-facts';
 import { nodeObjectFacts } from '../lib/node-object';
-import { identityArgv, type NodeIdentityReading, parseIdentity, parseRegenerate, REBOOT_ARGV, regenerateArgv, UNEXPECTED_STATE_EXIT } from '../lib/node-scripts';
+import { REBOOT_ARGV } from '../lib/node-scripts';
+import type { AuditContext } from '../lib/remediation-input';
+import type { Recorder } from './audit';
+import { whileHeartbeating } from './heartbeat';
 import { apiMessage, type KubeCluster, kubeFailure } from './kube';
 import type { SshPort } from './ssh';
-import type { AuditPort } from './audit-store';
-import { AuditReason, type Outcome } from '../lib/audit';
-import type { AuditContext } from '../lib/remediation-input';
-import { createHash } from 'node:crypto';
-import { hostname } from 'node:os';
 
-/** On the Node: the last kubemend run that changed it, its outcome and when. */
-export const LAST_RUN_ANNOTATION = 'kubemend.io/last-remediation';
-
-export interface RemediationContext {
+export interface LifecycleContext {
   ssh: SshPort;
-  audit: AuditPort;
   target(cluster: string, node: string): NodeTarget;
   /** The cluster's API client; refuses (non-retryable) when the config gives it no kubeconfig. */
   kube(cluster: string): KubeCluster;
-  /** The cluster's API client, or undefined (for best-effort Events). */
-  kubeIfAny(cluster: string): KubeCluster | undefined;
+  record: Recorder;
 }
 
 const fail = (type: string, message: string, nonRetryable = true) => ApplicationFailure.create({ type, message, nonRetryable });
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
-/** Heartbeats every second while `fn` runs, so cancellation reaches it and a hang is noticed. */
-export async function whileHeartbeating<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ctx = Context.current();
-  ctx.heartbeat();
-  const timer = setInterval(() => ctx.heartbeat(), 1000);
-  try {
-    return await fn(ctx.cancellationSignal);
-  } finally {
-    clearInterval(timer);
-  }
-}
+/** The kernel's boot id: a new one after every boot. */
+const BOOT_ID_ARGV = ['cat', '/proc/sys/kernel/random/boot_id'] as const;
 
-function toClusterNode(n: V1Node): ClusterNode {
+export function toClusterNode(n: V1Node): ClusterNode {
   return { name: n.metadata?.name ?? '', ...nodeObjectFacts(n), cordonedBy: n.metadata?.annotations?.[CORDONED_BY_ANNOTATION] ?? null };
 }
 
-export function createRemediationActivities(rc: RemediationContext) {
+export function createLifecycleActivities(rc: LifecycleContext) {
+  const record = rc.record;
   async function api<T>(what: string, call: () => Promise<T>): Promise<T> {
     try {
       return await call();
@@ -67,92 +53,12 @@ export function createRemediationActivities(rc: RemediationContext) {
   const readRawNode = (cluster: string, node: string) => api(`reading Node ${node}`, () => rc.kube(cluster).core.readNode({ name: node }));
   const readNode = async (cluster: string, node: string) => toClusterNode(await readRawNode(cluster, node));
 
-  async function identity(cluster: string, node: string, signal?: AbortSignal): Promise<NodeIdentityReading> {
-    const marker = randomBytes(16).toString('hex');
-    const r = await rc.ssh.withSession(rc.target(cluster, node), (s) => s.run(identityArgv(marker)), signal);
-    const parsed = parseIdentity(r.stdout, marker);
-    if ('error' in parsed) throw fail(Failure.ProbeNoOutput, `${node}: ${parsed.error}`);
-    return parsed;
-  }
-
-  interface Step {
-    cluster: string;
-    node: string;
-    /** Unique within the run: the record's idempotency key is the run's ID and this. */
-    step: string;
-    action: string;
-    before?: unknown;
-    after?: unknown;
-    outcome: Outcome;
-    error?: string;
-    /** A Kubernetes Event on the Node with this reason (an AuditReason) and message. */
-    event?: { reason: string; message: string; warning?: boolean };
-    /** Sets kubemend.io/last-remediation on the Node. */
-    annotate?: boolean;
-  }
-
-  /**
-   * One audit record per step (a retry finds its key and writes nothing), and the same
-   * story on the Node: an Event and, at the end, the last-run annotation. The API side is
-   * best effort: the record is the trail; a failed Event is noted in the record's error.
-   */
-  async function record(ctx: AuditContext, s: Step): Promise<void> {
-    const info = Context.current().info;
-    const workflowId = info.workflowExecution?.workflowId ?? 'unknown';
-    const temporalRunId = info.workflowExecution?.runId ?? 'unknown';
-    // Activity retries share the run ID, so a retry writes nothing; a reset run's steps are new.
-    const key = `${workflowId}/${temporalRunId}/${s.step}`;
-    const problems: string[] = [];
-    if (s.event || s.annotate) {
-      const k = rc.kubeIfAny(s.cluster);
-      if (k && s.event) {
-        const now = new Date();
-        const name = `${s.node}.kubemend-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
-        try {
-          await k.core.createNamespacedEvent({
-            namespace: 'default',
-            body: {
-              metadata: { name, namespace: 'default' },
-              involvedObject: { apiVersion: 'v1', kind: 'Node', name: s.node, uid: s.node },
-              reason: s.event.reason,
-              message: `${s.event.message} (run ${workflowId}, by ${ctx.actor}${ctx.reason ? `: ${ctx.reason}` : ''})`.slice(0, 1000),
-              type: s.event.warning ? 'Warning' : 'Normal',
-              source: { component: 'kubemend' },
-              reportingComponent: 'kubemend',
-              reportingInstance: hostname(),
-              firstTimestamp: now,
-              lastTimestamp: now,
-              count: 1,
-            },
-          });
-        } catch (err) {
-          if (!(err instanceof ApiException && err.code === 409)) problems.push(`event not created: ${(err as Error).message.slice(0, 200)}`);
-        }
-      }
-      if (k && s.annotate) {
-        try {
-          await k.core.patchNode({ name: s.node, body: { metadata: { annotations: { [LAST_RUN_ANNOTATION]: `${ctx.remediation} ${workflowId} ${s.outcome} ${new Date().toISOString()}` } } } }, mergePatch);
-        } catch (err) {
-          problems.push(`annotation not set: ${(err as Error).message.slice(0, 200)}`);
-        }
-      }
-    }
-    await rc.audit.append({
-      idempotencyKey: key,
-      actor: ctx.actor,
-      reason: ctx.reason,
-      cluster: s.cluster,
-      node: s.node,
-      remediation: ctx.remediation,
-      workflowId,
-      runId: temporalRunId,
-      step: s.step,
-      action: s.action,
-      before: s.before ?? null,
-      after: s.after ?? null,
-      outcome: s.outcome,
-      error: [s.error ?? '', ...problems].filter(Boolean).join('; '),
-    });
+  async function bootId(cluster: string, node: string, signal?: AbortSignal): Promise<string> {
+    const r = await rc.ssh.withSession(rc.target(cluster, node), (s) => s.run(BOOT_ID_ARGV), signal);
+    const parsed = parseBootId(r.stdout);
+    // e.g. a forced command ran instead of ours: nothing was read.
+    if (!parsed.ok) throw fail(Failure.ProbeNoOutput, `${node}: ${parsed.problem}`);
+    return parsed.value;
   }
 
   /**
@@ -216,14 +122,14 @@ export function createRemediationActivities(rc: RemediationContext) {
     // After a reboot, a Ready condition can be stale for the node monitor's grace period:
     // the node must answer SSH on a new boot, and its kubelet must report that boot.
     if (input.rebootedFrom) {
-      let bootId: string;
+      let now: string;
       try {
-        bootId = (await identity(input.cluster, input.node)).bootId;
+        now = await bootId(input.cluster, input.node);
       } catch (err) {
         return { uncordoned: false, reason: `left cordoned: the node does not answer since its reboot (${(err as Error).message.slice(0, 200)})` };
       }
-      if (bootId === input.rebootedFrom) return { uncordoned: false, reason: 'left cordoned: the node has not rebooted as planned' };
-      if (n.bootId !== bootId) return { uncordoned: false, reason: `left cordoned: its kubelet has not reported the new boot (${bootId}) yet` };
+      if (now === input.rebootedFrom) return { uncordoned: false, reason: 'left cordoned: the node has not rebooted as planned' };
+      if (n.bootId !== now) return { uncordoned: false, reason: `left cordoned: its kubelet has not reported the new boot (${now}) yet` };
     }
     await api(`uncordoning ${input.node}`, () =>
       rc.kube(input.cluster).core.patchNode({ name: input.node, body: { metadata: { resourceVersion: raw.metadata?.resourceVersion, annotations: { [CORDONED_BY_ANNOTATION]: null } }, spec: { unschedulable: null } } }, mergePatch),
@@ -232,11 +138,6 @@ export function createRemediationActivities(rc: RemediationContext) {
   }
 
   return {
-    /** Ids, boot id, weave MAC and weave's collision count of one node (read-only). */
-    async readIdentity(input: { cluster: string; node: string }): Promise<NodeIdentityReading> {
-      return whileHeartbeating((signal) => identity(input.cluster, input.node, signal));
-    },
-
     /** The cluster's Nodes as the budget sees them (read-only). */
     async listClusterNodes(input: { cluster: string }): Promise<ClusterNode[]> {
       return whileHeartbeating(() => listNodes(input.cluster));
@@ -256,6 +157,17 @@ export function createRemediationActivities(rc: RemediationContext) {
       const nodes = await whileHeartbeating(() => listNodes(input.cluster));
       const verdict = mayDisrupt(nodes, input.node, input.maxUnavailable);
       if (!verdict.ok) throw fail(/exclude/.test(verdict.reason) ? Failure.NodeExcluded : Failure.BudgetExhausted, verdict.reason);
+    },
+
+    /** Refuses a node labelled kubemend.io/exclude=true (for fixes that do not take the node out of service). */
+    async checkExcluded(input: { cluster: string; node: string }): Promise<void> {
+      const n = await whileHeartbeating(() => readNode(input.cluster, input.node));
+      if (n.excluded) throw fail(Failure.NodeExcluded, `${input.node} is labelled kubemend.io/exclude=true`);
+    },
+
+    /** The node's boot id, read before a step that reboots it. */
+    async readBootId(input: { cluster: string; node: string }): Promise<{ bootId: string }> {
+      return { bootId: await whileHeartbeating((signal) => bootId(input.cluster, input.node, signal)) };
     },
 
     /** Cordons the node for this run (see cordonOnce). */
@@ -326,39 +238,15 @@ export function createRemediationActivities(rc: RemediationContext) {
     },
 
     /**
-     * Regenerates the node's machine-id once per run (see REGENERATE_SCRIPT): old id backed
-     * up, both files removed, systemd-machine-id-setup, dbus copy made to agree.
-     */
-    async regenerateMachineId(input: { cluster: string; node: string; runTag: string; oldId: string; audit: AuditContext }): Promise<{ newId: string; already: boolean }> {
-      return whileHeartbeating(async (signal) => {
-        const r = await rc.ssh.withSession(rc.target(input.cluster, input.node), (s) => s.run(regenerateArgv(input.runTag, input.oldId), { check: false }), signal);
-        if (r.exitCode === UNEXPECTED_STATE_EXIT) throw fail(Failure.NodeStateUnexpected, `${input.node}: ${r.stderr.trim()}`);
-        const parsed = r.exitCode === 0 ? parseRegenerate(r.stdout) : undefined;
-        if (!parsed) throw fail(Failure.CommandFailed, `regenerating the machine-id on ${input.node} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(0, 500)}`);
-        await record(input.audit, {
-          cluster: input.cluster,
-          node: input.node,
-          step: `${input.node}/machine-id`,
-          action: r.command,
-          before: { machineId: input.oldId, backup: `/var/lib/kubemend/machine-id/etc-machine-id.${input.runTag}` },
-          after: { machineId: parsed.newId },
-          outcome: parsed.already ? 'already-done' : 'applied',
-          event: { reason: AuditReason.MachineIdRegenerated, message: `machine-id regenerated: ${input.oldId} -> ${parsed.newId}` },
-        });
-        return parsed;
-      });
-    },
-
-    /**
      * Reboots the node unless it already rebooted since `bootIdBefore` (a retry after the
      * reboot happened). The session may drop as the node goes down: that is the reboot.
      */
     async reboot(input: { cluster: string; node: string; bootIdBefore: string; audit: AuditContext }): Promise<{ alreadyRebooted: boolean }> {
       const base = { cluster: input.cluster, node: input.node, step: `${input.node}/reboot`, action: REBOOT_ARGV.join(' '), before: { bootId: input.bootIdBefore } };
       return whileHeartbeating(async (signal) => {
-        const now = await identity(input.cluster, input.node, signal);
-        if (now.bootId !== input.bootIdBefore) {
-          await record(input.audit, { ...base, after: { bootId: now.bootId }, outcome: 'already-done', event: { reason: AuditReason.NodeRebooted, message: 'rebooted by kubemend' } });
+        const now = await bootId(input.cluster, input.node, signal);
+        if (now !== input.bootIdBefore) {
+          await record(input.audit, { ...base, after: { bootId: now }, outcome: 'already-done', event: { reason: AuditReason.NodeRebooted, message: 'rebooted by kubemend' } });
           return { alreadyRebooted: true };
         }
         try {
@@ -385,13 +273,13 @@ export function createRemediationActivities(rc: RemediationContext) {
         for (;;) {
           signal.throwIfAborted();
           try {
-            const now = await identity(input.cluster, input.node, signal);
-            if (now.bootId === input.bootIdBefore) {
-              seen = `still on boot ${now.bootId}`;
+            const now = await bootId(input.cluster, input.node, signal);
+            if (now === input.bootIdBefore) {
+              seen = `still on boot ${now}`;
             } else {
               const n = await readNode(input.cluster, input.node);
-              if (n.ready === 'True' && n.bootId === now.bootId) return { bootId: now.bootId };
-              seen = `SSH up on boot ${now.bootId}; Node Ready=${n.ready ?? 'never'}, kubelet reports boot ${n.bootId ?? 'none'}`;
+              if (n.ready === 'True' && n.bootId === now) return { bootId: now };
+              seen = `SSH up on boot ${now}; Node Ready=${n.ready ?? 'never'}, kubelet reports boot ${n.bootId ?? 'none'}`;
             }
           } catch (err) {
             if (signal.aborted) throw err;
@@ -401,16 +289,6 @@ export function createRemediationActivities(rc: RemediationContext) {
           await sleep(1000, undefined, { signal }).catch(() => undefined);
         }
       });
-    },
-
-    /**
-     * A record the workflow decides on: the plan, a dry run, a refusal, an approval, a
-     * failure and what its undo did, the end of a node's fix (which also sets the Node's
-     * last-run annotation). Read-only otherwise.
-     */
-    async recordAudit(input: { audit: AuditContext } & Step): Promise<void> {
-      const { audit, ...step } = input;
-      await whileHeartbeating(() => record(audit, step));
     },
   };
 }
