@@ -23,6 +23,7 @@ import { AuditStore } from '../activities/audit-store';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
 import { APPROVE_UPDATE } from '../lib/remediation-input';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
+import { refuseIfBreakerOpen } from './breaker';
 import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
 import { machineIdText, planText, probeText, progressFor } from './render';
@@ -175,6 +176,10 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   try {
     const workflowId = newRunId(args.remediation, args.cluster);
     if (args.remediation !== 'probe' && !args.dryRun) {
+      // The workflow checks the breaker again (checkBreaker); this makes the refusal early and clear.
+      await refuseIfBreakerOpen(cfg, args.cluster, {
+        record: (error) => recordRefusal(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node: '', remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started (circuit breaker open)', before: null, after: null, outcome: 'refused', error }),
+      });
       await refuseIfLocked(client, args.cluster, picked.nodes, workflowId, (node, error) =>
         recordRefusal(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node, remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started', before: null, after: null, outcome: 'refused', error }),
       );
