@@ -1,0 +1,15 @@
+/**
+ * Which remediations this build can run: the one table `fixable` comes from. When a fix
+ * lands, flip its line; every finding naming it then prints its `kubemend run` command.
+ */
+export const REMEDIATION_FIXABLE = {
+  'machine-id': true, // seed 000
+  'node-address': false, // seed 001
+  'default-route': false, // seed 002
+  'stale-cni': false, // seed 003: stale cni0/flannel.1, missing subnet.env, wrong CNI config
+  'ipam-gc': false, // seed 003: host-local files of sandboxes that are gone
+  'calico-orphans': false, // seed 004
+} as const;
+export type RemediationName = keyof typeof REMEDIATION_FIXABLE;
+
+export const isFixable = (r: RemediationName): boolean => REMEDIATION_FIXABLE[r];
