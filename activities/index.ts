@@ -14,6 +14,7 @@ import { createAuditActivities, createRecorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
 import { createLifecycleActivities } from './node-lifecycle';
 import { createMachineIdActivities } from './machine-id';
+import { createDiagnoseActivities } from './diagnose';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import { createNotifyActivities } from './notify';
 import { createBreakerActivities } from './breaker';
@@ -55,6 +56,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createAuditActivities(record),
     ...createLifecycleActivities({ ssh: deps.ssh, target, kube, record }),
     ...createMachineIdActivities({ ssh: deps.ssh, target, record }),
+    ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),
     ...createNotifyActivities(deps), ...createBreakerActivities(deps),
 
     /** A run's nodes (its --node selection, or all) and every node of the cluster, from the worker's config. */

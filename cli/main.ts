@@ -1,6 +1,6 @@
 /**
  * The operator's entry point. Exit codes: 0 success, 1 the remediation failed,
- * 2 bad input or config, 3 refused by a safety rule.
+ * 2 bad input or config, 3 refused by a safety rule, 4 diagnose found a failure.
  */
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from '../lib/config';
@@ -11,6 +11,7 @@ import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, s
 import { serverCommand, serverDefaults } from './server';
 import { auditListCommand, auditShowCommand, auditVerifyCommand } from './audit';
 import { breakerResetCommand, breakerStatusCommand } from './breaker';
+import { diagnoseCommand } from './diagnose';
 
 const EXIT_CODES_HELP = `
 Exit codes:
@@ -18,6 +19,7 @@ Exit codes:
   1  the remediation failed (or a node could not be probed)
   2  bad input or config: nothing was started or changed
   3  refused by a safety rule (node lock held, disruption budget exhausted, circuit breaker open)
+  4  diagnose found at least one seed's failure (and read every node)
 
 Config: --config FILE or $KUBEMEND_CONFIG (YAML).`;
 
@@ -80,6 +82,16 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--json', 'machine-readable output only', false)
     .addHelpText('after', EXIT_CODES_HELP)
     .action(act(async (remediation: string, o: Record<string, unknown>) => runCommand(loadConfig(globals()), { ...o, remediation }, out)));
+
+  program
+    .command('diagnose')
+    .description("read-only: which seed's failure is on which node, its evidence, and the command that fixes it (takes no lock)")
+    .requiredOption('--cluster <name>', 'cluster from the config')
+    .option('--node <name>', 'report on this node (repeatable; default: every node). Every node is still read', collect, [])
+    .option('--reason <text>', 'why (ticket, incident)')
+    .option('--json', 'machine-readable output only', false)
+    .addHelpText('after', '\nExit codes: 0 healthy, 4 findings, 1 a node or the API could not be read, 2 bad input.')
+    .action(act(async (o: Record<string, unknown>) => diagnoseCommand(loadConfig(globals()), o, out)));
 
   program
     .command('status')

@@ -61,4 +61,6 @@ export const ExitCode = {
   RemediationFailed: 1,
   BadInput: 2,
   Refused: 3,
+  /** `kubemend diagnose` found at least one seed's failure (and read every node). */
+  FindingsFound: 4,
 } as const;

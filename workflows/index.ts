@@ -4,3 +4,4 @@ export { nodeLock } from './lock';
 export { remediateMachineId } from './machine-id';
 // Frozen: started by kubemend before the shared runbook; kept so such runs finish and replay.
 export { machineId } from './legacy/machine-id-v1';
+export { diagnose } from './diagnose';

@@ -1,0 +1,105 @@
+/**
+ * `kubemend diagnose`: which seed's failure is on which node, with the evidence and the
+ * command that fixes it. Read-only, takes no lock. Exit 0 healthy, 4 findings, 1 a node or
+ * the API could not be read, 2 bad input.
+ */
+import { randomBytes } from 'node:crypto';
+import { userInfo } from 'node:os';
+import { WorkflowFailedError } from '@temporalio/client';
+import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { type Config, findCluster, formatZodIssues, selectNodes } from '../lib/config';
+import type { DiagnoseInput, DiagnoseReport } from '../lib/diagnose';
+import { ExitCode } from '../lib/failures';
+import { fixCommand } from '../lib/findings';
+import { clusterName, freeText, nodeName } from '../lib/patterns';
+import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
+import { connectClient } from './connect';
+import { CliError } from './errors';
+
+const DiagnoseArgs = z.object({
+  cluster: clusterName,
+  node: z.array(nodeName).default([]),
+  reason: freeText(2000).optional(),
+  json: z.boolean().default(false),
+});
+
+/** The exit code a report means: unreadable parts first (the diagnosis is incomplete), then findings. */
+export function diagnoseExitCode(r: DiagnoseReport): number {
+  if (r.nodes.some((n) => n.error) || (r.api !== 'read' && r.api !== 'not configured')) return ExitCode.RemediationFailed;
+  return r.findings.length ? ExitCode.FindingsFound : ExitCode.Ok;
+}
+
+export function diagnoseText(r: DiagnoseReport): string {
+  const lines: string[] = [];
+  const read = r.nodes.filter((n) => !n.error).length;
+  lines.push(`diagnose ${r.cluster}: ${read} of ${r.nodes.length} node(s) read; API: ${r.api}`);
+  for (const n of r.nodes) {
+    if (n.error) lines.push(`  ${n.name}: could not be read: ${n.error}`);
+    for (const p of n.problems) lines.push(`  ${n.name}: not read: ${p}`);
+  }
+  if (r.findings.length === 0) {
+    lines.push('', r.nodes.every((n) => !n.error) ? 'no findings: none of the five seeds\' failures is on these nodes' : 'no findings on the nodes that could be read');
+    return `${lines.join('\n')}\n`;
+  }
+  for (const f of r.findings) {
+    lines.push('', `[seed ${f.seed}] ${f.node || '(cluster)'}: ${f.signature}`);
+    for (const e of f.evidence) lines.push(`    ${e}`);
+    lines.push(`  fix: ${fixCommand(f, r.cluster)}`);
+  }
+  const nodes = new Set(r.findings.map((f) => f.node || '(cluster)'));
+  lines.push('', `${r.findings.length} finding(s) on ${nodes.size} node(s)`);
+  return `${lines.join('\n')}\n`;
+}
+
+function actorName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return `uid-${process.getuid?.() ?? 'unknown'}`;
+  }
+}
+
+export async function diagnoseCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
+  const parsed = DiagnoseArgs.safeParse(raw);
+  if (!parsed.success) throw new CliError(`bad arguments:\n${formatZodIssues(parsed.error).map((l) => `  - ${l.replace(/^node\[(\d+)\]/, '--node #$1').replace(/^(\w+):/, '--$1:')}`).join('\n')}`);
+  const args = parsed.data;
+  const cluster = findCluster(cfg, args.cluster);
+  if (!cluster) throw new CliError(`--cluster: no cluster ${JSON.stringify(args.cluster)} in the config (it has: ${cfg.clusters.map((c) => c.name).join(', ')})`);
+  const picked = selectNodes(cluster, args.node);
+  if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
+  const input: DiagnoseInput = { cluster: args.cluster, nodes: args.node, requestedBy: actorName(), reason: args.reason };
+
+  const { client, connection } = await connectClient(cfg);
+  try {
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const workflowId = `diagnose-${args.cluster}-${stamp}-${randomBytes(3).toString('hex')}`;
+    const handle = await client.workflow.start('diagnose', {
+      workflowId,
+      taskQueue: cfg.temporal.taskQueue,
+      args: [input],
+      typedSearchAttributes: [
+        { key: SA_CLUSTER, value: args.cluster },
+        { key: SA_NODE, value: picked.nodes },
+        { key: SA_REMEDIATION, value: 'diagnose' },
+      ],
+      memo: { requestedBy: input.requestedBy, reason: args.reason ?? '' },
+    });
+    process.stderr.write(`started ${workflowId}\n`);
+    let report: DiagnoseReport;
+    try {
+      report = await handle.result();
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) {
+        const cause = err.cause instanceof ActivityFailure && err.cause.cause ? err.cause.cause : err.cause;
+        if (cause instanceof ApplicationFailure && cause.type === 'BadInput') throw new CliError(cause.message, ExitCode.BadInput);
+        throw new CliError(`diagnose failed: ${cause?.message ?? err.message}`, ExitCode.RemediationFailed);
+      }
+      throw err;
+    }
+    out.write(args.json ? `${JSON.stringify(report)}\n` : diagnoseText(report));
+    return diagnoseExitCode(report);
+  } finally {
+    await connection.close();
+  }
+}
