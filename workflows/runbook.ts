@@ -132,9 +132,9 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
 
   const acts = proxyActivities<Activities>(activityOptions(input));
   const longActs = proxyActivities<Activities>(activityOptions(input, Math.max(input.drainTimeoutMs, input.rebootTimeoutMs) + 60_000));
-  // A notification is best effort: a short timeout and one attempt; the activity never throws for delivery.
-  // It does not heartbeat (its own attempts are short and bounded), so no heartbeat timeout.
-  const notifyActs = proxyActivities<Activities>({ ...activityOptions(input, 30_000), heartbeatTimeout: undefined, retry: { maximumAttempts: 1 } });
+  // A notification is best effort: one activity attempt of at most 30 s, within which it
+  // makes its own bounded attempts; it never throws for delivery.
+  const notifyActs = proxyActivities<Activities>({ ...activityOptions(input, 30_000), retry: { maximumAttempts: 1 } });
   const record = (s: Omit<Parameters<Acts['recordAudit']>[0], 'audit' | 'cluster'>) => acts.recordAudit({ audit, cluster, ...s });
   const notify = async (event: 'awaiting-approval' | 'fixed' | 'failed' | 'compensated', summary: string, extra: { approveCommand?: string; planId?: string } = {}) => {
     try {

@@ -3,6 +3,8 @@
  * a real kube-apiserver with kwok kubelets, the CLI as an SRE runs it.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Client as PgClient } from 'pg';
@@ -26,16 +28,32 @@ let cp: ControlPlaneInfo;
 let worker: RunningWorker | undefined;
 let config: string;
 
+/** A Slack-compatible webhook on loopback: what kubemend posted, and the status it answers with. */
+const hook = { status: 200, posts: [] as Array<{ text: string }>, server: undefined as Server | undefined };
+
 beforeAll(async () => {
   state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['cloned-machine-id'], rebootDowntimeMs: 300 });
   cp = controlPlaneInfo(dir)!;
-  config = labTestConfig(dir, 'mid');
+  hook.server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      hook.posts.push(JSON.parse(body) as { text: string });
+      res.writeHead(hook.status).end();
+    });
+  });
+  await new Promise<void>((resolve) => hook.server!.listen(0, '127.0.0.1', resolve));
+  const generated = labTestConfig(dir, 'mid');
+  const url = `http://127.0.0.1:${(hook.server.address() as AddressInfo).port}/services/T000/B000/secret-token`;
+  config = join(dir, 'kubemend-hook.yaml');
+  writeFileSync(config, stringify({ ...(parse(readFileSync(generated, 'utf8')) as object), notifications: { webhook: { url, timeout: '2s', attempts: 2 } } }));
   worker = await startWorker(loadTestConfig(config));
 }, 180_000);
 
 afterAll(async () => {
   await worker?.stop();
   await down(dir);
+  hook.server?.close();
 });
 
 const port = (name: string) => state.nodes.find((n) => n.name === name)!.port;
@@ -180,6 +198,9 @@ test('3 cloned nodes: after an approved run every machine-id and weave MAC is un
   expect(json<{ metadata: { annotations: Record<string, string> } }>(['get', 'node', 'node2']).metadata.annotations['kubemend.io/last-remediation']).toMatch(new RegExp(`^machine-id ${runId} applied `));
   const verify = await runCli(['--config', config, 'audit', 'verify']);
   expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^audit chain intact: \d+ record\(s\) in sqlite /)]);
+  // The webhook heard the run wait for approval (with the command to approve it) and end fixed.
+  const mine = hook.posts.filter((p) => p.text.includes(runId));
+  expect(mine.map((p) => p.text)).toEqual([expect.stringContaining(`kubemend approve ${runId} --plan ${st!.plan!.id}`), expect.stringMatching(/fixed node2, node3/)]);
   recordHistory(runId, 'remediate-machine-id-fixed.json');
   recordHistory(lockId('lab', 'node2'), 'node-lock.json'); // the lock child, terminated when its run closed
 });
@@ -277,6 +298,7 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
   const crashLog = join(dir, 'crash.log');
   const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
   let restarts = 0;
+  hook.status = 500; // a failing webhook: the run must not notice
   try {
     const handle = await client.workflow.start('remediateMachineId', {
       workflowId: `machine-id-lab-crash-${randomBytes(3).toString('hex')}`,
@@ -325,7 +347,10 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
     expect(trail.find((x) => x.step === 'node2/machine-id')?.outcome).toBe('applied');
     const verify = await runCli(['--config', pgConfig, 'audit', 'verify', '--json']);
     expect(JSON.parse(verify.stdout)).toMatchObject({ ok: true, records: trail.length, store: 'postgres' });
+    // The webhook answered 500 to every post of the run's end; the run completed all the same.
+    expect(hook.posts.filter((p) => p.text.includes(handle.workflowId)).map((p) => /event: (\S+)/.exec(p.text)?.[1])).toEqual(expect.arrayContaining(['fixed']));
   } finally {
+    hook.status = 200;
     await close();
     await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await admin.end();
