@@ -339,7 +339,10 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
    * but a cancel is notified, and so is an undo that ran.
    */
   async function afterFailure(err: unknown): Promise<void> {
-    if (isCancellation(err)) return;
+    if (isCancellation(err)) {
+      if (status.compensations?.length) await notify('compensated', `${r.name} on ${cluster} was cancelled; undo: ${status.compensations.join('; ')}`);
+      return;
+    }
     const reason = describe(err);
     const fixing = status.phase === Phase.Fixing || status.phase === Phase.Compensating || status.phase === Phase.Verifying;
     if (fixing && !isRefusal(reason)) {
@@ -351,7 +354,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       }
     }
     if (status.compensations?.length) await notify('compensated', `${r.name} on ${cluster}: undo after failure: ${status.compensations.join('; ')}`);
-    await notify('failed', `${r.name} on ${cluster} failed: ${reason}`);
+    await notify('failed', `${r.name} on ${cluster} ${isRefusal(reason) ? 'was refused by a safety rule' : 'failed'}: ${reason}`);
   }
 }
 
