@@ -61,6 +61,24 @@ test('kubemend probes every lab node as its own machine', async () => {
 const sshArgs = (port: number, cmd: string) => labSshArgs(dir, port, cmd);
 const sshTo = (port: number) => (cmd: string) => labSsh(dir, port, cmd);
 
+/** The host's root shell files as they were before the lab came up. */
+const hostRootFiles = () => ['.bashrc', '.profile'].map((f) => (existsSync(join('/root', f)) ? readFileSync(join('/root', f), 'utf8') : null));
+const hostRootBefore = hostRootFiles();
+
+test("each node has its own /root, as a fresh install leaves it; the host's /root is untouched", () => {
+  const n = state.nodes[1];
+  const ssh = sshTo(n.port);
+  expect(ssh('echo "$HOME"; ls -A /root').split('\n').filter(Boolean)).toEqual(['/root', '.bashrc', '.profile']);
+  const fresh = ['/usr/share/base-files/dot.bashrc', '/etc/skel/.bashrc'].find((p) => existsSync(p))!;
+  expect(ssh('cat /root/.bashrc')).toBe(readFileSync(fresh, 'utf8'));
+  ssh('echo on-the-node > /root/kubemend-lab-home');
+  expect(existsSync('/root/kubemend-lab-home')).toBe(false);
+  expect(readFileSync(join(dir, 'nodes', 'node2', 'root', 'kubemend-lab-home'), 'utf8')).toBe('on-the-node\n');
+  expect(sshTo(state.nodes[2].port)('ls -A /root').split('\n').filter(Boolean)).toEqual(['.bashrc', '.profile']);
+  expect(hostRootFiles()).toEqual(hostRootBefore);
+  expect(hostSnapshot()).toEqual(before);
+});
+
 test('a node is a real machine to an operator: hostname, its own 10.0.2.15, file writes stay on the node', () => {
   const n = state.nodes[1];
   const ssh = sshTo(n.port);
@@ -105,6 +123,7 @@ test('`reboot` on a node drops the session; it comes back with a new boot id, it
   expect(back).toBeDefined();
   expect(ssh('cat /proc/sys/kernel/random/boot_id').trim()).not.toBe(bootBefore);
   expect(ssh('cat /etc/kubemend-lab-marker').trim()).toBe('kept');
+  expect(ssh('cat /root/kubemend-lab-home').trim()).toBe('on-the-node'); // its home survives too
   expect(spawnSync('ssh', sshArgs(n.port, 'test -e /run/kubemend-lab-ephemeral')).status).toBe(1);
   expect(ssh('ip -j route show default')).toContain('"gateway":"10.0.2.2"');
   expect(ssh('cat /sys/class/net/weave/address').trim()).toBe(weavePeerMac(newId));
@@ -129,6 +148,7 @@ test('down removes every process and file, and can run twice', async () => {
   expect(labProcesses(dir)).toEqual([]);
   expect(existsSync(dir)).toBe(false);
   expect(hostSnapshot()).toEqual(before);
+  expect(hostRootFiles()).toEqual(hostRootBefore);
   expect(await down(dir)).toEqual({ killed: 0 });
 });
 

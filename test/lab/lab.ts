@@ -7,7 +7,9 @@
  *  - a node is a holder process made by `unshare --net --uts --mount` (no `ip netns add`,
  *    which would leave bind mounts under /run/netns in the host's mount table);
  *  - its /etc and /var/lib are overlays on the host's, with a per-node upper directory in
- *    .lab/nodes/<name>/, and /run is a private tmpfs, all inside the node's mount namespace;
+ *    .lab/nodes/<name>/; /root is the node's own home (.lab/nodes/<name>/root), made at `up`
+ *    as a fresh install makes it, so the host's shell rc files never run on a node; /run is a
+ *    private tmpfs; all inside the node's mount namespace;
  *  - the host-only network's bridge lives in a lab "hub" namespace, not on the host;
  *  - kubemend reaches a node's sshd (on the node's own lab address) through a socat
  *    forwarder on 127.0.0.1 that connects from inside the node's namespace.
@@ -133,6 +135,7 @@ const NODE_SETUP = [
   'set -e',
   'mount -t overlay kmlab-etc -o "lowerdir=/etc,upperdir=$2/etc.upper,workdir=$2/etc.work" /etc',
   'mount -t overlay kmlab-varlib -o "lowerdir=/var/lib,upperdir=$2/varlib.upper,workdir=$2/varlib.work" /var/lib',
+  'mount --bind "$2/root" /root', // the node's own home, not an overlay: nothing of the host's /root shows through
   'mount -t tmpfs kmlab-run /run',
   'mount -t sysfs kmlab-sys /sys', // the node's own interfaces under /sys/class/net
   'mkdir -p /run/sshd /run/flannel',
@@ -273,7 +276,6 @@ export function readState(dir: string): LabState | undefined {
   return existsSync(statePath(dir)) ? (JSON.parse(readFileSync(statePath(dir), 'utf8')) as LabState) : undefined;
 }
 
-/** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs. */
 /**
  * seed 003, on disk: host-local's files for every address of the node's /24 (a pool with
  * "no IP addresses available in network: cbr0"), each holding "<sandbox id>\r\n<ifname>"
@@ -326,10 +328,27 @@ function orphanCalicoInterfaces(pid: number, hubPid: number, index: number, name
   });
 }
 
+/**
+ * root's home as a fresh Debian install leaves it: .bashrc and .profile from base-files (its
+ * postinst copies /usr/share/base-files/dot.* to /root), or /etc/skel's where base-files' are
+ * absent. Nothing of the host's /root: on this machine its .bashrc runs `pyenv init`, some
+ * 0.75 s of every SSH command.
+ */
+function freshRootHome(home: string): void {
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  chmodSync(home, 0o700);
+  for (const f of ['.bashrc', '.profile']) {
+    const source = [join('/usr/share/base-files', `dot${f}`), join('/etc/skel', f)].find((p) => existsSync(p));
+    if (source) copyFileSync(source, join(home, f));
+  }
+}
+
+/** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs, root's home. */
 function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac' | 'bootMachineId'> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
   for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
+  freshRootHome(join(nodeDir, 'root'));
   const machineId = sharedMachineId ?? randomBytes(16).toString('hex');
   writeFileSync(join(nodeDir, 'etc.upper', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
