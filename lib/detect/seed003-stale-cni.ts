@@ -51,7 +51,13 @@ function staleInterfaces(f: DiagnoseFacts, n: DiagnoseNodeFacts): Finding | null
   const first = [...n.cniConfigs].sort((a, b) => a.file.localeCompare(b.file))[0];
   const installed = [...new Set(f.api?.cniDaemonSets.map((d) => d.cni) ?? [])];
   const firstCni = first ? (first.types.map((t) => PLUGIN_CNI[t]).find(Boolean) ?? null) : null;
-  if (first && installed.length && firstCni && !installed.includes(firstCni)) {
+  // Not installed: no DaemonSet in the API and no sign of it on the node this boot.
+  const runsHere: Record<Cni, boolean> = {
+    flannel: n.subnetEnv !== null, // flanneld writes it once it has its lease
+    calico: !!f.api?.cniPods.some((p) => p.cni === 'calico' && p.node === n.name),
+    weave: n.weaveMac !== null,
+  };
+  if (first && installed.length && firstCni && !installed.includes(firstCni) && !runsHere[firstCni]) {
     evidence.push(`${first.file} (the first CNI config, which the kubelet uses) is ${firstCni}'s, but the cluster runs ${installed.join(', ')}`);
     signature ??= `network plugin is not ready: cni config uninitialized`;
   }
