@@ -43,38 +43,13 @@ import { type RunStatus, STATUS_QUERY } from '../../lib/run-status';
 import { AuditReason } from '../../lib/audit-reasons';
 import { lockId } from '../../lib/lock-id';
 import { activityOptions } from '../activity-options';
+import { NodeStep as RunbookNodeStep, Phase } from '../../lib/runbook';
 
-export const machineIdStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
-export const approveUpdate = defineUpdate<{ approvedBy: string }, [Approval]>(APPROVE_UPDATE);
+const machineIdStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
+const approveUpdate = defineUpdate<{ approvedBy: string }, [Approval]>(APPROVE_UPDATE);
 
-export const Phase = {
-  Locking: 'Locking',
-  Detecting: 'Detecting',
-  Planned: 'Planned',
-  AwaitingApproval: 'AwaitingApproval',
-  Fixing: 'Fixing',
-  Verifying: 'Verifying',
-  Compensating: 'Compensating',
-  Done: 'Done',
-} as const;
-
-export const NodeStep = {
-  Planned: 'Planned',
-  CheckingBudget: 'CheckingBudget',
-  Cordoning: 'Cordoning',
-  Draining: 'Draining',
-  RegeneratingId: 'RegeneratingId',
-  Rebooting: 'Rebooting',
-  WaitingForNode: 'WaitingForNode',
-  Verifying: 'Verifying',
-  Uncordoning: 'Uncordoning',
-  Fixed: 'Fixed',
-  Failed: 'Failed',
-  Keeper: 'Keeper (left as is)',
-  Skipped: 'Skipped',
-} as const;
-
-
+// The same values as the runbook's (status text is not part of history); its one own phase:
+const NodeStep = { ...RunbookNodeStep, RegeneratingId: 'RegeneratingId' } as const;
 
 export async function machineId(rawInput: MachineIdInput): Promise<MachineIdResult> {
   const parsed = MachineIdInput.safeParse(rawInput);
