@@ -111,9 +111,11 @@ export const ConfigSchema = z
       .object({
         connectTimeout: durationMs({ min: 100, max: 300_000 }).default(10_000),
         commandTimeout: durationMs({ min: 100, max: 3_600_000 }).default(60_000),
+        /** How long the worker keeps an unused connection to a node for its next command; 0: no reuse. */
+        idleTimeout: durationMs({ min: 0, max: 3_600_000 }).default(30_000),
       })
       .strict()
-      .default({ connectTimeout: 10_000, commandTimeout: 60_000 }),
+      .default({ connectTimeout: 10_000, commandTimeout: 60_000, idleTimeout: 30_000 }),
     policy: z
       .object({
         maxUnavailable: z.number().int().min(1).max(100).default(1),

@@ -31,12 +31,14 @@ export interface WorkerWiring {
   stickyQueueScheduleToStartTimeoutMs?: number;
   /** The audit store, opened by the caller (who closes it after the worker stops). */
   audit: AuditPort;
+  /** The SSH connector, when the caller closes its pooled connections after the worker stops (runWorker does). */
+  ssh?: SshConnector;
 }
 
 export async function createWorker(cfg: Config, wiring: WorkerWiring): Promise<Worker> {
   const activities = createActivities({
     config: cfg,
-    ssh: new SshConnector({ connectTimeoutMs: cfg.ssh.connectTimeout, commandTimeoutMs: cfg.ssh.commandTimeout }),
+    ssh: wiring.ssh ?? sshConnector(cfg),
     kube: wiring.kube ?? new KubeClients(cfg),
     audit: wiring.audit,
     env: wiring.env ?? process.env,
@@ -56,6 +58,10 @@ export async function createWorker(cfg: Config, wiring: WorkerWiring): Promise<W
   return Worker.create(options);
 }
 
+function sshConnector(cfg: Config): SshConnector {
+  return new SshConnector({ connectTimeoutMs: cfg.ssh.connectTimeout, commandTimeoutMs: cfg.ssh.commandTimeout, idleTimeoutMs: cfg.ssh.idleTimeout });
+}
+
 function workflowSource(bundle: { codePath: string } | undefined): Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> {
   return bundle ? { workflowBundle: bundle } : { workflowsPath: WORKFLOWS_PATH };
 }
@@ -73,8 +79,9 @@ export async function runWorker(cfg: Config): Promise<void> {
     await client.close();
   }
   const audit = await AuditStore.open(cfg.audit);
+  const ssh = sshConnector(cfg);
   try {
-    const worker = await createWorker(cfg, { kube, audit });
+    const worker = await createWorker(cfg, { kube, audit, ssh });
     logger.info('kubemend worker started', {
       address: cfg.temporal.address,
       namespace: cfg.temporal.namespace,
@@ -84,6 +91,7 @@ export async function runWorker(cfg: Config): Promise<void> {
     });
     await worker.run();
   } finally {
+    ssh.close(); // the pooled connections; in-flight activities have ended with the worker
     await audit.close();
   }
   logger.info('kubemend worker stopped');

@@ -4,7 +4,7 @@
  * keys. Tests use one per suite; the demo uses one as its "local node".
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -125,6 +125,8 @@ export interface LocalSshdOptions {
   hostKeyType?: 'ed25519' | 'ecdsa' | 'rsa';
   /** Extra sshd_config lines, e.g. a ForceCommand. */
   extraConfig?: string[];
+  /** Keep the host and client keys already in `dir` (an sshd restarted, as after a reboot); default: new keys. */
+  keepKeys?: boolean;
 }
 
 export class LocalSshd {
@@ -151,12 +153,15 @@ export class LocalSshd {
     const host = opts.host ?? '127.0.0.1';
     const hostKey = join(dir, `ssh_host_${opts.hostKeyType ?? 'ed25519'}_key`);
     const clientKey = join(dir, 'client_ed25519');
-    rmSync(hostKey, { force: true });
-    rmSync(`${hostKey}.pub`, { force: true });
-    rmSync(clientKey, { force: true });
-    rmSync(`${clientKey}.pub`, { force: true });
-    const hostPub = keygen(hostKey, opts.hostKeyType ?? 'ed25519');
-    const clientPub = keygen(clientKey);
+    const keep = opts.keepKeys && existsSync(hostKey) && existsSync(clientKey);
+    if (!keep) {
+      rmSync(hostKey, { force: true });
+      rmSync(`${hostKey}.pub`, { force: true });
+      rmSync(clientKey, { force: true });
+      rmSync(`${clientKey}.pub`, { force: true });
+    }
+    const hostPub = keep ? readFileSync(`${hostKey}.pub`, 'utf8').trim() : keygen(hostKey, opts.hostKeyType ?? 'ed25519');
+    const clientPub = keep ? readFileSync(`${clientKey}.pub`, 'utf8').trim() : keygen(clientKey);
     writeFileSync(join(dir, 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // sshd's privilege-separation directory
 
@@ -188,7 +193,20 @@ export class LocalSshd {
     return `[${this.host}]:${this.port} ${type} ${key}`;
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops the listener. Its connections live on, as they do when a real sshd restarts,
+   * unless `sessions` is set: then they are killed too, as when the node goes down.
+   */
+  async stop(opts: { sessions?: boolean } = {}): Promise<void> {
+    if (opts.sessions && this.child.pid !== undefined) {
+      for (const pid of childPids(this.child.pid)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
     if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((r) => this.child.once('exit', r));
       this.child.kill('SIGTERM');
@@ -197,4 +215,20 @@ export class LocalSshd {
     }
     if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Processes whose parent is `parent` (an sshd's per-connection processes), from /proc. */
+function childPids(parent: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after the last ')'.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) out.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
 }

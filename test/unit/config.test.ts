@@ -35,7 +35,7 @@ describe('parseConfig', () => {
     expect(cfg.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'kubemend' });
     expect(cfg.policy).toEqual({ maxUnavailable: 1, approvalRequired: true, approvalTimeout: 3_600_000, drainTimeout: 600_000, maxFailures: 3, failureWindow: 3_600_000 });
     expect(cfg.notifications).toEqual({});
-    expect(cfg.ssh.commandTimeout).toBe(60_000);
+    expect(cfg.ssh).toEqual({ connectTimeout: 10_000, commandTimeout: 60_000, idleTimeout: 30_000 });
     expect(cfg.clusters[0].ssh?.privateKeyPath).toBe('/etc/kubemend/id_ed25519');
     expect(cfg.server.dbFile).toBe('/etc/kubemend/.kubemend/temporal.db');
   });
@@ -74,6 +74,14 @@ describe('parseConfig', () => {
     const doc = base();
     doc.clusters[0].nodes[1].host = host;
     expect(problems(doc)).toEqual([]);
+  });
+
+  test('ssh.idleTimeout: a duration up to 1h; 0 turns connection reuse off', () => {
+    const at = (idleTimeout: unknown) => ({ ...base(), ssh: { idleTimeout } });
+    expect(parseConfig(at('2m'), { resolvePath }).ssh.idleTimeout).toBe(120_000);
+    expect(parseConfig(at(0), { resolvePath }).ssh.idleTimeout).toBe(0);
+    expect(problems(at('forever'))).toEqual([expect.stringMatching(/^ssh\.idleTimeout: must be a duration/)]);
+    expect(problems(at('2h'))).toEqual([expect.stringMatching(/^ssh\.idleTimeout: must be between 0ms and 1h, got 2h/)]);
   });
 
   test('names every problem, with its field path', () => {
