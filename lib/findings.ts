@@ -22,10 +22,16 @@ export interface Finding {
   evidence: string[];
   /** Whether this build has an automatic fix; false prints "no automatic fix yet". */
   fixable: boolean;
+  /**
+   * The nodes the fix must be run on together, where that is more than this one (seed 000:
+   * the whole group sharing an id, so the plan can keep one and fix the others).
+   */
+  fixNodes?: string[];
 }
 
 /** The exact command that fixes a finding, or the words saying there is none yet. */
 export function fixCommand(f: Finding, cluster: string): string {
   if (!f.fixable) return `no automatic fix yet (kubemend run ${f.remediation} is not built)`;
-  return `kubemend run ${f.remediation} --cluster ${cluster}${f.node ? ` --node ${f.node}` : ''}`;
+  const nodes = f.fixNodes ?? (f.node ? [f.node] : []);
+  return `kubemend run ${f.remediation} --cluster ${cluster}${nodes.map((n) => ` --node ${n}`).join('')}`;
 }

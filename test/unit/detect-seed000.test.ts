@@ -16,7 +16,9 @@ test('seed 000 on lab nodes cloned from one image: every node, with the shared i
     expect(x.evidence).toContain('weave status connections: 2 connection(s) refused for a peer names collision');
     expect(x.evidence[0]).toMatch(new RegExp(`^shares machine-id ${id} and weave MAC ${mac} with node\\d, node\\d$`));
   }
-  expect(fixCommand(found[1], 'lab')).toBe('kubemend run machine-id --cluster lab --node node2');
+  expect(found[1].fixNodes).toEqual(['node1', 'node2', 'node3']);
+  // The plan keeps one member of the group and fixes the others: the command names the whole group.
+  expect(fixCommand(found[1], 'lab')).toBe('kubemend run machine-id --cluster lab --node node1 --node node2 --node node3');
 });
 
 test('seed 000 on a healthy lab: nothing', () => {
