@@ -121,7 +121,10 @@ async function main(): Promise<number> {
     const client = new Client({ connection });
     await waitForPoller(client, worker);
 
-    say('what is wrong: the probe reads each node over SSH and its Node object from the API');
+    say('what is wrong: kubemend diagnose reads every node once and the API once, and names each seed\'s failure (exit 4: it found something)');
+    await cli(config, ['diagnose', '--cluster', 'lab', '--reason', 'demo: pods stuck in ContainerCreating']);
+
+    say('the probe shows the raw facts: each node over SSH and its Node object from the API');
     await cli(config, ['run', 'probe', '--cluster', 'lab', '--reason', 'demo: pods stuck in ContainerCreating']);
 
     say('the fix: kubemend run machine-id (it plans, waits for approval, then fixes one node at a time)');
@@ -164,6 +167,9 @@ async function main(): Promise<number> {
       });
       say('and the probe again: machine-ids and weave MACs unique, Nodes Ready');
       await cli(config, ['run', 'probe', '--cluster', 'lab', '--reason', 'demo: verify']);
+      say('and diagnose again: nothing found (exit 0)');
+      const clean = await cli(config, ['diagnose', '--cluster', 'lab', '--reason', 'demo: verify']);
+      if (clean !== 0 && code === 0) return clean;
     }
     if (keep) {
       say(`left running (--keep): Web UI http://127.0.0.1:${uiPort}, config ${config}, kubectl --kubeconfig ${join(labDir, 'admin.kubeconfig')} get nodes; stop with Ctrl-C`);
