@@ -26,6 +26,8 @@ import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { refuseIfBreakerOpen } from './breaker';
 import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
+import { diagnoseText } from './diagnose';
+import type { DiagnoseReport } from '../lib/diagnose';
 import { machineIdText, planText, probeText, progressFor } from './render';
 
 export const REMEDIATIONS = ['probe', 'machine-id'] as const;
@@ -319,6 +321,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.failure) out.write(`  failure      ${view.failure}\n`);
     if (p?.plan && !view.result) out.write(`\n${planText(p.plan)}`);
     if (view.result && d.type === 'probe') out.write(`\n${probeText(view.result as ProbeReport)}`);
+    if (view.result && d.type === 'diagnose') out.write(`\n${diagnoseText(view.result as DiagnoseReport)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'machine-id') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
     return ExitCode.Ok;
   });

@@ -157,6 +157,13 @@ describe('a lab with all five scenarios', () => {
     expect(ssh(1, 'ip route show default')).toBe('');
   });
 
+  test('kubemend status shows a diagnose run and its findings', async () => {
+    const r = await runCli(['--config', config, 'status', runId]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('[seed 002] node1: Failed to find any valid interface to use');
+    expect(r.stdout).toMatch(/diagnose lab: 3 of 3 node\(s\) read; API: read/);
+  });
+
   test('a node that cannot be read: exit 1, named, and the others still diagnosed', async () => {
     // node4's known_hosts has no key for it: refused (never trust on first use), not retried.
     const doc = parse(readFileSync(config, 'utf8')) as { temporal: Record<string, unknown>; clusters: Array<{ nodes: Array<Record<string, unknown>> }> };
