@@ -5,7 +5,7 @@
  * carries names, ids and a summary, never credentials or the webhook's URL.
  */
 import { z } from 'zod';
-import { clusterName, freeText, nodeName } from './patterns';
+import { clusterName, nodeName } from './patterns';
 
 export const NOTIFY_EVENTS = ['awaiting-approval', 'fixed', 'failed', 'compensated'] as const;
 export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
@@ -16,7 +16,8 @@ export const NotifyInput = z
     remediation: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be a remediation name such as machine-id'),
     runId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$/, 'must be a kubemend run ID'),
     event: z.enum(NOTIFY_EVENTS),
-    summary: freeText(20_000),
+    /** Free text (often an error message): control characters become spaces and it is cut at 20,000, never refused. */
+    summary: z.string().transform((v) => v.replace(/[\0-\x08\x0b-\x1f\x7f]/g, ' ').slice(0, 20_000)),
     nodes: z.array(nodeName).max(10_000),
     approveCommand: z.string().max(1000).refine((v) => !/[\0-\x1f\x7f]/.test(v), 'must be one line without control characters').optional(),
     planId: z.string().regex(/^[0-9a-f]{16}$/, 'must be a 16-hex-digit plan id').optional(),

@@ -61,6 +61,12 @@ describe('notificationMessage', () => {
     expect(slackEscape('<@U1>&')).toBe('&lt;@U1&gt;&amp;');
   });
 
+  test('a summary with control characters (an error from a node) is cleaned, not refused', () => {
+    const m = notificationMessage(input({ summary: 'CommandFailed: exit 1\r\n\u001b[31mboom\u0000' }));
+    expect(m.text).toContain('CommandFailed: exit 1 \n [31mboom');
+    expect(m.text).not.toMatch(/[\0\r\u001b]/);
+  });
+
   test.each([
     [{ event: 'rebooted' }, 'event'],
     [{ runId: 'a b' }, 'runId'],
