@@ -25,3 +25,19 @@ test('seed 001 on a healthy lab: every node has 10.0.2.15 (VirtualBox NAT), but 
   expect(sharedHostAddresses(f).has('10.0.2.15')).toBe(true);
   expect(detectNatAdvertise(f)).toEqual([]);
 });
+
+test('seed 001 after node2 joined by the right address: its kubelet took the NAT address too, so two Nodes share an InternalIP', () => {
+  const found = detectNatAdvertise(factsOf('cp-nat-advertise-node2-joined'));
+  expect(found.map((x) => [x.node, x.signature])).toEqual([
+    ['node1', 'dial tcp 10.0.2.15:6443: connect: connection refused'],
+    ['node2', 'INTERNAL-IP 10.0.2.15 on 2 Nodes'],
+    ['node3', 'dial tcp 10.0.2.15:6443: connect: connection refused'],
+  ]);
+  expect(found[0].evidence).toContain('node3 never joined (no Node object, no /etc/kubernetes/kubelet.conf)');
+  expect(found[0].evidence).toContain('Node node1 has InternalIP 10.0.2.15, as node2');
+  expect(found[1].evidence).toEqual(['Node node2 has InternalIP 10.0.2.15, as node1']);
+});
+
+test('seed 001 on a healthy lab with its control plane (InternalIPs on the host-only network): nothing', () => {
+  expect(detectNatAdvertise(factsOf('cp-healthy'))).toEqual([]);
+});
