@@ -31,6 +31,15 @@ export interface LifecycleContext {
 }
 
 const fail = (type: string, message: string, nonRetryable = true) => ApplicationFailure.create({ type, message, nonRetryable });
+
+/**
+ * How long to wait before looking again: 250 ms at first (most evictions and lab reboots
+ * finish within a second or two), doubling every fourth look up to `max`, so a long wait
+ * costs the API and the node little.
+ */
+export function pollDelay(round: number, max: number): number {
+  return Math.min(250 * 2 ** Math.floor(round / 4), max);
+}
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 /** The kernel's boot id: a new one after every boot. */
@@ -170,6 +179,28 @@ export function createLifecycleActivities(rc: LifecycleContext) {
       return { bootId: await whileHeartbeating((signal) => bootId(input.cluster, input.node, signal)) };
     },
 
+    /**
+     * Takes the node out of service within the budget, in one activity: check the budget,
+     * cordon it for this run, check the budget again. The second check is what stops two runs
+     * that passed the first at the same moment on different nodes: each sees the other's
+     * cordon. A refusal at either check is not retried, an API error is (fail closed). The
+     * caller registers the uncordon undo before calling: it acts only on this run's cordon.
+     * On a retry the first check does not count this run's own cordon, and the cordon is
+     * found done.
+     */
+    async takeOutOfService(input: { cluster: string; node: string; runId: string; maxUnavailable: number; audit: AuditContext }): Promise<{ wasCordoned: boolean }> {
+      return whileHeartbeating(async () => {
+        const check = async () => {
+          const verdict = mayDisrupt(await listNodes(input.cluster), input.node, input.maxUnavailable);
+          if (!verdict.ok) throw fail(/exclude/.test(verdict.reason) ? Failure.NodeExcluded : Failure.BudgetExhausted, verdict.reason);
+        };
+        await check();
+        const cordoned = await cordonOnce(input);
+        await check();
+        return cordoned;
+      });
+    },
+
     /** Cordons the node for this run (see cordonOnce). */
     async cordon(input: { cluster: string; node: string; runId: string; audit: AuditContext }): Promise<{ wasCordoned: boolean }> {
       return whileHeartbeating(() => cordonOnce(input));
@@ -193,6 +224,7 @@ export function createLifecycleActivities(rc: LifecycleContext) {
       const deadline = Date.now() + input.timeoutMs;
       const evicted = new Set<string>();
       const blocked = new Map<string, string>();
+      let round = 0;
       return whileHeartbeating(async (signal) => {
         for (;;) {
           signal.throwIfAborted();
@@ -232,7 +264,7 @@ export function createLifecycleActivities(rc: LifecycleContext) {
             const waiting = left.filter((p) => evicted.has(`${p.namespace}/${p.name}`)).map((p) => `${p.namespace}/${p.name}: evicted, still on the node`);
             throw fail(Failure.DrainTimedOut, `drain of ${input.node} did not finish within ${Math.round(input.timeoutMs / 1000)} s: ${[...why, ...waiting].join('; ')}`);
           }
-          await sleep(2000, undefined, { signal }).catch(() => undefined);
+          await sleep(pollDelay(round++, 2000), undefined, { signal }).catch(() => undefined);
         }
       });
     },
@@ -270,6 +302,7 @@ export function createLifecycleActivities(rc: LifecycleContext) {
       const deadline = Date.now() + input.timeoutMs;
       return whileHeartbeating(async (signal) => {
         let seen = 'no SSH answer yet';
+        let round = 0;
         for (;;) {
           signal.throwIfAborted();
           try {
@@ -286,7 +319,7 @@ export function createLifecycleActivities(rc: LifecycleContext) {
             seen = `${(err as Error).message}`.slice(0, 300);
           }
           if (Date.now() > deadline) throw fail(Failure.NodeDidNotReturn, `${input.node} did not come back within ${Math.round(input.timeoutMs / 1000)} s after its reboot (last seen: ${seen})`);
-          await sleep(1000, undefined, { signal }).catch(() => undefined);
+          await sleep(pollDelay(round++, 1000), undefined, { signal }).catch(() => undefined);
         }
       });
     },

@@ -78,6 +78,13 @@ async function wallTime(client: Client, runId: string, approvalMs: number): Prom
   const total = ms(events[events.length - 1].eventTime) - ms(events[0].eventTime);
   const drain = spent.drain ?? 0;
   const reboot = (spent.reboot ?? 0) + (spent.waitForReturn ?? 0);
+  // The wait for a person, as the run saw it: from the last step before the wait (the plan's
+  // notification) to the accepted approval. The demo's own clock is the fallback.
+  const accepted = events.findIndex((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
+  if (accepted > 0) {
+    const before = events.slice(0, accepted).reverse().find((e) => e.activityTaskCompletedEventAttributes);
+    if (before) approvalMs = ms(events[accepted].eventTime) - ms(before.eventTime);
+  }
   const own = total - drain - reboot - approvalMs;
   const f = (x: number) => `${(x / 1000).toFixed(1)} s`;
   return `run took ${f(total)}: drains ${f(drain)}, reboots until back and Ready ${f(reboot)}, waiting for approval ${f(approvalMs)}, kubemend's own work ${f(own)} (SSH reads, API calls, verification, Temporal round trips)`;

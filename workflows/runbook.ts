@@ -262,15 +262,13 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     try {
       let wasCordoned = true;
       if (outOfService) {
-        step(NodeStep.CheckingBudget);
-        await acts.checkBudget({ cluster, node, maxUnavailable: input.maxUnavailable });
+        // Budget, cordon, budget again, in one activity. Its undo is registered first: it
+        // uncordons only a cordon this run made, so it is safe whatever the activity got to.
+        ctx.pushUndo(`uncordon ${node}`, async () => (await acts.uncordon({ cluster, node, runId, onlyIfReady: true, audit, step: 'undo-uncordon' })).reason);
         step(NodeStep.Cordoning);
-        wasCordoned = (await acts.cordon({ cluster, node, runId, audit })).wasCordoned;
-        if (!wasCordoned) ctx.pushUndo(`uncordon ${node}`, async () => (await acts.uncordon({ cluster, node, runId, onlyIfReady: true, audit, step: 'undo-uncordon' })).reason);
-        // Again, now that this node is cordoned: two runs that passed the first check at the
-        // same moment on different nodes each see the other's cordon here, and stop.
-        step(NodeStep.CheckingBudget);
-        await acts.checkBudget({ cluster, node, maxUnavailable: input.maxUnavailable });
+        wasCordoned = (await acts.takeOutOfService({ cluster, node, runId, maxUnavailable: input.maxUnavailable, audit })).wasCordoned;
+        // Cordoned by someone else before this run: never kubemend's to uncordon.
+        if (wasCordoned) undo.splice(undo.findIndex((u) => u.what === `uncordon ${node}`), 1);
         step(NodeStep.Draining);
         await longActs.drain({ cluster, node, timeoutMs: input.drainTimeoutMs, deleteEmptyDirData: input.deleteEmptyDirData, force: input.force, audit });
       } else {

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { waitForFrontend } from '../../worker/temporal-setup';
 import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
 import { TOOLS_BIN } from '../../worker/paths';
+import { DEV_SERVER_TUNING } from '../../cli/server';
 import { freePort } from '../lab/sshd';
 
 
@@ -33,6 +34,7 @@ async function startDevServerOnce(dbFile: string): Promise<DevServer> {
       '--db-filename', dbFile,
       '--ip', '127.0.0.1', '--port', String(port),
       '--log-level', 'warn',
+      ...DEV_SERVER_TUNING,
       ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a.name}=${a.cliType}`]),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
