@@ -7,7 +7,9 @@
 #     the last install;
 #   - the Temporal binaries, built from pinned Go modules (scripts/build-tools.sh);
 #   - the lab's Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-#     kube-scheduler, kwok) from pinned Go modules, and Debian's kubectl (scripts/build-k8s.sh).
+#     kube-scheduler, kwok) from pinned Go modules, and Debian's kubectl (scripts/build-k8s.sh);
+#   - the CNI plugins the lab's nodes run (bridge, host-local, loopback) into .tools/cni/bin
+#     (scripts/build-cni.sh).
 # A second run takes about a second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,15 +43,17 @@ if [ ! -d node_modules ] || [ "$(cat node_modules/.kubemend-lock.sha256 2>/dev/n
   echo "$lock_sum" > node_modules/.kubemend-lock.sha256
 fi
 
-# The two Go builds overlap (module downloads and links interleave): on 2 cores with empty Go
+# The Go builds overlap (module downloads and links interleave): on 2 cores with empty Go
 # caches, 12 min 40 s together. Each is a no-op when its binaries are current.
 bash scripts/build-tools.sh & tools_pid=$!
 bash scripts/build-k8s.sh & k8s_pid=$!
-tools_rc=0; k8s_rc=0
+bash scripts/build-cni.sh & cni_pid=$!
+tools_rc=0; k8s_rc=0; cni_rc=0
 wait "$tools_pid" || tools_rc=$?
 wait "$k8s_pid" || k8s_rc=$?
-if [ "$tools_rc" -ne 0 ] || [ "$k8s_rc" -ne 0 ]; then
-  echo "setup: building tools failed (build-tools.sh exit $tools_rc, build-k8s.sh exit $k8s_rc)" >&2
+wait "$cni_pid" || cni_rc=$?
+if [ "$tools_rc" -ne 0 ] || [ "$k8s_rc" -ne 0 ] || [ "$cni_rc" -ne 0 ]; then
+  echo "setup: building tools failed (build-tools.sh exit $tools_rc, build-k8s.sh exit $k8s_rc, build-cni.sh exit $cni_rc)" >&2
   exit 1
 fi
 
