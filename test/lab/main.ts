@@ -1,5 +1,5 @@
 /**
- * npm run lab -- up --nodes N | status | down
+ * npm run lab -- up --nodes N | status | reboot <node> | pod add|del <node> <ns>/<name> | down
  * Exit codes as kubemend's: 0 ok, 1 failed, 2 bad input (including "not root").
  */
 import { Command, CommanderError } from 'commander';
@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
 import { controlPlaneInfo, ControlPlaneError } from './control-plane';
+import { CniInputError, parsePodRef, podAdd, podDel } from './cni';
 import { down, LabError, MAX_NODES, parseScenarios, nodeIsUp, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
 
 const DIR = resolve(process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab'));
@@ -63,6 +64,25 @@ async function main(argv: string[]): Promise<number> {
       console.log(`${name} rebooted in ${((Date.now() - t0) / 1000).toFixed(1)} s (boot ${n.boots}, boot id ${n.bootId})`);
     });
   program
+    .command('pod')
+    .description("a real CNI ADD or DEL of a pod sandbox on a node, as its kubelet's runtime would (prints the address or the plugin's error)")
+    .argument('<action>', 'add or del')
+    .argument('<node>', 'node name')
+    .argument('<pod>', '<namespace>/<name>')
+    .action(async (action: string, node: string, ref: string) => {
+      requireRoot();
+      if (action !== 'add' && action !== 'del') throw new CniInputError(`<action>: must be add or del, got ${JSON.stringify(action)}`);
+      const pod = parsePodRef(ref);
+      if (action === 'add') {
+        const r = await podAdd(DIR, node, pod);
+        console.log(`${ref} on ${node}: ${r.address}${r.gateway ? ` via ${r.gateway}` : ''} (sandbox ${r.id.slice(0, 13)}, netns ${r.netns})`);
+        for (const s of r.skipped) console.log(`  skipped ${s}`);
+      } else {
+        const s = await podDel(DIR, node, pod);
+        console.log(`${ref} on ${node}: deleted (sandbox ${s.id.slice(0, 13)})`);
+      }
+    });
+  program
     .command('down')
     .description('stop and remove everything the lab created (safe to repeat)')
     .action(async () => {
@@ -76,6 +96,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
+    if (e instanceof CniInputError) return 2;
     return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
   }
   return code;

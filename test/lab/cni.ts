@@ -1,0 +1,399 @@
+/**
+ * Pod sandboxes on lab nodes, attached and detached by the real containernetworking plugins
+ * (bridge, host-local, loopback; v1.10.0, built by scripts/build-cni.sh into .tools/cni/bin),
+ * the way a kubelet's container runtime does it:
+ *  - the sandbox's network namespace is made inside the node (`ip netns add cni-<uuid>` in the
+ *    node's mount namespace, so its bind mount lives under the node's own /run/netns, never
+ *    on the host);
+ *  - the plugins are exec'd inside the node's namespaces with the CNI environment
+ *    (CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_ARGS, CNI_PATH) and their
+ *    network config on stdin: first `loopback` for lo, then the node's own network from the
+ *    first file in its /etc/cni/net.d, as libcni orders and builds it;
+ *  - host-local keeps its files in the node's /var/lib/cni/networks (the node's overlay).
+ *
+ * Not served by the module proxy here: the flannel CNI plugin. Its delegation step is done
+ * here as flannel does it: read the node's /run/flannel/subnet.env, build a `bridge` config
+ * (cni0, isGateway, ipMasq = !FLANNEL_IPMASQ, FLANNEL_MTU) with `host-local` over
+ * FLANNEL_SUBNET, save it under /var/lib/cni/flannel/<id> for the DEL, and exec `bridge`.
+ * `portmap` is not built: it only acts on pods with hostPorts (none here) and needs iptables,
+ * so a conflist's portmap entry is passed over and reported as such.
+ *
+ * The runtime's record of its sandboxes is the crictl stand-in's file (/var/lib/kmlab/cri on
+ * the node), so `crictl pods` lists the sandboxes made here.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../worker/paths';
+import { LabError, labProcesses, readState } from './lab';
+
+/** Where scripts/build-cni.sh puts the plugins: the lab's CNI_PATH. */
+export const CNI_BIN = join(REPO_ROOT, '.tools', 'cni', 'bin');
+const PLUGINS = ['bridge', 'host-local', 'loopback'];
+
+/** Bad input (a malformed pod reference, an unknown node or pod): exit 2 at the CLI. */
+export class CniInputError extends LabError {}
+
+/** A plugin's own error result (`{"code", "msg", "details"}` on stdout, exit status non-zero). */
+export class CniPluginError extends LabError {
+  constructor(
+    readonly plugin: string,
+    readonly command: 'ADD' | 'DEL',
+    readonly code: number | undefined,
+    readonly msg: string,
+    readonly details?: string,
+  ) {
+    super(`${plugin} ${command} failed${code === undefined ? '' : ` (code ${code})`}: ${msg}${details ? `; ${details}` : ''}`);
+  }
+}
+
+export interface PodRef {
+  namespace: string;
+  name: string;
+}
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** "<namespace>/<name>": a namespace is a DNS-1123 label, a pod name a DNS-1123 subdomain. */
+export function parsePodRef(text: string): PodRef {
+  const parts = text.split('/');
+  if (parts.length !== 2) throw new CniInputError(`<pod>: must be <namespace>/<name>, got ${JSON.stringify(text)}`);
+  const [namespace, name] = parts;
+  if (!DNS1123_LABEL.test(namespace)) throw new CniInputError(`<pod>: namespace must be a DNS-1123 label, got ${JSON.stringify(namespace)}`);
+  if (!DNS1123_SUBDOMAIN.test(name)) throw new CniInputError(`<pod>: name must be a DNS-1123 subdomain, got ${JSON.stringify(name)}`);
+  return { namespace, name };
+}
+
+/** A CNI result's first address (cniVersion 0.3.x to 1.x share the `ips` shape). */
+export interface CniResult {
+  cniVersion?: string;
+  interfaces?: Array<{ name: string; mac?: string; sandbox?: string }>;
+  ips?: Array<{ address: string; gateway?: string; interface?: number; version?: string }>;
+  routes?: Array<{ dst: string; gw?: string }>;
+}
+
+export interface Sandbox {
+  /** The sandbox (pause container) id: CNI_CONTAINERID. */
+  id: string;
+  pod: PodRef;
+  /** CNI_NETNS as the node sees it. */
+  netns: string;
+}
+
+export interface PodAddResult extends Sandbox {
+  node: string;
+  /** eth0's address with its prefix length, as host-local gave it, e.g. 10.244.1.2/24. */
+  address: string;
+  gateway?: string;
+  result: CniResult;
+  /** Conflist entries passed over, with why. */
+  skipped: string[];
+}
+
+/** containerd names a sandbox's netns cni-<uuid>; here the uuid is read off the sandbox id. */
+export function netnsName(sandboxId: string): string {
+  const h = sandboxId;
+  return `cni-${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** The node's holder pid (its namespaces); a node that is down is an error. */
+function holderPid(dir: string, node: string): number {
+  const state = readState(dir);
+  if (!state) throw new CniInputError('the lab is down');
+  if (!state.nodes.some((n) => n.name === node)) throw new CniInputError(`no lab node ${JSON.stringify(node)}`);
+  const p = labProcesses(dir).find((x) => x.argv0 === `kmlab-node ${dir} ${node}`);
+  if (!p) throw new LabError(`${node} is down`);
+  return p.pid;
+}
+
+
+/** Runs argv inside the node's network, mount, UTS and PID namespaces. */
+function nodeExec(pid: number, argv: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nsenter', ['-t', String(pid), '-n', '-m', '-u', '-p', '--', ...argv], {
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d) => (stdout += d));
+    child.stderr?.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+    });
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined); // a plugin that exits before reading its config: its exit status tells
+      child.stdin.end(opts.input);
+    }
+  });
+}
+
+async function nodeRun(pid: number, argv: string[]): Promise<void> {
+  const r = await nodeExec(pid, argv);
+  if (r.code !== 0) throw new LabError(`${argv.join(' ')}: ${(r.stderr || r.stdout).trim()}`);
+}
+
+/**
+ * Files are read and written inside the node (never through /proc/<pid>/root, where an
+ * absolute symlink on the node would resolve on the host).
+ */
+async function nodeRead(pid: number, path: string): Promise<string | undefined> {
+  const r = await nodeExec(pid, ['cat', '--', path]);
+  return r.code === 0 ? r.stdout : undefined;
+}
+
+async function nodeList(pid: number, path: string): Promise<string[]> {
+  const r = await nodeExec(pid, ['ls', '-1', '--', path]);
+  return r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
+}
+
+/** Writes (or with append, appends) stdin to a file on the node, making its directory. */
+async function nodeWrite(pid: number, path: string, text: string, append = false): Promise<void> {
+  const r = await nodeExec(pid, ['sh', '-c', `umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat ${append ? '>>' : '>'} "$1"`, 'kmlab-write', path], { input: text });
+  if (r.code !== 0) throw new LabError(`writing ${path} on the node: ${r.stderr.trim()}`);
+}
+
+async function nodeExists(pid: number, path: string): Promise<boolean> {
+  return (await nodeExec(pid, ['test', '-e', path])).code === 0;
+}
+
+interface CniEnv {
+  command: 'ADD' | 'DEL';
+  containerId: string;
+  netns: string;
+  ifname: string;
+  pod: PodRef;
+}
+
+/** Execs one plugin binary in the node as a runtime does: config on stdin, result or error on stdout. */
+async function execPlugin(pid: number, type: string, config: Record<string, unknown>, env: CniEnv): Promise<CniResult> {
+  if (!PLUGINS.includes(type)) throw new LabError(`failed to find plugin ${JSON.stringify(type)} in path [${CNI_BIN}] (the lab builds ${PLUGINS.join(', ')})`);
+  const r = await nodeExec(pid, [join(CNI_BIN, type)], {
+    env: {
+      CNI_COMMAND: env.command,
+      CNI_CONTAINERID: env.containerId,
+      CNI_NETNS: env.netns,
+      CNI_IFNAME: env.ifname,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${env.pod.namespace};K8S_POD_NAME=${env.pod.name};K8S_POD_INFRA_CONTAINER_ID=${env.containerId}`,
+      CNI_PATH: CNI_BIN,
+    },
+    input: JSON.stringify(config),
+  });
+  if (r.code !== 0) {
+    let e: { code?: number; msg?: string; details?: string } = {};
+    try {
+      e = JSON.parse(r.stdout);
+    } catch {
+      // not a CNI error result: report what it printed
+    }
+    throw new CniPluginError(type, env.command, e.code, e.msg ?? (r.stdout + r.stderr).trim(), e.details);
+  }
+  if (env.command === 'DEL' || !r.stdout.trim()) return {};
+  return JSON.parse(r.stdout) as CniResult;
+}
+
+interface NetConfList {
+  file: string;
+  name: string;
+  cniVersion: string;
+  plugins: Array<Record<string, unknown> & { type: string }>;
+}
+
+/** The node's network, as libcni picks it: the first .conf/.conflist/.json in /etc/cni/net.d by name. */
+async function nodeNetwork(pid: number): Promise<NetConfList> {
+  const files = (await nodeList(pid, '/etc/cni/net.d')).filter((f) => /\.(conf|conflist|json)$/.test(f)).sort();
+  if (!files.length) throw new LabError('no network config found in /etc/cni/net.d');
+  const file = `/etc/cni/net.d/${files[0]}`;
+  const text = await nodeRead(pid, file);
+  if (text === undefined) throw new LabError(`cannot read ${file} on the node`);
+  const conf = JSON.parse(text) as Record<string, unknown>;
+  const plugins = (Array.isArray(conf.plugins) ? conf.plugins : [conf]) as NetConfList['plugins'];
+  return { file, name: String(conf.name), cniVersion: String(conf.cniVersion ?? '0.3.1'), plugins };
+}
+
+/**
+ * flannel's delegation step: the config its plugin hands to `bridge`, from the conflist entry
+ * and subnet.env. A delegate's own keys win; the rest as flannel fills them in.
+ */
+export function flannelDelegate(net: { name: string; cniVersion: string }, entry: Record<string, unknown>, subnetEnv: string): Record<string, unknown> {
+  const env = Object.fromEntries(
+    subnetEnv
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#') && l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ']) if (env[k] === undefined) throw new LabError(`flannel delegation: ${k} is missing from /run/flannel/subnet.env`);
+  const subnet = maskCidr(env.FLANNEL_SUBNET);
+  const delegate: Record<string, unknown> = { ...((entry.delegate as Record<string, unknown> | undefined) ?? {}) };
+  delegate.name ??= net.name;
+  delegate.type ??= 'bridge';
+  delegate.ipMasq ??= env.FLANNEL_IPMASQ !== 'true';
+  delegate.mtu ??= Number(env.FLANNEL_MTU);
+  if (delegate.type === 'bridge') delegate.isGateway ??= true;
+  delegate.cniVersion = net.cniVersion;
+  delegate.ipam ??= { type: 'host-local', ranges: [[{ subnet }]], routes: env.FLANNEL_NETWORK.split(',').map((dst: string) => ({ dst })) };
+  if (delegate.ipMasq === true) throw new LabError('flannel delegation: ipMasq needs iptables, which the lab does not install (FLANNEL_IPMASQ=false in subnet.env asks for it)');
+  return delegate;
+}
+
+/** 10.244.1.1/24 -> 10.244.1.0/24 (host-local refuses a subnet with host bits set). */
+export function maskCidr(cidr: string): string {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(cidr);
+  if (!m) throw new LabError(`flannel delegation: FLANNEL_SUBNET ${JSON.stringify(cidr)} is not an IPv4 CIDR`);
+  const bits = Number(m[5]);
+  const n = ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+  const masked = bits === 0 ? 0 : (n & (~0 << (32 - bits))) >>> 0;
+  return `${masked >>> 24}.${(masked >>> 16) & 255}.${(masked >>> 8) & 255}.${masked & 255}/${bits}`;
+}
+
+const LOOPBACK = { cniVersion: '0.3.1', name: 'cni-loopback', type: 'loopback' };
+const FLANNEL_DATA = '/var/lib/cni/flannel';
+const CRI_DB = '/var/lib/kmlab/cri';
+
+/** Sandboxes the node's runtime knows (the crictl stand-in's pod lines). */
+export async function sandboxes(dir: string, node: string): Promise<Sandbox[]> {
+  return sandboxesOf(holderPid(dir, node));
+}
+
+async function sandboxesOf(pid: number): Promise<Sandbox[]> {
+  return ((await nodeRead(pid, CRI_DB)) ?? '')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[0] === 'pod' && f.length >= 5)
+    .map((f) => ({ id: f[1], pod: { name: f[2], namespace: f[3] }, netns: `/var/run/netns/${netnsName(f[1])}` }));
+}
+
+async function findSandbox(pid: number, node: string, pod: PodRef): Promise<Sandbox> {
+  const s = (await sandboxesOf(pid)).find((x) => x.pod.namespace === pod.namespace && x.pod.name === pod.name);
+  if (!s) throw new CniInputError(`no pod ${pod.namespace}/${pod.name} on ${node}`);
+  return s;
+}
+
+/** Record changes on one node are serialized within this process (read, filter, write back). */
+const recordLocks = new Map<number, Promise<unknown>>();
+function withRecordLock<T>(pid: number, fn: () => Promise<T>): Promise<T> {
+  const next = (recordLocks.get(pid) ?? Promise.resolve()).then(fn, fn);
+  recordLocks.set(pid, next.catch(() => undefined));
+  return next;
+}
+
+async function forgetSandboxRecord(pid: number, id: string): Promise<void> {
+  return withRecordLock(pid, () => rewriteRecords(pid, id));
+}
+
+async function rewriteRecords(pid: number, id: string): Promise<void> {
+  const text = await nodeRead(pid, CRI_DB);
+  if (text === undefined) return;
+  const kept = text
+    .split('\n')
+    .filter((l) => {
+      const f = l.split(' ');
+      return !((f[0] === 'pod' && f[1] === id) || (f[0] === 'container' && f[2] === id));
+    });
+  await nodeWrite(pid, CRI_DB, kept.join('\n'));
+}
+
+/** One CNI ADD or DEL of the node's network (after loopback on ADD, before it on DEL). */
+async function runNetwork(pid: number, command: 'ADD' | 'DEL', sandbox: Sandbox): Promise<{ result: CniResult; skipped: string[] }> {
+  const net = await nodeNetwork(pid);
+  const env: CniEnv = { command, containerId: sandbox.id, netns: sandbox.netns, ifname: 'eth0', pod: sandbox.pod };
+  const skipped: string[] = [];
+  let result: CniResult = {};
+  const entries = command === 'ADD' ? net.plugins : [...net.plugins].reverse();
+  for (const entry of entries) {
+    if (entry.type === 'portmap') {
+      skipped.push(`portmap (${net.file}): not built; it acts only on pods with hostPorts and needs iptables`);
+      continue;
+    }
+    if (entry.type === 'flannel') {
+      const saved = `${FLANNEL_DATA}/${sandbox.id}`;
+      if (command === 'ADD') {
+        const subnetEnv = await nodeRead(pid, '/run/flannel/subnet.env');
+        if (subnetEnv === undefined) throw new LabError(`flannel delegation (done by the lab: the flannel CNI plugin is not built here): /run/flannel/subnet.env is missing on the node (flanneld has not written its lease)`);
+        const delegate = flannelDelegate(net, entry, subnetEnv);
+        await nodeWrite(pid, saved, JSON.stringify(delegate));
+        result = await execPlugin(pid, String(delegate.type), delegate, env);
+      } else {
+        const text = await nodeRead(pid, saved);
+        if (text === undefined) continue; // nothing was delegated for this sandbox
+        const delegate = JSON.parse(text) as Record<string, unknown>;
+        await execPlugin(pid, String(delegate.type), delegate, env);
+        await nodeRun(pid, ['rm', '-f', '--', saved]);
+      }
+      continue;
+    }
+    const config: Record<string, unknown> = { ...entry, name: net.name, cniVersion: net.cniVersion };
+    if (command === 'ADD' && result.ips) config.prevResult = result;
+    const r = await execPlugin(pid, entry.type, config, env);
+    if (command === 'ADD') result = r;
+  }
+  return { result, skipped };
+}
+
+/**
+ * A pod sandbox on `node`, attached as a kubelet's runtime attaches it: a new netns in the
+ * node, loopback ADD, then the node's network ADD. On a failed ADD the runtime's cleanup
+ * follows (DEL, netns removed) and the plugin's own error is thrown (CniPluginError).
+ */
+export async function podAdd(dir: string, node: string, pod: PodRef): Promise<PodAddResult> {
+  const pid = holderPid(dir, node);
+  if ((await sandboxesOf(pid)).some((x) => x.pod.namespace === pod.namespace && x.pod.name === pod.name)) throw new CniInputError(`pod ${pod.namespace}/${pod.name} already has a sandbox on ${node}`);
+  const id = randomBytes(32).toString('hex');
+  const sandbox: Sandbox = { id, pod, netns: `/var/run/netns/${netnsName(id)}` };
+  await nodeRun(pid, ['ip', 'netns', 'add', netnsName(id)]);
+  const env: CniEnv = { command: 'ADD', containerId: id, netns: sandbox.netns, ifname: 'lo', pod };
+  try {
+    await execPlugin(pid, 'loopback', LOOPBACK, env);
+    const { result, skipped } = await runNetwork(pid, 'ADD', sandbox);
+    const ip = result.ips?.[0];
+    if (!ip) throw new LabError(`the network's ADD returned no address: ${JSON.stringify(result)}`);
+    await withRecordLock(pid, () => nodeWrite(pid, CRI_DB, `pod ${id} ${pod.name} ${pod.namespace} SANDBOX_READY\n`, true));
+    return { ...sandbox, node, address: ip.address, gateway: ip.gateway, result, skipped };
+  } catch (err) {
+    await teardown(pid, sandbox).catch(() => undefined); // as the runtime cleans up a failed sandbox
+    throw err;
+  }
+}
+
+async function teardown(pid: number, sandbox: Sandbox): Promise<void> {
+  try {
+    await runNetwork(pid, 'DEL', sandbox);
+    await execPlugin(pid, 'loopback', LOOPBACK, { command: 'DEL', containerId: sandbox.id, netns: sandbox.netns, ifname: 'lo', pod: sandbox.pod });
+  } finally {
+    await removeNetns(pid, sandbox);
+  }
+}
+
+async function removeNetns(pid: number, sandbox: Sandbox): Promise<void> {
+  if (await nodeExists(pid, `/run/netns/${netnsName(sandbox.id)}`)) await nodeRun(pid, ['ip', 'netns', 'delete', netnsName(sandbox.id)]);
+}
+
+/** CNI DEL of the pod's sandbox (host-local releases its address), then the netns and the record go. */
+export async function podDel(dir: string, node: string, pod: PodRef): Promise<Sandbox> {
+  const pid = holderPid(dir, node);
+  const sandbox = await findSandbox(pid, node, pod);
+  await teardown(pid, sandbox);
+  await forgetSandboxRecord(pid, sandbox.id);
+  return sandbox;
+}
+
+/**
+ * The sandbox disappears without a CNI DEL, as a runtime restart that lost its state leaves
+ * it: the netns and the runtime's record go, host-local's reservation stays (leaked).
+ */
+export async function podForget(dir: string, node: string, pod: PodRef): Promise<Sandbox> {
+  const pid = holderPid(dir, node);
+  const sandbox = await findSandbox(pid, node, pod);
+  await removeNetns(pid, sandbox);
+  await forgetSandboxRecord(pid, sandbox.id);
+  return sandbox;
+}
+
