@@ -183,3 +183,32 @@ test("sandboxes removed without a CNI DEL (as a runtime restart loses them) leak
   // The next ADD fails the same way: the range stays full.
   expect((await addFails('node1', 'after')).msg).toContain('no IP addresses available in range set');
 }, 300_000);
+
+test("stale-cni (seed 003): the real plugins on the scenario's node fail as the seed says, step by step, until the fix makes it usable", async () => {
+  const staleDir = join(tempDir('cni-stale'), 'lab');
+  const stale = await up({ dir: staleDir, nodes: 1, scenarios: ['stale-cni'], rebootDowntimeMs: 300 });
+  try {
+    const sh = (cmd: string) => labSsh(staleDir, stale.nodes[0].port, cmd);
+    const add = (name: string) => podAdd(staleDir, 'node1', { namespace: 'default', name });
+    const failure = (name: string) => add(name).then(() => undefined, (e: unknown) => e as Error);
+    // flanneld is not running: no subnet.env, so no delegation.
+    expect((await failure('a'))?.message).toMatch(/\/run\/flannel\/subnet\.env is missing/);
+    // flanneld back with the node's lease: host-local finds the range full of the leaked files.
+    sh('printf "FLANNEL_NETWORK=10.244.0.0/16\\nFLANNEL_SUBNET=10.244.0.1/24\\nFLANNEL_MTU=1450\\nFLANNEL_IPMASQ=true\\n" > /run/flannel/subnet.env');
+    const full = await failure('b');
+    expect(full).toBeInstanceOf(CniPluginError);
+    expect((full as CniPluginError).msg).toBe('failed to allocate for range 0: no IP addresses available in range set: 10.244.0.1-10.244.0.254');
+    // The leaked reservations removed (those of no live sandbox): now cni0's old lease is what fails.
+    sh('live=$(crictl pods -q); cd /var/lib/cni/networks/cbr0 && for f in 10.*; do id=$(head -n1 "$f" | tr -d "\\r"); echo "$live" | grep -qx "$id" || rm -f "$f"; done');
+    const old = await failure('c');
+    expect(old).toBeInstanceOf(CniPluginError);
+    expect((old as CniPluginError).msg).toBe('failed to set bridge addr: "cni0" already has an IP address different from 10.244.0.1/24');
+    // cni0 deleted, as seed 003's fix does: bridge makes it again with the right gateway, and the pod gets an address.
+    sh('ip link del cni0');
+    const ok = await add('d');
+    expect(ok.address).toMatch(/^10\.244\.0\.\d+\/24$/);
+    expect(JSON.parse(sh('ip -j addr show cni0'))[0].addr_info.find((a: { family: string }) => a.family === 'inet')).toMatchObject({ local: '10.244.0.1', prefixlen: 24 });
+  } finally {
+    await down(staleDir);
+  }
+});
