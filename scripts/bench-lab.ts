@@ -1,31 +1,49 @@
 /**
  * Prints figures, asserts nothing: time and memory to bring N lab nodes up (default 50)
- * and down. Needs root. Run: npm run build && node dist/scripts/bench-lab.js [nodes] [scenario,...]
+ * and down. Needs root. Run: npm run bench:lab -- [nodes] [scenario,...|all]
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { down, labProcesses, parseScenarios, up } from '../test/lab/lab';
+import { down, labProcesses, parseScenarios, SCENARIOS, up } from '../test/lab/lab';
 import { REPO_ROOT } from '../worker/paths';
 
 const memAvailableMiB = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]) / 1024;
 
-function rssOfLab(dir: string): number {
-  // Marked processes plus everything in the nodes' namespaces (sshd) is what the lab costs.
-  let kib = 0;
-  const pids = new Set(labProcesses(dir).map((p) => p.pid));
+const netns = (pid: number | string) => {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/net`);
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * What the lab's processes cost: the marked ones (holders, hub, forwarders) and everything
+ * in the nodes' network namespaces (sshd). PSS, so pages the processes share (the same
+ * sshd and socat binaries 50 times over) are counted once, not 50 times as RSS would.
+ */
+function labMemory(dir: string): { processes: number; pssMiB: number; rssMiB: number } {
+  const marked = labProcesses(dir).map((p) => p.pid);
+  const nets = new Set(marked.map(netns).filter((n) => n && n !== netns(process.pid)));
+  const pids = new Set(marked);
+  for (const e of readdirSync('/proc')) if (/^\d+$/.test(e) && nets.has(netns(e))) pids.add(Number(e));
+  let pss = 0;
+  let rss = 0;
   for (const pid of pids) {
     try {
-      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+      const roll = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+      pss += Number(/^Pss:\s+(\d+)/m.exec(roll)?.[1] ?? 0);
+      rss += Number(/^Rss:\s+(\d+)/m.exec(roll)?.[1] ?? 0);
     } catch {
-      // exited
+      // exited, or a kernel thread
     }
   }
-  return kib / 1024;
+  return { processes: pids.size, pssMiB: pss / 1024, rssMiB: rss / 1024 };
 }
 
 async function main(): Promise<void> {
   const nodes = Number(process.argv[2] ?? 50);
-  const scenarios = parseScenarios(process.argv[3]);
+  const scenarios = parseScenarios(process.argv[3] === 'all' ? Object.keys(SCENARIOS).join(',') : process.argv[3]);
   const dir = join(REPO_ROOT, '.lab-bench');
   const memBefore = memAvailableMiB();
   let t = Date.now();
@@ -33,7 +51,8 @@ async function main(): Promise<void> {
   const upMs = Date.now() - t;
   const memUp = memAvailableMiB();
   console.log(`lab up, ${nodes} nodes${scenarios.length ? ` with ${scenarios.join(', ')}` : ''}: ${(upMs / 1000).toFixed(1)} s (every sshd answering through its forwarder)`);
-  console.log(`memory: MemAvailable fell by ${(memBefore - memUp).toFixed(0)} MiB; RSS of marked lab processes (holders, hub, forwarders) ${rssOfLab(dir).toFixed(0)} MiB`);
+  const m = labMemory(dir);
+  console.log(`memory: ${m.processes} lab processes (holders, hub, forwarders, sshd), PSS ${m.pssMiB.toFixed(0)} MiB (RSS summed ${m.rssMiB.toFixed(0)} MiB); MemAvailable fell by ${(memBefore - memUp).toFixed(0)} MiB (page cache and kernel objects too: noisy)`);
   t = Date.now();
   const { killed } = await down(dir);
   const delta = memAvailableMiB() - memBefore;

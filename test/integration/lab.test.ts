@@ -9,7 +9,7 @@ import type { ProbeReport } from '../../lib/probe';
 import { REPO_ROOT } from '../../worker/paths';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { weavePeerMac } from '../../lib/weave';
-import { down, labProcesses, type LabNode, type LabState, readState, up } from '../lab/lab';
+import { down, labProcesses, type LabNode, Patience, type LabState, readState, up } from '../lab/lab';
 import { hostSnapshot } from '../helpers/host';
 import { labSsh, labSshArgs, labTestConfig } from '../helpers/lab';
 import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
@@ -164,6 +164,21 @@ test('down cleans up after a crash: no state file, daemon killed, processes foun
   expect(labProcesses(crashed)).toEqual([]);
   expect(existsSync(crashed)).toBe(false);
   expect(hostSnapshot()).toEqual(before);
+});
+
+test("the lab's deadlines count time waited, not time the event loop spent blocked", async () => {
+  const patience = new Patience(100);
+  // The loop is blocked for longer than the whole budget while a 10 ms wait is pending.
+  setImmediate(() => {
+    const until = Date.now() + 300;
+    while (Date.now() < until) {
+      // as a burst of synchronous work elsewhere in the process
+    }
+  });
+  await patience.sleep(10);
+  expect(patience.exhausted).toBe(false);
+  for (let i = 0; i < 10; i++) await patience.sleep(10);
+  expect(patience.exhausted).toBe(true);
 });
 
 describe('the lab command', () => {

@@ -17,17 +17,19 @@
  * `down` finds and stops them from /proc alone, after a crash or a killed `up` too; the
  * namespaces disappear with their last process.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, copyFileSync, existsSync, openSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
-import { freePort, keygen, sshdConfig } from './sshd';
+import { sshdConfig } from './sshd';
 import { calicoPodIp, calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
 
@@ -154,13 +156,45 @@ const NODE_SETUP = [
 /** The hub holds the host-only bridge. Arguments: $1 lab dir. */
 const HUB_SETUP = ['set -e', 'ip link set lo up', 'ip link add br-lab type bridge', 'ip link set br-lab up', 'exec -a "kmlab-hub $1" sleep infinity'].join('\n');
 
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new LabError(`${cmd} ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`);
+/** Runs a command without blocking the event loop (other nodes boot meanwhile); `input` goes to its stdin. */
+function exec(cmd: string, args: string[], input = ''): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new LabError(`${cmd} ${args.join(' ')}: ${(stderr || err.message).trim()}`));
+      else resolve(stdout);
+    });
+    child.stdin?.on('error', () => undefined); // a command that exits early closes its stdin
+    child.stdin?.end(input);
+  });
+}
+
+/**
+ * `ip` commands for one network namespace, run as one `ip -batch` (one exec, where each
+ * command used to be an nsenter and an ip of its own). Words are the lab's own names and
+ * addresses, checked here: nothing else is ever pasted into a batch line.
+ */
+class IpBatch {
+  readonly lines: string[] = [];
+  add(...words: string[]): void {
+    for (const w of words) if (!/^[A-Za-z0-9._:/-]+$/.test(w)) throw new LabError(`refusing ${JSON.stringify(w)} in an ip batch`);
+    this.lines.push(words.join(' '));
   }
+  /** The script for `ip -batch -`; a failure names the line ("Command failed -:N"). */
+  get text(): string {
+    return `${this.lines.join('\n')}\n`;
+  }
+  explain(err: unknown): LabError {
+    const line = /Command failed -:(\d+)/.exec((err as Error).message)?.[1];
+    return new LabError(`${(err as Error).message}${line ? ` (line ${line}: ${this.lines[Number(line) - 1]})` : ''}`);
+  }
+}
+
+/** Runs a batch in the network namespace of `pid`. */
+async function ipBatch(pid: number, batch: IpBatch): Promise<void> {
+  if (!batch.lines.length) return;
+  await exec('nsenter', ['-t', String(pid), '-n', '--', 'ip', '-batch', '-'], batch.text).catch((err) => {
+    throw batch.explain(err);
+  });
 }
 
 /**
@@ -168,19 +202,19 @@ function run(cmd: string, args: string[]): string {
  * the node's lease (.0/32), cni0 as the pods' gateway (.1/24), and /run/flannel/subnet.env.
  * Without a default route flanneld cannot start (seed 002): none of it, and no subnet.env.
  */
-function flannelAtBoot(pid: number, nodeDir: string, index: number, running: boolean): void {
+function flannelAtBoot(net: IpBatch, nodeDir: string, index: number, running: boolean): void {
   const subnetEnv = join(nodeDir, 'run-flannel', 'subnet.env');
   if (!running) {
     rmSync(subnetEnv, { force: true });
     return;
   }
   const lease = podCidrPrefix(index);
-  inNet(pid, 'ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'dev', 'enp0s8', 'dstport', '8472', 'nolearning');
-  inNet(pid, 'ip', 'addr', 'add', `${lease}.0/32`, 'dev', 'flannel.1');
-  inNet(pid, 'ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up');
-  inNet(pid, 'ip', 'link', 'add', 'cni0', 'type', 'bridge');
-  inNet(pid, 'ip', 'addr', 'add', `${lease}.1/24`, 'dev', 'cni0');
-  inNet(pid, 'ip', 'link', 'set', 'cni0', 'mtu', '1450', 'up');
+  net.add('link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'dev', 'enp0s8', 'dstport', '8472', 'nolearning');
+  net.add('addr', 'add', `${lease}.0/32`, 'dev', 'flannel.1');
+  net.add('link', 'set', 'flannel.1', 'mtu', '1450', 'up');
+  net.add('link', 'add', 'cni0', 'type', 'bridge');
+  net.add('addr', 'add', `${lease}.1/24`, 'dev', 'cni0');
+  net.add('link', 'set', 'cni0', 'mtu', '1450', 'up');
   writeFileSync(subnetEnv, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${lease}.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`);
 }
 
@@ -189,21 +223,25 @@ function flannelAtBoot(pid: number, nodeDir: string, index: number, running: boo
  * cni0 keeps the old lease's gateway address; flannel.1 the old lease's .0/32 (VXLAN 1, port
  * 8472, as flannel's vxlan backend). /run/flannel/subnet.env is absent: /run starts empty.
  */
-function staleCniInterfaces(pid: number, index: number): void {
+function staleCniInterfaces(net: IpBatch, index: number): void {
   const old = staleLeasePrefix(index);
-  inNet(pid, 'ip', 'link', 'add', 'cni0', 'type', 'bridge');
-  inNet(pid, 'ip', 'addr', 'add', `${old}.1/24`, 'dev', 'cni0');
-  inNet(pid, 'ip', 'link', 'set', 'cni0', 'mtu', '1450', 'up');
-  inNet(pid, 'ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'dev', 'enp0s8', 'dstport', '8472', 'nolearning');
-  inNet(pid, 'ip', 'addr', 'add', `${old}.0/32`, 'dev', 'flannel.1');
-  inNet(pid, 'ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up');
+  net.add('link', 'add', 'cni0', 'type', 'bridge');
+  net.add('addr', 'add', `${old}.1/24`, 'dev', 'cni0');
+  net.add('link', 'set', 'cni0', 'mtu', '1450', 'up');
+  net.add('link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'dev', 'enp0s8', 'dstport', '8472', 'nolearning');
+  net.add('addr', 'add', `${old}.0/32`, 'dev', 'flannel.1');
+  net.add('link', 'set', 'flannel.1', 'mtu', '1450', 'up');
 }
 
-/** What weave reads: /etc/machine-id as the node sees it, else /var/lib/dbus/machine-id, raw. */
+/**
+ * What weave reads: /etc/machine-id as the node sees it, else /var/lib/dbus/machine-id, raw.
+ * Read through /proc/<holder>/root, which resolves paths in the node's mount namespace
+ * (its overlays), without an exec.
+ */
 function nodeMachineIdFile(pid: number): string {
-  for (const file of ['/etc/machine-id', '/var/lib/dbus/machine-id']) {
+  for (const file of ['etc/machine-id', 'var/lib/dbus/machine-id']) {
     try {
-      return execFileSync('nsenter', ['-t', String(pid), '-m', '--', 'cat', '--', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      return readFileSync(`/proc/${pid}/root/${file}`, 'utf8');
     } catch {
       // missing: try the next, as weave does
     }
@@ -211,30 +249,120 @@ function nodeMachineIdFile(pid: number): string {
   return '';
 }
 
-/** Runs a command in the network namespace of `pid`. */
-const inNet = (pid: number, cmd: string, ...args: string[]) => run('nsenter', ['-t', String(pid), '-n', '--', cmd, ...args]);
-
 function detached(cmd: string, args: string[], logFile?: string): ChildProcess {
   const out = logFile ? openSync(logFile, 'a') : 'ignore';
   const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out] });
   if (typeof out === 'number') closeSync(out);
+  child.on('error', () => undefined); // reported by the wait for its marker
   child.unref();
   return child;
 }
 
-/** The holder's host pid, once a process carries its marker. */
-async function waitForMarkedPid(dir: string, argv0: string, timeoutMs = 10_000): Promise<number> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    const pid = markedPid(dir, argv0);
-    if (pid !== undefined) return pid;
-    await sleep(10);
+/**
+ * A deadline counted in time actually waited. Each wait is charged at most what it asked
+ * for, so time the event loop spent blocked elsewhere (other nodes booting, a slow fork on
+ * a loaded machine) does not use it up: a busy machine makes a wait longer, never fail.
+ */
+export class Patience {
+  private waitedMs = 0;
+  constructor(readonly budgetMs: number) {}
+  get exhausted(): boolean {
+    return this.waitedMs >= this.budgetMs;
   }
-  throw new LabError(`${argv0} did not start`);
+  sleep(ms: number): Promise<void> {
+    return this.charge(sleep(ms), ms);
+  }
+  /** Awaits `p`, charging the time it took but at most `capMs`. */
+  async charge<T>(p: Promise<T>, capMs: number): Promise<T> {
+    const t0 = performance.now();
+    try {
+      return await p;
+    } finally {
+      this.waitedMs += Math.min(performance.now() - t0, capMs);
+    }
+  }
 }
 
-function holder(setup: string, args: string[], unshareFlags: string[]): void {
-  detached('unshare', [...unshareFlags, '--propagation', 'private', '--fork', '--', 'bash', '-c', setup, 'kmlab-setup', ...args]);
+/** The host pids of `parent`'s children (/proc/<pid>/task/<pid>/children), or undefined where the kernel lacks that file. */
+function childrenOf(parent: number): number[] | undefined {
+  try {
+    return readFileSync(`/proc/${parent}/task/${parent}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync(`/proc/${parent}`) ? undefined : [];
+  }
+}
+
+function argv0Of(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Starts a holder (`unshare ... --fork bash -c setup`) and returns its host pid once it
+ * carries its marker, having run its setup. It is found as the child of its unshare,
+ * without scanning /proc; a setup that fails is reported at once, not after the deadline.
+ */
+async function startHolder(dir: string, marker: string, setup: string, args: string[], unshareFlags: string[]): Promise<number> {
+  const child = detached('unshare', [...unshareFlags, '--propagation', 'private', '--fork', '--', 'bash', '-c', setup, 'kmlab-setup', ...args]);
+  const patience = new Patience(10_000);
+  while (!patience.exhausted) {
+    const kids = child.pid === undefined ? [] : childrenOf(child.pid);
+    const pid = kids === undefined ? markedPid(dir, marker) : kids.find((k) => argv0Of(k) === marker);
+    if (pid !== undefined) return pid;
+    if (child.exitCode !== null || child.signalCode !== null) throw new LabError(`${marker}: its setup failed (unshare exited ${child.exitCode ?? child.signalCode})`);
+    await patience.sleep(10);
+  }
+  throw new LabError(`${marker} did not start`);
+}
+
+/** Nodes booted at once at `up`: each is mostly waiting on forks and the kernel. */
+const BOOT_CONCURRENCY = 8;
+
+/**
+ * Runs `fn` over `items`, at most `limit` at a time, results in order. After a failure no
+ * new item starts, and it is thrown once those already started have settled (so a `down`
+ * after it finds everything they made).
+ */
+async function boundedAll<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const lane = async () => {
+    while (!failure && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await fn(items[i]);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  if (failure) throw failure.err;
+  return results;
+}
+
+/** `n` distinct free loopback ports, all held until every one is found. */
+async function freePorts(n: number): Promise<number[]> {
+  const { createServer } = await import('node:net');
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<import('node:net').Server>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
+}
+
+async function keygen(path: string): Promise<string> {
+  await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kubemend-test', '-f', path]);
+  return readFileSync(`${path}.pub`, 'utf8').trim();
 }
 
 /** Marks a directory as a lab's: `down` deletes nothing that lacks it. */
@@ -297,17 +425,19 @@ class CriRecords {
 }
 
 
-function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRecords): void {
+async function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRecords): Promise<void> {
   const cbr0 = join(nodeDir, 'varlib.upper', 'cni', 'networks', 'cbr0');
   mkdirSync(cbr0, { recursive: true });
   const prefix = podCidrPrefix(index);
+  const files: Array<[string, string]> = [];
   for (let host = 2; host <= 254; host++) {
     const live = host <= 1 + LIVE_PODS_PER_NODE;
     const sandbox = live ? cri.pod(`app-${name}-${host - 1}`, 'default') : randomBytes(32).toString('hex');
-    writeFileSync(join(cbr0, `${prefix}.${host}`), `${sandbox}\r\neth0`);
+    files.push([`${prefix}.${host}`, `${sandbox}\r\neth0`]);
   }
-  writeFileSync(join(cbr0, 'last_reserved_ip.0'), `${prefix}.254`);
-  writeFileSync(join(cbr0, 'lock'), '');
+  files.push(['last_reserved_ip.0', `${prefix}.254`], ['lock', '']);
+  // Written side by side, off the event loop: 255 small files cost seconds here, one after another.
+  await Promise.all(files.map(([f, text]) => writeFile(join(cbr0, f), text)));
 }
 
 /**
@@ -316,15 +446,16 @@ function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRec
  * veth exist only in the runtime. The pod ends live in the hub: a node's reboot takes its
  * veths down with it, as a real reboot does.
  */
-function orphanCalicoInterfaces(pid: number, hubPid: number, index: number, name: string): void {
+function orphanCalicoInterfaces(b: BootBatches, index: number, name: string): void {
   const pods = calicoPods(name);
   [...pods.withVeth, ...pods.vethOnly].forEach((pod, k) => {
     const host = calicoVethName(pods.namespace, pod);
     const podEnd = `p${index}x${k}`;
-    inNet(pid, 'ip', 'link', 'add', host, 'type', 'veth', 'peer', 'name', podEnd, 'netns', String(hubPid));
-    inNet(hubPid, 'ip', 'link', 'set', podEnd, 'up');
-    inNet(pid, 'ip', 'link', 'set', host, 'up');
-    inNet(pid, 'ip', 'route', 'add', `${calicoPodIp(index, k)}/32`, 'dev', host, 'scope', 'link');
+    // Made from the hub's side (its batch runs first), the host end moved into the node.
+    b.hub.add('link', 'add', podEnd, 'type', 'veth', 'peer', 'name', host, 'netns', String(b.holderPid));
+    b.hub.add('link', 'set', podEnd, 'up');
+    b.node.add('link', 'set', host, 'up');
+    b.node.add('route', 'add', `${calicoPodIp(index, k)}/32`, 'dev', host, 'scope', 'link');
   });
 }
 
@@ -344,7 +475,7 @@ function freshRootHome(home: string): void {
 }
 
 /** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs, root's home. */
-function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac' | 'bootMachineId'> {
+async function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Promise<Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac' | 'bootMachineId'>> {
   const name = `node${index}`;
   const nodeDir = join(dir, 'nodes', name);
   for (const d of ['etc.upper/ssh', 'etc.work', 'varlib.upper/dbus', 'varlib.work', 'run-flannel', 'ssh', 'control']) mkdirSync(join(nodeDir, d), { recursive: true });
@@ -354,7 +485,7 @@ function prepareNode(dir: string, index: number, clientPub: string, sharedMachin
   writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'etc.upper', 'hostname'), `${name}\n`);
   const hostKey = join(nodeDir, 'ssh', 'ssh_host_ed25519_key');
-  keygen(hostKey);
+  await keygen(hostKey);
   writeFileSync(join(nodeDir, 'ssh', 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
   const address = `${HOSTONLY_PREFIX}.${10 + index}`;
   writeFileSync(join(nodeDir, 'ssh', 'sshd_config'), sshdConfig({ listen: `${address}:22`, hostKey, authorizedKeys: join(nodeDir, 'ssh', 'authorized_keys'), pidFile: '/run/sshd.pid' }));
@@ -370,7 +501,14 @@ interface BootOptions {
   /** flanneld ran this boot: it needs a default route, and has not run since a `kubeadm reset`. */
   flannel: boolean;
   /** Interfaces a scenario leaves behind; only at `up`, since a real reboot clears them too. */
-  leftovers?: (holderPid: number) => void;
+  leftovers?: (b: BootBatches) => void;
+}
+
+/** A boot's interfaces: the hub's side runs first (veths into the node), then the node's. */
+interface BootBatches {
+  holderPid: number;
+  hub: IpBatch;
+  node: IpBatch;
 }
 
 async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string; bootMachineId: string }> {
@@ -378,35 +516,39 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
   writeFileSync(join(nodeDir, 'boot_id'), `${bootId}\n`);
-  holder(NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount', '--pid', '--mount-proc']);
-  const holderPid = await waitForMarkedPid(dir, nodeMarker(dir, name));
+  const holderPid = await startHolder(dir, nodeMarker(dir, name), NODE_SETUP, [dir, nodeDir, name], ['--net', '--uts', '--mount', '--pid', '--mount-proc']);
+  const b: BootBatches = { holderPid, hub: new IpBatch(), node: new IpBatch() };
 
   // enp0s8: the host-only network, its peer on the hub's bridge.
   const hubSide = `h-${name}`;
-  inNet(hubPid, 'ip', 'link', 'add', hubSide, 'type', 'veth', 'peer', 'name', 'enp0s8', 'netns', String(holderPid));
-  inNet(hubPid, 'ip', 'link', 'set', hubSide, 'master', 'br-lab', 'up');
+  b.hub.add('link', 'add', hubSide, 'type', 'veth', 'peer', 'name', 'enp0s8', 'netns', String(holderPid));
+  b.hub.add('link', 'set', hubSide, 'master', 'br-lab', 'up');
   // enp0s3: VirtualBox NAT lookalike, 10.0.2.15 on every node, the gateway's end in the hub.
   const natSide = `n-${name}`;
-  inNet(hubPid, 'ip', 'link', 'add', natSide, 'type', 'veth', 'peer', 'name', 'enp0s3', 'netns', String(holderPid));
-  inNet(hubPid, 'ip', 'addr', 'add', `${NAT_GATEWAY}/24`, 'dev', natSide);
-  inNet(hubPid, 'ip', 'link', 'set', natSide, 'up');
-  inNet(holderPid, 'ip', 'addr', 'add', `${address}/24`, 'dev', 'enp0s8');
-  inNet(holderPid, 'ip', 'addr', 'add', NAT_ADDRESS, 'dev', 'enp0s3');
-  inNet(holderPid, 'ip', 'link', 'set', 'enp0s8', 'up');
+  b.hub.add('link', 'add', natSide, 'type', 'veth', 'peer', 'name', 'enp0s3', 'netns', String(holderPid));
+  b.hub.add('addr', 'add', `${NAT_GATEWAY}/24`, 'dev', natSide);
+  b.hub.add('link', 'set', natSide, 'up');
+  b.node.add('addr', 'add', `${address}/24`, 'dev', 'enp0s8');
+  b.node.add('addr', 'add', NAT_ADDRESS, 'dev', 'enp0s3');
+  b.node.add('link', 'set', 'enp0s8', 'up');
   if (!boot.uplinkDown) {
-    inNet(holderPid, 'ip', 'link', 'set', 'enp0s3', 'up');
-    inNet(holderPid, 'ip', 'route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
+    b.node.add('link', 'set', 'enp0s3', 'up');
+    b.node.add('route', 'add', 'default', 'via', NAT_GATEWAY, 'dev', 'enp0s3');
   }
   // weave: the bridge Weave Net creates, its MAC derived from the machine-id the node has
   // now (lab nodes have no DMI product_uuid, like a VM whose hypervisor does not expose it).
-  inNet(holderPid, 'ip', 'link', 'add', 'weave', 'type', 'bridge');
   const machineIdFile = nodeMachineIdFile(holderPid);
   const weaveMac = weavePeerMac(machineIdFile);
-  inNet(holderPid, 'ip', 'link', 'set', 'weave', 'address', weaveMac, 'mtu', '1376', 'up');
-  flannelAtBoot(holderPid, nodeDir, node.index, boot.flannel);
-  boot.leftovers?.(holderPid);
+  b.node.add('link', 'add', 'weave', 'type', 'bridge');
+  b.node.add('link', 'set', 'weave', 'address', weaveMac, 'mtu', '1376', 'up');
+  flannelAtBoot(b.node, nodeDir, node.index, boot.flannel);
+  boot.leftovers?.(b);
 
-  run('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', SSHD, '-f', join(nodeDir, 'ssh', 'sshd_config')]);
+  await ipBatch(hubPid, b.hub);
+  // The node's interfaces, then its sshd (which daemonizes), in one exec inside the node.
+  await exec('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', 'sh', '-c', 'ip -batch - && exec "$0" -f "$1"', SSHD, join(nodeDir, 'ssh', 'sshd_config')], b.node.text).catch((err) => {
+    throw b.node.explain(err);
+  });
 
   detached('bash', [
     '-c',
@@ -432,10 +574,10 @@ function writePeers(state: LabState): void {
 }
 
 async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
+  const patience = new Patience(timeoutMs);
   const { createConnection } = await import('node:net');
-  while (Date.now() < until) {
-    const banner = await new Promise<string>((resolve) => {
+  while (!patience.exhausted) {
+    const attempt = new Promise<string>((resolve) => {
       const s = createConnection({ host: '127.0.0.1', port: node.port });
       let data = '';
       s.setTimeout(1000);
@@ -447,10 +589,11 @@ async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
       s.on('timeout', () => s.destroy());
       s.on('error', () => resolve(''));
     });
+    const banner = await patience.charge(attempt, 1000);
     if (banner.startsWith('SSH-2.0-')) return;
-    await sleep(50);
+    await patience.sleep(50);
   }
-  throw new LabError(`${node.name}: sshd did not answer through 127.0.0.1:${node.port} within ${timeoutMs} ms`);
+  throw new LabError(`${node.name}: sshd did not answer through 127.0.0.1:${node.port} within ${timeoutMs} ms of waiting`);
 }
 
 export interface UpOptions {
@@ -473,23 +616,23 @@ export async function up(opts: UpOptions): Promise<LabState> {
   mkdirSync(opts.dir, { recursive: true });
   writeFileSync(join(opts.dir, SENTINEL), 'kubemend lab directory: `npm run lab -- down` deletes it\n');
   const clientKey = join(opts.dir, 'id_ed25519');
-  const clientPub = keygen(clientKey);
+  const clientPub = await keygen(clientKey);
   installStandIns(opts.dir);
-  holder(HUB_SETUP, [opts.dir], ['--net']);
-  const hubPid = await waitForMarkedPid(opts.dir, hubMarker(opts.dir));
-  const nodes: LabNode[] = [];
   const scenarios = opts.scenarios ?? [];
   // seed 000: the nodes were cloned from one image, machine-id and all.
   const clonedId = scenarios.includes('cloned-machine-id') ? randomBytes(16).toString('hex') : undefined;
   let state: LabState;
   try {
-    for (let i = 1; i <= opts.nodes; i++) {
-      const prepared = prepareNode(opts.dir, i, clientPub, clonedId);
+    const hubPid = await startHolder(opts.dir, hubMarker(opts.dir), HUB_SETUP, [opts.dir], ['--net']);
+    const ports = await freePorts(opts.nodes);
+    const indexes = Array.from({ length: opts.nodes }, (_, k) => k + 1);
+    const nodes = await boundedAll(indexes, BOOT_CONCURRENCY, async (i): Promise<LabNode> => {
+      const prepared = await prepareNode(opts.dir, i, clientPub, clonedId);
       const nodeDir = join(opts.dir, 'nodes', prepared.name);
       const cri = new CriRecords();
       const staleCni = scenarios.includes('stale-cni');
       const orphanCalico = scenarios.includes('orphan-calico');
-      if (staleCni) writeStaleCni(nodeDir, i, prepared.name, cri);
+      if (staleCni) await writeStaleCni(nodeDir, i, prepared.name, cri);
       if (orphanCalico) {
         const pods = calicoPods(prepared.name);
         for (const pod of [...pods.withVeth, ...pods.withoutVeth]) cri.pod(pod, pods.namespace);
@@ -500,15 +643,15 @@ export async function up(opts: UpOptions): Promise<LabState> {
       const natAdvertise = scenarios.includes('nat-advertise');
       const cpAddress = `${HOSTONLY_PREFIX}.11`;
       writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, joinedAtUp(scenarios, prepared.role));
-      const port = await freePort();
-      const leftovers = (pid: number) => {
-        if (staleCni) staleCniInterfaces(pid, i);
-        if (orphanCalico) orphanCalicoInterfaces(pid, hubPid, i, prepared.name);
+      const port = ports[i - 1];
+      const leftovers = (b: BootBatches) => {
+        if (staleCni) staleCniInterfaces(b.node, i);
+        if (orphanCalico) orphanCalicoInterfaces(b, i, prepared.name);
       };
       const uplinkDown = uplinkStaysDown(scenarios, i);
       const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni, leftovers };
-      nodes.push({ ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 });
-    }
+      return { ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 };
+    });
     await Promise.all(nodes.map((n) => waitForSsh(n)));
     state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, controlPlane: !!opts.controlPlane, nodes };
     writeState(state);
@@ -655,8 +798,8 @@ async function killAndWait(pids: Set<number>): Promise<void> {
       // already gone
     }
   }
-  const until = Date.now() + 10_000;
-  while ([...pids].some((pid) => isAlive(pid)) && Date.now() < until) await sleep(20);
+  const patience = new Patience(10_000);
+  while ([...pids].some((pid) => isAlive(pid)) && !patience.exhausted) await patience.sleep(20);
 }
 
 function isAlive(pid: number): boolean {
@@ -718,11 +861,11 @@ export async function requestReboot(dir: string, name: string, timeoutMs = 60_00
   const before = readState(dir)?.nodes.find((n) => n.name === name);
   if (!before) throw new LabError(`no lab node ${JSON.stringify(name)}${readState(dir) ? '' : ' (the lab is down)'}`);
   writeFileSync(join(dir, 'nodes', name, 'control', 'request'), 'reboot\n');
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
+  const patience = new Patience(timeoutMs);
+  while (!patience.exhausted) {
     const now = readState(dir)?.nodes.find((n) => n.name === name);
     if (now && now.boots > before.boots) return now;
-    await sleep(50);
+    await patience.sleep(50);
   }
   throw new LabError(`${name} did not come back from reboot within ${timeoutMs} ms`);
 }
@@ -737,10 +880,10 @@ async function startDaemon(dir: string): Promise<void> {
   if (!existsSync(DAEMON)) throw new LabError(`${DAEMON} is missing: run \`npm run build\` first`);
   const log = join(dir, 'daemon.log');
   detached('bash', ['-c', 'exec -a "kmlab-daemon $1" "$2" "$3" "$1"', 'kmlab-daemon', dir, process.execPath, DAEMON], log);
-  const until = Date.now() + 10_000;
-  while (Date.now() < until) {
+  const patience = new Patience(10_000);
+  while (!patience.exhausted) {
     if (labProcesses(dir).some((p) => p.argv0 === `kmlab-daemon ${dir}`)) return;
-    await sleep(20);
+    await patience.sleep(20);
   }
   throw new LabError(`the lab daemon did not start: ${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : 'no log'}`);
 }
