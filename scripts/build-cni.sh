@@ -14,6 +14,12 @@ stamp="$bin/.plugins.version"
 want="github.com/containernetworking/plugins@$CNI_PLUGINS_VERSION ${PLUGINS[*]}"
 
 command -v go >/dev/null || { echo "build-cni: go is not installed" >&2; exit 1; }
+GO_NEEDED=1.26.8   # v1.10.0's go.mod
+have=$(go env GOVERSION); have=${have#go}
+if [ "$(printf '%s\n%s\n' "$GO_NEEDED" "$have" | sort -V | head -n1)" != "$GO_NEEDED" ]; then
+  echo "build-cni: containernetworking/plugins $CNI_PLUGINS_VERSION needs Go $GO_NEEDED or later; go is $have" >&2
+  exit 1
+fi
 
 current=1
 for p in "${PLUGINS[@]}"; do [ -x "$bin/${p##*/}" ] || current=0; done
