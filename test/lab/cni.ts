@@ -13,7 +13,8 @@
  *
  * Not served by the module proxy here: the flannel CNI plugin. Its delegation step is done
  * here as flannel does it: read the node's /run/flannel/subnet.env, build a `bridge` config
- * (cni0, isGateway, ipMasq = !FLANNEL_IPMASQ, FLANNEL_MTU) with `host-local` over
+ * (cni0, isGateway, ipMasq = !FLANNEL_IPMASQ, FLANNEL_MTU; with ipMasq, bridge writes its iptables
+ * rules in the node's network namespace) with `host-local` over
  * FLANNEL_SUBNET, save it under /var/lib/cni/flannel/<id> for the DEL, and exec `bridge`.
  * `portmap` is not built: it only acts on pods with hostPorts (none here) and needs iptables,
  * so a conflist's portmap entry is passed over and reported as such.
@@ -240,7 +241,6 @@ export function flannelDelegate(net: { name: string; cniVersion: string }, entry
   if (delegate.type === 'bridge') delegate.isGateway ??= true;
   delegate.cniVersion = net.cniVersion;
   delegate.ipam ??= { type: 'host-local', ranges: [[{ subnet }]], routes: env.FLANNEL_NETWORK.split(',').map((dst: string) => ({ dst })) };
-  if (delegate.ipMasq === true) throw new LabError('flannel delegation: ipMasq needs iptables, which the lab does not install (FLANNEL_IPMASQ=false in subnet.env asks for it)');
   return delegate;
 }
 

@@ -17,9 +17,10 @@ test("flannel's delegate: bridge over host-local on FLANNEL_SUBNET, the conflist
   });
 });
 
-test('flannel delegation refuses a subnet.env without a lease, and ipMasq (no iptables in the lab)', () => {
+test('flannel delegation: a subnet.env without a lease is refused; a flanneld that does not masquerade leaves it to bridge', () => {
   expect(() => flannelDelegate({ name: 'cbr0', cniVersion: '0.3.1' }, { type: 'flannel' }, 'FLANNEL_NETWORK=10.244.0.0/16\n')).toThrow('FLANNEL_SUBNET is missing');
-  expect(() => flannelDelegate({ name: 'cbr0', cniVersion: '0.3.1' }, { type: 'flannel' }, SUBNET_ENV.replace('IPMASQ=true', 'IPMASQ=false'))).toThrow('ipMasq needs iptables');
+  expect(flannelDelegate({ name: 'cbr0', cniVersion: '0.3.1' }, { type: 'flannel' }, SUBNET_ENV.replace('IPMASQ=true', 'IPMASQ=false'))).toMatchObject({ type: 'bridge', ipMasq: true });
+  expect(flannelDelegate({ name: 'cbr0', cniVersion: '0.3.1' }, { type: 'flannel', delegate: { ipMasq: false } }, SUBNET_ENV.replace('IPMASQ=true', 'IPMASQ=false'))).toMatchObject({ ipMasq: false });
 });
 
 test('maskCidr clears host bits', () => {
