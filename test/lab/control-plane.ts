@@ -18,10 +18,10 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
+import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
 import { type ClusterObjects, KUBELET_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
 
@@ -141,12 +141,16 @@ function adminRequest(dir: string, port: number, method: string, path: string, b
   });
 }
 
+/** A probe is charged at most this much of a wait's deadline (its own HTTP requests time out after 5 s). */
+const PROBE_CAP_MS = 5000;
+
 async function until<T>(what: string | (() => string), timeoutMs: number, probe: () => Promise<T | undefined>, log?: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await probe();
+  // Time waited, not wall time: a loop blocked by other work does not use up the deadline.
+  const patience = new Patience(timeoutMs);
+  while (!patience.exhausted) {
+    const v = await patience.charge(probe(), PROBE_CAP_MS);
     if (v !== undefined) return v;
-    await sleep(200);
+    await patience.sleep(200);
   }
   const tail = log && existsSync(log) ? `\n--- ${log} (last lines) ---\n${readFileSync(log, 'utf8').split('\n').slice(-15).join('\n')}` : '';
   throw new ControlPlaneError(`${typeof what === 'function' ? what() : what} within ${timeoutMs} ms${tail}`);

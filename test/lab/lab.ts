@@ -24,15 +24,16 @@ import { writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT } from '../../worker/paths';
+import { Patience } from './patience';
 import { sshdConfig } from './sshd';
 import { calicoPodIp, calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
 
+export { Patience } from './patience';
 export { calicoPodIp, calicoPods, HOSTONLY_PREFIX, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 
 
@@ -256,31 +257,6 @@ function detached(cmd: string, args: string[], logFile?: string): ChildProcess {
   child.on('error', () => undefined); // reported by the wait for its marker
   child.unref();
   return child;
-}
-
-/**
- * A deadline counted in time actually waited. Each wait is charged at most what it asked
- * for, so time the event loop spent blocked elsewhere (other nodes booting, a slow fork on
- * a loaded machine) does not use it up: a busy machine makes a wait longer, never fail.
- */
-export class Patience {
-  private waitedMs = 0;
-  constructor(readonly budgetMs: number) {}
-  get exhausted(): boolean {
-    return this.waitedMs >= this.budgetMs;
-  }
-  sleep(ms: number): Promise<void> {
-    return this.charge(sleep(ms), ms);
-  }
-  /** Awaits `p`, charging the time it took but at most `capMs`. */
-  async charge<T>(p: Promise<T>, capMs: number): Promise<T> {
-    const t0 = performance.now();
-    try {
-      return await p;
-    } finally {
-      this.waitedMs += Math.min(performance.now() - t0, capMs);
-    }
-  }
 }
 
 /** The host pids of `parent`'s children (/proc/<pid>/task/<pid>/children), or undefined where the kernel lacks that file. */
