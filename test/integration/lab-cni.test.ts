@@ -21,10 +21,14 @@ let hostBefore: ReturnType<typeof hostSnapshot>;
 /** Host paths a CNI plugin run on the host would create. */
 const HOST_CNI_PATHS = ['/var/lib/cni', '/run/netns', '/var/lib/kmlab', '/run/flannel'];
 let hostPathsBefore: boolean[];
+/** The host's iptables rules, without counters and comments (bridge's ipMasq would write rules). */
+const hostRules = () => spawnSync('iptables-save', { encoding: 'utf8' }).stdout.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/, '')).join('\n');
+let rulesBefore: string;
 
 beforeAll(async () => {
   hostBefore = hostSnapshot();
   hostPathsBefore = HOST_CNI_PATHS.map((p) => existsSync(p));
+  rulesBefore = hostRules();
   state = await up({ dir, nodes: 3, controlPlane: true, rebootDowntimeMs: 300 });
 }, 180_000);
 
@@ -32,6 +36,7 @@ afterAll(async () => {
   await down(dir);
   expect(hostSnapshot()).toEqual(hostBefore);
   expect(HOST_CNI_PATHS.map((p) => existsSync(p))).toEqual(hostPathsBefore);
+  expect(hostRules()).toBe(rulesBefore);
 });
 
 const node = (name: string) => state.nodes.find((n) => n.name === name)!;
