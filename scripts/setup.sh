@@ -9,7 +9,9 @@
 #   - the lab's Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 #     kube-scheduler, kwok) from pinned Go modules, and Debian's kubectl (scripts/build-k8s.sh);
 #   - the CNI plugins the lab's nodes run (bridge, host-local, loopback) into .tools/cni/bin
-#     (scripts/build-cni.sh).
+#     (scripts/build-cni.sh);
+#   - flanneld, which the lab runs inside its nodes (scripts/build-flannel.sh; it writes
+#     its iptables rules in the node's network namespace, so iptables is needed).
 # A second run takes about a second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +27,7 @@ command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)           # the lab's loo
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v systemd-machine-id-setup >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)               # the lab's CA and certificates
+command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)             # flanneld inside lab nodes
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   sudo=""
@@ -48,12 +51,14 @@ fi
 bash scripts/build-tools.sh & tools_pid=$!
 bash scripts/build-k8s.sh & k8s_pid=$!
 bash scripts/build-cni.sh & cni_pid=$!
-tools_rc=0; k8s_rc=0; cni_rc=0
+bash scripts/build-flannel.sh & flannel_pid=$!
+tools_rc=0; k8s_rc=0; cni_rc=0; flannel_rc=0
 wait "$tools_pid" || tools_rc=$?
 wait "$k8s_pid" || k8s_rc=$?
 wait "$cni_pid" || cni_rc=$?
-if [ "$tools_rc" -ne 0 ] || [ "$k8s_rc" -ne 0 ] || [ "$cni_rc" -ne 0 ]; then
-  echo "setup: building tools failed (build-tools.sh exit $tools_rc, build-k8s.sh exit $k8s_rc, build-cni.sh exit $cni_rc)" >&2
+wait "$flannel_pid" || flannel_rc=$?
+if [ "$tools_rc" -ne 0 ] || [ "$k8s_rc" -ne 0 ] || [ "$cni_rc" -ne 0 ] || [ "$flannel_rc" -ne 0 ]; then
+  echo "setup: building tools failed (build-tools.sh exit $tools_rc, build-k8s.sh exit $k8s_rc, build-cni.sh exit $cni_rc, build-flannel.sh exit $flannel_rc)" >&2
   exit 1
 fi
 
