@@ -9,10 +9,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { TOOLS_BIN } from '../../worker/paths';
+import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { controlPlaneInfo } from '../lab/control-plane';
 import { FLANNELD, flanneldPid, flanneldLog, flanneldPreviousLogPath, flannelProcesses, flannelUser, readSubnetEnv, removeLabFlannelState, startFlanneld, stopFlanneld, waitForSubnetEnv } from '../lab/flannel';
-import { down, labProcesses, type LabState, up } from '../lab/lab';
+import { down, labProcesses, type LabState, requestReboot, up } from '../lab/lab';
 import { hostSnapshot } from '../helpers/host';
 import { labSsh } from '../helpers/lab';
 import { tempDir } from '../helpers/harness';
@@ -141,6 +141,40 @@ describe('seed 002: no default route', () => {
     expect(readFileSync(flanneldPreviousLogPath(dir, 'node1'), 'utf8')).toContain('unable to find default route');
   }, 90_000);
 });
+
+test('npm run lab -- flanneld stop|start: the subnet, or the exit status and flanneld\'s last lines with exit 1; bad input exit 2', () => {
+  const lab = (...args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'dist', 'test', 'lab', 'main.js'), 'flanneld', ...args], { encoding: 'utf8', env: { ...process.env, KUBEMEND_LAB_DIR: dir } });
+  const stop = lab('stop', 'node1');
+  expect(stop.status).toBe(0);
+  expect(flanneldPid(dir, 'node1')).toBeUndefined();
+  const start = lab('start', 'node1');
+  expect(start.stderr).toBe('');
+  expect(start.status).toBe(0);
+  expect(start.stdout).toMatch(/^node1: flanneld running \(pid \d+\), FLANNEL_SUBNET=10\.244\.0\.1\/24 FLANNEL_MTU=1450; log /);
+  expect(flanneldPid(dir, 'node1')).toBeDefined();
+  const again = lab('start', 'node1');
+  expect(again.status).toBe(1);
+  expect(again.stderr).toContain('flanneld is already running');
+  for (const bad of [['start', 'node9'], ['restart', 'node1'], ['start', 'node1', '--iface', 'eth0;reboot']]) {
+    const r = lab(...bad);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^lab: /);
+  }
+  expect(flanneldPid(dir, 'node1')).toBeDefined();
+}, 60_000);
+
+test('a reboot stops flanneld with the node; started again, it runs on the rebooted node', async () => {
+  const before = flanneldPid(dir, 'node2');
+  expect(before).toBeDefined();
+  await requestReboot(dir, 'node2');
+  expect(flanneldPid(dir, 'node2')).toBeUndefined();
+  const run = await startFlanneld(dir, 'node2');
+  expectSubnetEnvFor(await waitForSubnetEnv(dir, 'node2', run), podCidr('node2'));
+  expect(flanneldPid(dir, 'node2')).not.toBe(before);
+  const dev = flannel1('node2');
+  expect(dev).toMatchObject({ kind: 'vxlan', id: 1, addrs: ['10.244.1.0/32'] });
+  expect(JSON.parse(annotations('node2')['flannel.alpha.coreos.com/backend-data']).VtepMAC).toBe(dev!.address);
+}, 90_000);
 
 /** Host pids whose network or PID namespace is one of `namespaces`, with their argv[0]. */
 function processesIn(namespaces: Set<string>): Array<{ pid: number; argv0: string }> {

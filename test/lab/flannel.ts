@@ -26,7 +26,7 @@
  * --previous`) and writes the new one to flanneld.log, both in .lab/nodes/<node>/.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
@@ -53,9 +53,13 @@ export const flanneldPreviousLogPath = (dir: string, node: string) => join(nodeD
 /** The node's /run/flannel/subnet.env, as the host sees it (the node's /run/flannel is bound to it). */
 export const subnetEnvPath = (dir: string, node: string) => join(nodeDir(dir, node), 'run-flannel', 'subnet.env');
 
+/** Bad input (an unknown node, a malformed interface name): exit 2 at the CLI. */
+export class FlannelInputError extends LabError {}
+
 function holderPid(dir: string, node: string): number {
   const state = readState(dir);
-  if (!state?.nodes.some((n) => n.name === node)) throw new LabError(`no lab node ${JSON.stringify(node)}`);
+  if (!state) throw new FlannelInputError('the lab is down');
+  if (!state.nodes.some((n) => n.name === node)) throw new FlannelInputError(`no lab node ${JSON.stringify(node)}`);
   const p = labProcesses(dir).find((x) => x.argv0 === `kmlab-node ${dir} ${node}`);
   if (!p) throw new LabError(`${node} is down`);
   return p.pid;
@@ -223,6 +227,16 @@ export interface FlanneldRun {
    * must keep its own event loop alive meanwhile (a test runner does).
    */
   exited: Promise<number>;
+  /** subnet.env's modification time (ns) when this run started, if it existed: what a write of this run changes. */
+  subnetEnvMtimeNs?: bigint;
+}
+
+function subnetEnvMtimeNs(dir: string, node: string): bigint | undefined {
+  try {
+    return statSync(subnetEnvPath(dir, node), { bigint: true }).mtimeNs;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface StartOptions {
@@ -235,13 +249,14 @@ export interface StartOptions {
  * `waitForSubnetEnv` or `exited` tell how it went.
  */
 export async function startFlanneld(dir: string, node: string, opts: StartOptions = {}): Promise<FlanneldRun> {
-  if (!existsSync(FLANNELD)) throw new LabError(`missing ${FLANNELD}: run \`bash scripts/build-flannel.sh\` (or \`npm run setup\`)`);
-  if (opts.iface !== undefined && !/^[A-Za-z0-9._-]{1,15}$/.test(opts.iface)) throw new LabError(`iface: not an interface name: ${JSON.stringify(opts.iface)}`);
+  if (!existsSync(FLANNELD)) throw new FlannelInputError(`missing ${FLANNELD}: run \`bash scripts/build-flannel.sh\` (or \`npm run setup\`)`);
+  if (opts.iface !== undefined && !/^[A-Za-z0-9._-]{1,15}$/.test(opts.iface)) throw new FlannelInputError(`--iface: not an interface name: ${JSON.stringify(opts.iface)}`);
   const holder = holderPid(dir, node);
   if (flanneldPid(dir, node) !== undefined) throw new LabError(`${node}: flanneld is already running`);
   const { kubeconfig, netConf } = await ensureFlannelIdentity(dir, node);
   await ensureApiForwarder(dir, node, holder);
 
+  const mtimeBefore = subnetEnvMtimeNs(dir, node);
   const logPath = flanneldLogPath(dir, node);
   if (existsSync(logPath)) renameSync(logPath, flanneldPreviousLogPath(dir, node));
   const log = openSync(logPath, 'w');
@@ -259,7 +274,7 @@ export async function startFlanneld(dir: string, node: string, opts: StartOption
     child.on('error', () => resolve(127));
     child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
   });
-  return { exited };
+  return { exited, subnetEnvMtimeNs: mtimeBefore };
 }
 
 /** Stops the node's flanneld (SIGTERM, as a kubelet stops a container) and waits until it is gone. */
@@ -292,15 +307,17 @@ export function readSubnetEnv(dir: string, node: string): Record<string, string>
 }
 
 /**
- * Waits until flanneld has written the node's subnet.env (it writes it once its lease and
- * backend are up); fails at once with flanneld's log if flanneld exits first.
+ * Waits until this run of flanneld has written the node's subnet.env (it writes it once its
+ * lease and backend are up; a file left by an earlier run or the lab does not count); fails
+ * at once with flanneld's log if flanneld exits first.
  */
 export async function waitForSubnetEnv(dir: string, node: string, run: FlanneldRun, timeoutMs = 60_000): Promise<Record<string, string>> {
   let exitCode: number | undefined;
   void run.exited.then((c) => (exitCode = c));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const env = readSubnetEnv(dir, node);
+    const mtime = subnetEnvMtimeNs(dir, node);
+    const env = mtime !== undefined && mtime !== run.subnetEnvMtimeNs ? readSubnetEnv(dir, node) : undefined;
     if (env?.FLANNEL_SUBNET) return env;
     if (exitCode !== undefined) throw new LabError(`${node}: flanneld exited (${exitCode}) before writing subnet.env:\n${flanneldLog(dir, node)}`);
     if (Date.now() > deadline) throw new LabError(`${node}: flanneld wrote no subnet.env within ${timeoutMs} ms:\n${flanneldLog(dir, node)}`);
@@ -323,4 +340,27 @@ export async function removeLabFlannelState(dir: string, node: string): Promise<
   const code = await nodeExecOut(holder, ['sh', '-c', '! ip link show flannel.1 >/dev/null 2>&1 || ip link del flannel.1']);
   if (code !== 0) throw new LabError(`${node}: could not remove the lab's flannel.1`);
   rmSync(subnetEnvPath(dir, node), { force: true });
+}
+
+/**
+ * `npm run lab -- flanneld start|stop <node>`: start waits until flanneld has written
+ * subnet.env (exit 0) or has exited (its status and last log lines; exit 1).
+ */
+export async function flanneldCommand(dir: string, action: string, node: string, iface?: string): Promise<number> {
+  if (action !== 'start' && action !== 'stop') throw new FlannelInputError(`<action>: must be start or stop, got ${JSON.stringify(action)}`);
+  holderPid(dir, node); // an unknown node or a lab that is down: bad input, before anything happens
+  if (action === 'stop') {
+    await stopFlanneld(dir, node);
+    console.log(`${node}: flanneld stopped`);
+    return 0;
+  }
+  const run = await startFlanneld(dir, node, { iface });
+  const outcome = await Promise.race([waitForSubnetEnv(dir, node, run).then((env) => ({ env })), run.exited.then((status) => ({ status }))]).catch((err: Error) => ({ error: err.message }));
+  if ('env' in outcome) {
+    console.log(`${node}: flanneld running (pid ${flanneldPid(dir, node)}), FLANNEL_SUBNET=${outcome.env.FLANNEL_SUBNET} FLANNEL_MTU=${outcome.env.FLANNEL_MTU}; log ${flanneldLogPath(dir, node)}`);
+    return 0;
+  }
+  const tail = flanneldLog(dir, node).trimEnd().split('\n').slice(-3).join('\n');
+  console.error('status' in outcome ? `${node}: flanneld exited with status ${outcome.status}:\n${tail}` : outcome.error);
+  return 1;
 }

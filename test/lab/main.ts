@@ -1,5 +1,5 @@
 /**
- * npm run lab -- up --nodes N | status | reboot <node> | pod add|del <node> <ns>/<name> | down
+ * npm run lab -- up --nodes N | status | reboot <node> | pod add|del <node> <ns>/<name> | flanneld start|stop <node> | down
  * Exit codes as kubemend's: 0 ok, 1 failed, 2 bad input (including "not root").
  */
 import { Command, CommanderError } from 'commander';
@@ -9,6 +9,7 @@ import { REPO_ROOT } from '../../worker/paths';
 import { parseDuration } from '../../lib/duration';
 import { controlPlaneInfo, ControlPlaneError } from './control-plane';
 import { CniInputError, parsePodRef, podAdd, podDel } from './cni';
+import { FlannelInputError, flanneldCommand } from './flannel';
 import { down, LabError, MAX_NODES, parseScenarios, nodeIsUp, readState, requestReboot, requireRoot, SCENARIOS, up } from './lab';
 
 const DIR = resolve(process.env.KUBEMEND_LAB_DIR ?? join(REPO_ROOT, '.lab'));
@@ -83,6 +84,16 @@ async function main(argv: string[]): Promise<number> {
       }
     });
   program
+    .command('flanneld')
+    .description("start the real flanneld in a node (prints its subnet, or its exit status and last log lines) or stop it")
+    .argument('<action>', 'start or stop')
+    .argument('<node>', 'node name')
+    .option('--iface <name>', "flanneld's --iface (default: none, as kube-flannel.yml)")
+    .action(async (action: string, node: string, o: { iface?: string }) => {
+      requireRoot();
+      code = await flanneldCommand(DIR, action, node, o.iface);
+    });
+  program
     .command('down')
     .description('stop and remove everything the lab created (safe to repeat)')
     .action(async () => {
@@ -96,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
-    if (e instanceof CniInputError) return 2;
+    if (e instanceof CniInputError || e instanceof FlannelInputError) return 2;
     return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
   }
   return code;
