@@ -8,8 +8,8 @@
  * secret or private key are dropped on the node, and the parser keeps only interface names
  * and whether they carry the default route, so no secret reaches the worker's results.
  */
-import { parseBootId, parseDefaultRoute, parseIpLinkJson, parseMachineId, type IpLink, type IpRoute, isMac } from './node-facts';
-import { PROBE_SCRIPT, PROBE_SECTIONS } from './probe-script';
+import { type IpLink, type IpRoute, isMac } from './node-facts';
+import { PROBE_SCRIPT, PROBE_SECTIONS, probeFacts } from './probe-script';
 import { z } from 'zod';
 
 /** Sections beyond the probe's, and what each runs (for problems and the README). */
@@ -313,24 +313,9 @@ export function diagnoseFacts(name: string, sections: DiagnoseSections, marker: 
     }
     return s.exitCode === 0 ? { text: s.text } : {};
   };
-  const id = (key: 'machineId' | 'dbusMachineId') => {
-    const text = ok(key);
-    if (text === undefined) return null;
-    const p = parseMachineId(text, DIAGNOSE_SECTIONS[key]);
-    if (!p.ok) problems.push(p.problem);
-    return p.ok ? p.value : null;
-  };
-  const machineId = id('machineId');
-  const dbusMachineId = id('dbusMachineId');
-  const bootText = ok('bootId');
-  const boot = bootText === undefined ? undefined : parseBootId(bootText);
-  if (boot && !boot.ok) problems.push(boot.problem);
-  const linksText = ok('links');
-  const links = linksText === undefined ? undefined : parseIpLinkJson(linksText);
-  if (links && !links.ok) problems.push(links.problem);
-  const routeText = ok('defaultRoute');
-  const route = routeText === undefined ? undefined : parseDefaultRoute(routeText);
-  if (route && !route.ok) problems.push(route.problem);
+  // The probe's part of the script, read exactly as the probe reads it.
+  const base = probeFacts(name, sections);
+  problems.push(...base.problems);
 
   const nowText = ok('now');
   const now = nowText !== undefined && /^\d+$/.test(nowText.trim()) ? Number(nowText.trim()) : null;
@@ -398,14 +383,14 @@ export function diagnoseFacts(name: string, sections: DiagnoseSections, marker: 
   return {
     name,
     now,
-    machineId,
-    dbusMachineId,
-    bootId: boot?.ok ? boot.value : null,
+    machineId: base.machineId,
+    dbusMachineId: base.dbusMachineId,
+    bootId: base.bootId,
     weaveMac: isMac(mac) ? mac : null,
     weaveCollisions,
-    links: links?.ok ? links.value : [],
+    links: base.links,
     addrs,
-    defaultRoute: route?.ok ? route.value : null,
+    defaultRoute: base.defaultRoute,
     routes,
     subnetEnv,
     cniConfigs,

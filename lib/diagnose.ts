@@ -4,22 +4,14 @@
  */
 import { z } from 'zod';
 import type { Finding } from './findings';
-import { clusterName, freeText, nodeName } from './patterns';
-import { RetryInput } from './probe';
+import { ProbeInput } from './probe';
 
-export const DiagnoseInput = z
-  .object({
-    cluster: clusterName,
-    /** Nodes to report on (default: all). Every node is read either way: cross-node checks need them all. */
-    nodes: z.array(nodeName).max(1000).default([]),
-    requestedBy: freeText(200),
-    reason: freeText(2000).optional(),
-    concurrency: z.number().int().min(1).max(64).default(8),
-    activityTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
-    heartbeatTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
-    retry: RetryInput.default({ initialIntervalMs: 1000, maximumIntervalMs: 30_000, maximumAttempts: 5 }),
-  })
-  .strict();
+/**
+ * The same fields as the probe's: both are read-only reads of every node. `nodes` names the
+ * nodes to report on (default: all); every node is read either way, because the cross-node
+ * checks need them all.
+ */
+export const DiagnoseInput = ProbeInput;
 export type DiagnoseInput = z.input<typeof DiagnoseInput>;
 
 export interface DiagnoseNodeReport {

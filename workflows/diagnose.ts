@@ -14,6 +14,7 @@ import type { DiagnoseApiFacts } from '../lib/diagnose-api';
 import type { DiagnoseNodeFacts } from '../lib/diagnose-script';
 import { type RunStatus, STATUS_QUERY } from '../lib/run-status';
 import { activityOptions } from './activity-options';
+import { parseInput } from './runbook';
 
 export const diagnoseStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
 
@@ -21,11 +22,7 @@ export const DiagnosePhase = { Resolving: 'Resolving', ReadingNodes: 'ReadingNod
 const NodePhase = { Pending: 'Pending', Reading: 'Reading', Read: 'Read', Failed: 'Failed' } as const;
 
 export async function diagnose(rawInput: DiagnoseInput): Promise<DiagnoseReport> {
-  const parsed = DiagnoseInput.safeParse(rawInput);
-  if (!parsed.success) {
-    throw ApplicationFailure.create({ type: 'BadInput', message: `invalid diagnose input: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, nonRetryable: true });
-  }
-  const input = parsed.data;
+  const input = parseInput(DiagnoseInput, rawInput, 'diagnose');
   const status: RunStatus = { remediation: 'diagnose', cluster: input.cluster, phase: DiagnosePhase.Resolving, nodes: {} };
   setHandler(diagnoseStatusQuery, () => status);
   const acts = proxyActivities<Activities>(activityOptions(input));
