@@ -3,19 +3,15 @@
  * command that fixes it. Read-only, takes no lock. Exit 0 healthy, 4 findings, 1 a node or
  * the API could not be read, 2 bad input.
  */
-import { randomBytes } from 'node:crypto';
-import { userInfo } from 'node:os';
-import { WorkflowFailedError } from '@temporalio/client';
-import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
-import { type Config, findCluster, formatZodIssues, selectNodes } from '../lib/config';
+import { type Config, findCluster, selectNodes } from '../lib/config';
 import type { DiagnoseInput, DiagnoseReport } from '../lib/diagnose';
 import { ExitCode } from '../lib/failures';
 import { fixCommand } from '../lib/findings';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
-import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { connectClient } from './connect';
 import { CliError } from './errors';
+import { actorName, endedBadly, newRunId, parseArgs, startRun } from './runs';
 
 const DiagnoseArgs = z.object({
   cluster: clusterName,
@@ -52,18 +48,8 @@ export function diagnoseText(r: DiagnoseReport): string {
   return `${lines.join('\n')}\n`;
 }
 
-function actorName(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return `uid-${process.getuid?.() ?? 'unknown'}`;
-  }
-}
-
 export async function diagnoseCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
-  const parsed = DiagnoseArgs.safeParse(raw);
-  if (!parsed.success) throw new CliError(`bad arguments:\n${formatZodIssues(parsed.error).map((l) => `  - ${l.replace(/^node\[(\d+)\]/, '--node #$1').replace(/^(\w+):/, '--$1:')}`).join('\n')}`);
-  const args = parsed.data;
+  const args = parseArgs(DiagnoseArgs, raw);
   const cluster = findCluster(cfg, args.cluster);
   if (!cluster) throw new CliError(`--cluster: no cluster ${JSON.stringify(args.cluster)} in the config (it has: ${cfg.clusters.map((c) => c.name).join(', ')})`);
   const picked = selectNodes(cluster, args.node);
@@ -72,30 +58,13 @@ export async function diagnoseCommand(cfg: Config, raw: Record<string, unknown>,
 
   const { client, connection } = await connectClient(cfg);
   try {
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-    const workflowId = `diagnose-${args.cluster}-${stamp}-${randomBytes(3).toString('hex')}`;
-    const handle = await client.workflow.start('diagnose', {
-      workflowId,
-      taskQueue: cfg.temporal.taskQueue,
-      args: [input],
-      typedSearchAttributes: [
-        { key: SA_CLUSTER, value: args.cluster },
-        { key: SA_NODE, value: picked.nodes },
-        { key: SA_REMEDIATION, value: 'diagnose' },
-      ],
-      memo: { requestedBy: input.requestedBy, reason: args.reason ?? '' },
-    });
-    process.stderr.write(`started ${workflowId}\n`);
+    const workflowId = newRunId('diagnose', args.cluster);
+    const handle = await startRun(client, cfg, { type: 'diagnose', workflowId, input, cluster: args.cluster, nodes: picked.nodes, remediation: 'diagnose', requestedBy: input.requestedBy, reason: args.reason });
     let report: DiagnoseReport;
     try {
       report = await handle.result();
     } catch (err) {
-      if (err instanceof WorkflowFailedError) {
-        const cause = err.cause instanceof ActivityFailure && err.cause.cause ? err.cause.cause : err.cause;
-        if (cause instanceof ApplicationFailure && cause.type === 'BadInput') throw new CliError(cause.message, ExitCode.BadInput);
-        throw new CliError(`diagnose failed: ${cause?.message ?? err.message}`, ExitCode.RemediationFailed);
-      }
-      throw err;
+      throw endedBadly(err);
     }
     out.write(args.json ? `${JSON.stringify(report)}\n` : diagnoseText(report));
     return diagnoseExitCode(report);

@@ -56,18 +56,18 @@ const RunArgs = z.object({
 
 const RunId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$/, 'must be a kubemend run ID as printed by `kubemend run` or `kubemend list`');
 
-function parseArgs<T extends z.ZodType>(schema: T, raw: unknown): z.output<T> {
+export function parseArgs<T extends z.ZodType>(schema: T, raw: unknown): z.output<T> {
   const r = schema.safeParse(raw);
   if (!r.success) throw new CliError(`bad arguments:\n${formatZodIssues(r.error).map((l) => `  - ${l.replace(/^node\[(\d+)\]/, '--node #$1').replace(/^(\w+):/, '--$1:')}`).join('\n')}`);
   return r.data;
 }
 
-function newRunId(remediation: string, cluster: string, now = new Date()): string {
+export function newRunId(remediation: string, cluster: string, now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   return `${remediation}-${cluster}-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
-function actorName(flag: string | undefined): string {
+export function actorName(flag?: string): string {
   if (flag) return flag;
   try {
     return userInfo().username;
@@ -77,7 +77,7 @@ function actorName(flag: string | undefined): string {
 }
 
 /** Exit code and message for a run that ended without a result. */
-function endedBadly(err: unknown): CliError {
+export function endedBadly(err: unknown): CliError {
   if (err instanceof WorkflowFailedError) {
     // A failure raised by an activity (e.g. the worker's inventory lacks the node) arrives
     // wrapped; its cause decides the exit code.
@@ -186,18 +186,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
         recordRefusal(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node, remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started', before: null, after: null, outcome: 'refused', error }),
       );
     }
-    const handle = await client.workflow.start(WORKFLOW_TYPE[args.remediation], {
-      workflowId,
-      taskQueue: cfg.temporal.taskQueue,
-      args: [input],
-      typedSearchAttributes: [
-        { key: SA_CLUSTER, value: args.cluster },
-        { key: SA_NODE, value: picked.nodes },
-        { key: SA_REMEDIATION, value: args.remediation },
-      ],
-      memo: { requestedBy, reason: args.reason ?? '' },
-    });
-    process.stderr.write(`started ${workflowId}\n`);
+    const handle = await startRun(client, cfg, { type: WORKFLOW_TYPE[args.remediation], workflowId, input, cluster: args.cluster, nodes: picked.nodes, remediation: args.remediation, requestedBy, reason: args.reason });
     await warnIfNoWorker(client, cfg, process.stderr);
     if (args.detach) {
       out.write(args.json ? `${JSON.stringify({ runId: workflowId })}\n` : `${workflowId}\n`);
@@ -229,6 +218,27 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   } finally {
     await connection.close();
   }
+}
+
+/** Starts a run with kubemend's search attributes and who asked for it in its memo; says so on stderr. */
+export async function startRun(
+  client: Client,
+  cfg: Config,
+  r: { type: string; workflowId: string; input: unknown; cluster: string; nodes: string[]; remediation: string; requestedBy: string; reason?: string },
+): Promise<WorkflowHandle> {
+  const handle = await client.workflow.start(r.type, {
+    workflowId: r.workflowId,
+    taskQueue: cfg.temporal.taskQueue,
+    args: [r.input],
+    typedSearchAttributes: [
+      { key: SA_CLUSTER, value: r.cluster },
+      { key: SA_NODE, value: r.nodes },
+      { key: SA_REMEDIATION, value: r.remediation },
+    ],
+    memo: { requestedBy: r.requestedBy, reason: r.reason ?? '' },
+  });
+  process.stderr.write(`started ${r.workflowId}\n`);
+  return handle;
 }
 
 /** A refusal before any run exists is recorded by the CLI itself (it has the store's config too). */
