@@ -9,7 +9,7 @@
  * and whether they carry the default route, so no secret reaches the worker's results.
  */
 import { type IpLink, type IpRoute, isMac } from './node-facts';
-import { PROBE_SCRIPT, PROBE_SECTIONS, probeFacts } from './probe-script';
+import { parseSections, PROBE_SCRIPT, PROBE_SECTIONS, probeFacts, sectionScriptArgv, type SectionOutput } from './probe-script';
 import { z } from 'zod';
 
 /** Sections beyond the probe's, and what each runs (for problems and the README). */
@@ -64,37 +64,15 @@ export const DIAGNOSE_SCRIPT = [
 ].join('\n');
 
 export function diagnoseArgv(marker: string): string[] {
-  if (!/^[0-9a-f]{16,64}$/.test(marker)) throw new Error('diagnose marker must be 16-64 lowercase hex digits');
-  return ['sh', '-c', DIAGNOSE_SCRIPT, 'kubemend-diagnose', marker];
+  return sectionScriptArgv(DIAGNOSE_SCRIPT, 'kubemend-diagnose', marker);
 }
 
-export interface Section {
-  exitCode: number;
-  text: string;
-}
+export type Section = SectionOutput;
 export type DiagnoseSections = Partial<Record<DiagnoseSection, Section>>;
 
 /** Splits the script's output into its sections; one that never ended is absent. */
 export function parseDiagnoseOutput(stdout: string, marker: string): DiagnoseSections {
-  const out: DiagnoseSections = {};
-  const begin = new RegExp(`^${marker} begin (\\w+)$`);
-  const end = new RegExp(`^${marker} end (\\d+)$`);
-  let current: { name: string; lines: string[] } | undefined;
-  for (const line of stdout.split('\n')) {
-    const b = begin.exec(line);
-    if (b) {
-      current = { name: b[1], lines: [] };
-      continue;
-    }
-    const e = end.exec(line);
-    if (e && current) {
-      if (Object.hasOwn(DIAGNOSE_SECTIONS, current.name)) out[current.name as DiagnoseSection] = { exitCode: Number(e[1]), text: current.lines.join('\n') };
-      current = undefined;
-      continue;
-    }
-    current?.lines.push(line);
-  }
-  return out;
+  return parseSections(stdout, marker, DIAGNOSE_SECTIONS);
 }
 
 /** An interface's IPv4 addresses as `ip -j addr` gives them, as "a.b.c.d/len". */

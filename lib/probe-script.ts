@@ -28,8 +28,13 @@ export const PROBE_SCRIPT = [
 ].join('\n');
 
 export function probeArgv(marker: string): string[] {
-  if (!/^[0-9a-f]{16,64}$/.test(marker)) throw new Error('probe marker must be 16-64 lowercase hex digits');
-  return ['sh', '-c', PROBE_SCRIPT, 'kubemend-probe', marker];
+  return sectionScriptArgv(PROBE_SCRIPT, 'kubemend-probe', marker);
+}
+
+/** `sh -c SCRIPT NAME MARKER`: the marker is the script's only input, checked here. */
+export function sectionScriptArgv(script: string, name: string, marker: string): string[] {
+  if (!/^[0-9a-f]{16,64}$/.test(marker)) throw new Error(`${name.replace(/^kubemend-/, '')} marker must be 16-64 lowercase hex digits`);
+  return ['sh', '-c', script, name, marker];
 }
 
 export interface SectionOutput {
@@ -40,7 +45,15 @@ export interface SectionOutput {
 
 /** Splits the script's output into sections; a section that never ended is absent. */
 export function parseProbeOutput(stdout: string, marker: string): Partial<Record<ProbeSection, SectionOutput>> {
-  const out: Partial<Record<ProbeSection, SectionOutput>> = {};
+  return parseSections(stdout, marker, PROBE_SECTIONS);
+}
+
+/**
+ * Splits a section script's output (`section NAME cmd...` lines, as PROBE_SCRIPT prints them)
+ * into the sections `known` names; unknown names and sections that never ended are absent.
+ */
+export function parseSections<K extends string>(stdout: string, marker: string, known: Record<K, string>): Partial<Record<K, SectionOutput>> {
+  const out: Partial<Record<K, SectionOutput>> = {};
   const begin = new RegExp(`^${marker} begin (\\w+)$`);
   const end = new RegExp(`^${marker} end (\\d+)$`);
   let current: { name: string; lines: string[] } | undefined;
@@ -52,9 +65,9 @@ export function parseProbeOutput(stdout: string, marker: string): Partial<Record
     }
     const e = end.exec(line);
     if (e && current) {
-      if (Object.hasOwn(PROBE_SECTIONS, current.name)) {
+      if (Object.hasOwn(known, current.name)) {
         // The newline the script prints before the end marker is the one join() leaves out.
-        out[current.name as ProbeSection] = { exitCode: Number(e[1]), text: current.lines.join('\n') };
+        out[current.name as K] = { exitCode: Number(e[1]), text: current.lines.join('\n') };
       }
       current = undefined;
       continue;
