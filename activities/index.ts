@@ -14,6 +14,7 @@ import { createAuditActivities, createRecorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
 import { createLifecycleActivities } from './node-lifecycle';
 import { createMachineIdActivities } from './machine-id';
+import { createDefaultRouteActivities } from './default-route';
 import { createDiagnoseActivities } from './diagnose';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import { createNotifyActivities } from './notify';
@@ -56,6 +57,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createAuditActivities(record),
     ...createLifecycleActivities({ ssh: deps.ssh, target, kube, record }),
     ...createMachineIdActivities({ ssh: deps.ssh, target, record }),
+    ...createDefaultRouteActivities({ ssh: deps.ssh, target, kube, record }),
     ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),
     ...createNotifyActivities(deps), ...createBreakerActivities(deps),
 

@@ -76,6 +76,8 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--include-keeper', 'machine-id: fix every node of a group, the keeper too', false)
     .option('--drain-timeout <duration>', 'give up a drain after this long (default: policy.drainTimeout)')
     .option('--reboot-timeout <duration>', 'a rebooted node must be back (SSH, Node Ready) within this (default 10m)')
+    .option('--route-timeout <duration>', "default-route: wait this long for the default route after re-applying the node's configuration (default 2m)")
+    .option('--pod-timeout <duration>', "default-route: wait this long for the node's new CNI pod Ready (default 5m)")
     .option('--delete-emptydir-data', 'drain: evict pods with emptyDir volumes (their data is lost), as kubectl drain', false)
     .option('--force', 'drain: evict pods no controller manages, as kubectl drain --force', false)
     .option('--detach', 'print the run ID and return without following', false)

@@ -2,6 +2,7 @@
 import type { MachineIdPlan } from '../lib/machine-id';
 import type { ProbeNodeReport, ProbeReport } from '../lib/probe';
 import type { MachineIdResult } from '../lib/remediation-input';
+import type { DefaultRouteResult } from '../workflows/default-route';
 import type { RunStatus } from '../lib/run-status';
 import type { RunbookPlan } from '../lib/runbook';
 import type { IpRoute } from '../lib/node-facts';
@@ -96,6 +97,17 @@ export function planText(p: RunbookPlan): string {
     for (const s of n.steps) lines.push(`       ${s}`);
   });
   if (p.nodes.length === 0) lines.push('  nothing to fix');
+  return `${lines.join('\n')}\n`;
+}
+
+export function defaultRouteText(r: DefaultRouteResult): string {
+  const lines = [`default-route on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
+  if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
+  for (const n of r.nodes) {
+    lines.push(`  ${n.name}: ${n.command}; default route via ${n.defaultRoute.gateway} dev ${n.defaultRoute.dev} (gateway ping ${n.gatewayPingMs ?? '?'} ms)${n.restartedPods.length ? `; restarted ${n.restartedPods.join(', ')} -> ${n.newPods.join(', ')}` : ''}${n.flannelSubnet ? `; flannel subnet ${n.flannelSubnet}` : ''}; probe pod got ${n.probeIp}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+    for (const w of n.willRecur) lines.push(`    will happen again: ${w}`);
+  }
+  for (const x of r.remaining) lines.push(`  still without a default route: ${x}`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -16,7 +16,7 @@ import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
 import type { ProbeInput, ProbeReport } from '../lib/probe';
 import { parseDuration } from '../lib/duration';
-import type { MachineIdInput, MachineIdResult } from '../lib/remediation-input';
+import type { DefaultRouteInput, MachineIdInput, MachineIdResult } from '../lib/remediation-input';
 import { lockId } from '../lib/lock-id';
 import type { AuditInput } from '../lib/audit';
 import { AuditStore } from '../activities/audit-store';
@@ -28,11 +28,12 @@ import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
 import { diagnoseText } from './diagnose';
 import type { DiagnoseReport } from '../lib/diagnose';
-import { machineIdText, planText, probeText, progressFor } from './render';
+import { defaultRouteText, machineIdText, planText, probeText, progressFor } from './render';
+import type { DefaultRouteResult } from '../workflows/default-route';
 
-export const REMEDIATIONS = ['probe', 'machine-id'] as const;
+export const REMEDIATIONS = ['probe', 'machine-id', 'default-route'] as const;
 /** The workflow type that runs each remediation. */
-const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId' };
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute' };
 /** Workflow types of earlier versions, still shown by status and list (workflows/legacy/). */
 const LEGACY_TYPES: Record<string, string> = { machineId: 'machine-id' };
 const TYPE_TO_REMEDIATION: Record<string, string> = { ...LEGACY_TYPES, ...Object.fromEntries(Object.entries(WORKFLOW_TYPE).map(([k, v]) => [v, k])) };
@@ -50,6 +51,8 @@ const RunArgs = z.object({
   includeKeeper: z.boolean().default(false),
   drainTimeout: z.string().optional(),
   rebootTimeout: z.string().optional(),
+  routeTimeout: z.string().optional(),
+  podTimeout: z.string().optional(),
   deleteEmptydirData: z.boolean().default(false),
   force: z.boolean().default(false),
 });
@@ -154,8 +157,16 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   if (args.remediation === 'probe' && (args.dryRun || args.autoApprove || args.includeKeeper || args.force || args.deleteEmptydirData)) {
     throw new CliError('probe is read-only: --dry-run, --auto-approve, --include-keeper, --force and --delete-emptydir-data do not apply');
   }
+  if (args.remediation !== 'machine-id' && args.includeKeeper) throw new CliError('--include-keeper applies to machine-id only');
+  if (args.remediation !== 'default-route' && (args.routeTimeout !== undefined || args.podTimeout !== undefined)) throw new CliError('--route-timeout and --pod-timeout apply to default-route only');
   const requestedBy = actorName(args.actor);
-  const input: ProbeInput | MachineIdInput =
+  const own =
+    args.remediation === 'machine-id'
+      ? { includeKeeper: args.includeKeeper }
+      : args.remediation === 'default-route'
+        ? { routeTimeoutMs: duration('route-timeout', args.routeTimeout, 120_000, 3_600_000), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
+        : {};
+  const input: ProbeInput | MachineIdInput | DefaultRouteInput =
     args.remediation === 'probe'
       ? { cluster: args.cluster, nodes: args.node, requestedBy, reason: args.reason }
       : {
@@ -163,7 +174,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
           nodes: args.node,
           requestedBy,
           reason: args.reason,
-          includeKeeper: args.includeKeeper,
+          ...own,
           dryRun: args.dryRun,
           autoApprove: args.autoApprove || !cfg.policy.approvalRequired,
           approvalTimeoutMs: cfg.policy.approvalTimeout,
@@ -207,13 +218,13 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       }
       return ExitCode.Ok;
     }
-    let result: MachineIdResult;
+    let result: MachineIdResult | DefaultRouteResult;
     try {
-      result = await follow<MachineIdResult>(handle, args.json, workflowId);
+      result = await follow<MachineIdResult | DefaultRouteResult>(handle, args.json, workflowId);
     } catch (err) {
       throw endedBadly(err);
     }
-    out.write(args.json ? `${JSON.stringify(result)}\n` : machineIdText(result));
+    out.write(args.json ? `${JSON.stringify(result)}\n` : args.remediation === 'default-route' ? defaultRouteText(result as DefaultRouteResult) : machineIdText(result as MachineIdResult));
     return ExitCode.Ok;
   } finally {
     await connection.close();
@@ -333,6 +344,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.result && d.type === 'probe') out.write(`\n${probeText(view.result as ProbeReport)}`);
     if (view.result && d.type === 'diagnose') out.write(`\n${diagnoseText(view.result as DiagnoseReport)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'machine-id') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
+    if (view.result && TYPE_TO_REMEDIATION[d.type] === 'default-route') out.write(`\n${defaultRouteText(view.result as DefaultRouteResult)}`);
     return ExitCode.Ok;
   });
 }

@@ -13,5 +13,7 @@ export const AuditReason = {
   Compensated: 'RemediationCompensated',
   LeakedIPsReleased: 'LeakedIPsReleased',
   InterfaceDeleted: 'InterfaceDeleted',
+  NetworkConfigApplied: 'NetworkConfigApplied',
+  CniPodRestarted: 'CniPodRestarted',
 } as const;
 

@@ -25,6 +25,8 @@ export interface CniPodFacts {
   cni: Cni;
   namespace: string;
   name: string;
+  /** metadata.uid: a delete names it as a precondition, so a retry never deletes the pod's replacement. */
+  uid?: string;
   node: string;
   phase: string | null;
   ready: boolean;
@@ -32,6 +34,12 @@ export interface CniPodFacts {
   /** The container waiting reason ("CrashLoopBackOff") and message, and the last termination message. */
   waitingReason: string | null;
   message: string | null;
+  /**
+   * The last line of the last termination message: with terminationMessagePolicy
+   * FallbackToLogsOnError, the kubelet puts the tail of a failed container's log there, so
+   * this is the line it died with, read through the API.
+   */
+  lastLog?: string | null;
 }
 
 export interface CalicoAllocation {
@@ -57,7 +65,7 @@ export interface DiagnoseApiFacts {
 }
 
 export interface PodLike {
-  metadata?: { name?: string; namespace?: string };
+  metadata?: { name?: string; namespace?: string; uid?: string };
   spec?: { nodeName?: string; hostNetwork?: boolean };
   status?: {
     phase?: string;
@@ -135,16 +143,19 @@ export function apiFacts(raw: RawApi): DiagnoseApiFacts {
     const cs = p.status?.containerStatuses ?? [];
     const waiting = cs.find((c) => c.state?.waiting)?.state?.waiting;
     const terminated = cs.find((c) => c.lastState?.terminated?.message)?.lastState?.terminated;
+    const lastLog = terminated?.message?.split('\n').map((l) => l.trim()).filter(Boolean).pop()?.slice(0, 500) ?? null;
     return [{
       cni,
       namespace: p.metadata?.namespace ?? '',
       name: p.metadata?.name ?? '',
+      ...(p.metadata?.uid ? { uid: p.metadata.uid } : {}),
       node: p.spec?.nodeName ?? '',
       phase: p.status?.phase ?? null,
       ready: cs.length > 0 && cs.every((c) => c.ready),
       restarts: cs.reduce((a, c) => a + (c.restartCount ?? 0), 0),
       waitingReason: waiting?.reason ?? null,
       message: (waiting?.message ?? terminated?.message ?? null)?.slice(0, 500) ?? null,
+      lastLog,
     }];
   });
   const calicoIpam =

@@ -108,6 +108,16 @@ export interface NetConfigFacts {
   interfaces: string[];
   /** Of those, the ones it gives the default route (DHCP, a gateway, a default route). */
   defaultRouteInterfaces: string[];
+  /**
+   * Why the file may leave an interface down at boot: netplan's `activation-mode: manual|off`,
+   * an ifupdown stanza with no `auto`/`allow-hotplug` line, NetworkManager's
+   * `autoconnect=false`. Interface -> the setting, as written.
+   */
+  notAtBoot?: Record<string, string>;
+  /** Wi-Fi interfaces (netplan `wifis:`, NetworkManager type=wifi): up only once the radio associates. */
+  wifi?: string[];
+  /** netplan `optional: true`: boot does not wait for these links. */
+  optional?: string[];
 }
 
 export interface DiagnoseNodeFacts {
@@ -192,12 +202,18 @@ export function parseNetplan(file: string, text: string): NetConfigFacts {
   let section: number | null = null; // indent of ethernets:/wifis:...
   let ifIndent: number | null = null;
   let current: string | null = null;
+  let sectionName = '';
+  const notAtBoot: Record<string, string> = {};
+  const wifi: string[] = [];
+  const optional: string[] = [];
   for (const raw of text.split('\n')) {
     if (/^\s*(#|$)/.test(raw)) continue;
     const indent = raw.length - raw.trimStart().length;
     const line = raw.trim();
-    if (/^(ethernets|wifis|bonds|bridges|vlans):\s*$/.test(line)) {
+    const sec = /^(ethernets|wifis|bonds|bridges|vlans):\s*$/.exec(line);
+    if (sec) {
       section = indent;
+      sectionName = sec[1];
       ifIndent = null;
       current = null;
       continue;
@@ -212,12 +228,16 @@ export function parseNetplan(file: string, text: string): NetConfigFacts {
       ifIndent = indent;
       current = key[1];
       interfaces.push(current);
+      if (sectionName === 'wifis') wifi.push(current);
       continue;
     }
     if (!current) continue;
     if (/^dhcp4:\s*(true|yes|on)\s*$/i.test(line) || /^gateway4:/.test(line) || /^-?\s*to:\s*("?default"?|"?0\.0\.0\.0\/0"?)\s*$/.test(line)) withDefault.add(current);
+    const mode = /^activation-mode:\s*"?(manual|off)"?\s*$/.exec(line);
+    if (mode) notAtBoot[current] = `activation-mode: ${mode[1]}`;
+    if (/^optional:\s*(true|yes|on)\s*$/i.test(line)) optional.push(current);
   }
-  return { file, kind: 'netplan', interfaces, defaultRouteInterfaces: interfaces.filter((i) => withDefault.has(i)) };
+  return { file, kind: 'netplan', interfaces, defaultRouteInterfaces: interfaces.filter((i) => withDefault.has(i)), notAtBoot, wifi, optional };
 }
 
 /** ifupdown: `iface X inet dhcp`, or a `gateway` line in X's stanza, gives X the default route. */
@@ -225,8 +245,11 @@ export function parseIfupdown(file: string, text: string): NetConfigFacts {
   const interfaces: string[] = [];
   const withDefault = new Set<string>();
   let current: string | null = null;
+  const atBoot = new Set<string>();
   for (const raw of text.split('\n')) {
     const line = raw.trim();
+    const auto = /^(auto|allow-auto|allow-hotplug)\s+(.+)$/.exec(line);
+    if (auto) for (const i of auto[2].split(/\s+/)) atBoot.add(i);
     const iface = /^iface\s+(\S+)\s+inet\s+(\S+)/.exec(line);
     if (iface) {
       current = iface[1];
@@ -237,7 +260,8 @@ export function parseIfupdown(file: string, text: string): NetConfigFacts {
     if (/^(auto|allow-|source|mapping|iface)/.test(line)) current = /^iface/.test(line) ? current : null;
     if (current && /^gateway\s+\S+/.test(line)) withDefault.add(current);
   }
-  return { file, kind: 'ifupdown', interfaces, defaultRouteInterfaces: interfaces.filter((i) => withDefault.has(i)) };
+  const notAtBoot = Object.fromEntries(interfaces.filter((i) => !atBoot.has(i)).map((i) => [i, `no "auto ${i}" or "allow-hotplug ${i}" line`]));
+  return { file, kind: 'ifupdown', interfaces, defaultRouteInterfaces: interfaces.filter((i) => withDefault.has(i)), notAtBoot };
 }
 
 /** A NetworkManager keyfile: interface-name=, and [ipv4] method=auto|manual without never-default=true. */
@@ -246,6 +270,8 @@ export function parseNmKeyfile(file: string, text: string): NetConfigFacts {
   let ifname: string | null = null;
   let method: string | null = null;
   let neverDefault = false;
+  let autoconnect = true;
+  let type = '';
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     const g = /^\[(.+)\]$/.exec(line);
@@ -258,9 +284,18 @@ export function parseNmKeyfile(file: string, text: string): NetConfigFacts {
     if (group === 'connection' && kv[1] === 'interface-name') ifname = kv[2];
     if (group === 'ipv4' && kv[1] === 'method') method = kv[2];
     if (group === 'ipv4' && kv[1] === 'never-default') neverDefault = kv[2] === 'true';
+    if (group === 'connection' && kv[1] === 'autoconnect') autoconnect = !/^(false|no|0)$/i.test(kv[2].trim());
+    if (group === 'connection' && kv[1] === 'type') type = kv[2].trim();
   }
   const interfaces = ifname ? [ifname] : [];
-  return { file, kind: 'networkmanager', interfaces, defaultRouteInterfaces: ifname && (method === 'auto' || method === 'manual') && !neverDefault ? [ifname] : [] };
+  return {
+    file,
+    kind: 'networkmanager',
+    interfaces,
+    defaultRouteInterfaces: ifname && (method === 'auto' || method === 'manual') && !neverDefault ? [ifname] : [],
+    notAtBoot: ifname && !autoconnect ? { [ifname]: 'autoconnect=false' } : {},
+    wifi: ifname && (type === 'wifi' || type === '802-11-wireless') ? [ifname] : [],
+  };
 }
 
 const ID_LINE = /^[0-9a-f]{12,128}$/;

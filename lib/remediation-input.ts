@@ -40,6 +40,30 @@ export type RunbookInput = z.input<typeof RunbookInput>;
 export const MachineIdInput = RunbookInput.extend({ includeKeeper: z.boolean().default(false) }).strict();
 export type MachineIdInput = z.input<typeof MachineIdInput>;
 
+/** default-route (seed 002): how long to wait for the route after re-applying the configuration, and for the CNI pod after its restart. */
+export const DefaultRouteInput = RunbookInput.extend({
+  routeTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+  podTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+}).strict();
+export type DefaultRouteInput = z.input<typeof DefaultRouteInput>;
+
+/** A node default-route fixed, as the run's result shows it. */
+export interface DefaultRouteFixed {
+  name: string;
+  manager: string;
+  /** The command that re-applied the node's configuration. */
+  command: string;
+  interfaces: string[];
+  defaultRoute: { dev: string; gateway: string };
+  gatewayPingMs: number | null;
+  restartedPods: string[];
+  newPods: string[];
+  flannelSubnet: string | null;
+  probeIp: string | null;
+  /** Why the fault will come back at the next reboot (a finding: nothing was changed for it). */
+  willRecur: string[];
+}
+
 /** `kubemend approve`: names the plan it approves, so an approval of a plan that changed is refused. */
 export const Approval = z
   .object({

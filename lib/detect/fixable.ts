@@ -5,7 +5,7 @@
 export const REMEDIATION_FIXABLE = {
   'machine-id': true, // seed 000
   'node-address': false, // seed 001
-  'default-route': false, // seed 002
+  'default-route': true, // seed 002
   'stale-cni': false, // seed 003: stale cni0/flannel.1, missing subnet.env, wrong CNI config
   'ipam-gc': false, // seed 003: host-local files of sandboxes that are gone
   'calico-orphans': false, // seed 004

@@ -27,7 +27,10 @@ export function detectNoDefaultRoute(f: DiagnoseFacts): Finding[] {
       for (const a of n.addrs) if (!VIRTUAL_IF.test(a.ifname) && (!a.up || a.operstate === 'DOWN')) evidence.push(`${a.ifname} is ${a.operstate ?? 'down'}${a.ipv4.length ? ` with ${a.ipv4.join(', ')}` : ''}`);
     }
     for (const p of f.api?.cniPods.filter((x) => x.node === n.name && x.cni === 'flannel') ?? []) {
-      if (p.phase !== 'Running' || !p.ready || p.waitingReason) evidence.push(`${p.namespace}/${p.name}: ${p.waitingReason ?? p.phase ?? 'not ready'}, ${p.restarts} restarts${p.message ? `: ${p.message}` : ''}`);
+      if (p.phase !== 'Running' || !p.ready || p.waitingReason) {
+        evidence.push(`${p.namespace}/${p.name}: ${p.waitingReason ?? p.phase ?? 'not ready'}, ${p.restarts} restarts${p.message ? `: ${p.message}` : ''}`);
+        if (p.lastLog && p.lastLog !== p.message) evidence.push(`${p.namespace}/${p.name} last log line: ${p.lastLog}`);
+      }
     }
     const flannel = n.cniConfigs.some((c) => c.types.includes('flannel')) || !!f.api?.cniDaemonSets.some((d) => d.cni === 'flannel');
     if (flannel && n.subnetEnv === null) evidence.push('/run/flannel/subnet.env is missing: flanneld has not started on this boot');

@@ -11,10 +11,10 @@ test('seed 002 on the lab: only the control plane, whose uplink stayed down, wit
       node: 'node1',
       signature: NO_DEFAULT_ROUTE,
       evidence: ['ip route show default: no default route', 'enp0s3 is DOWN with 10.0.2.15/24', '/run/flannel/subnet.env is missing: flanneld has not started on this boot'],
-      fixable: false,
+      fixable: true,
     },
   ]);
-  expect(fixCommand(found[0], 'lab')).toBe('no automatic fix yet (kubemend run default-route is not built)');
+  expect(fixCommand(found[0], 'lab')).toBe('kubemend run default-route --cluster lab --node node1');
 });
 
 test("seed 002 names the interface the node's own netplan gives the default route", () => {

@@ -24,7 +24,7 @@ test("seed 001's calico-node (describe pod): its autodetection and its waiting s
     blockAffinities: null,
   });
   expect(f.calicoAutodetection).toEqual({ daemonSet: 'kube-system/calico-node', method: 'can-reach=192.178.33.110' });
-  expect(f.cniPods).toEqual([{ cni: 'calico', namespace: 'kube-system', name: 'calico-node-5rhk6', node: 'worker1', phase: 'Running', ready: false, restarts: 7, waitingReason: 'CrashLoopBackOff', message: 'back-off 5m0s restarting failed container' }]);
+  expect(f.cniPods).toEqual([{ cni: 'calico', namespace: 'kube-system', name: 'calico-node-5rhk6', node: 'worker1', phase: 'Running', ready: false, restarts: 7, waitingReason: 'CrashLoopBackOff', message: 'back-off 5m0s restarting failed container', lastLog: null }]);
   expect(f.pods).toEqual([{ namespace: 'default', name: 'web-0', node: 'worker1', phase: 'Running', hostNetwork: false, podIP: '192.168.1.5', calicoVeth: calicoVethName('default', 'web-0') }]);
   expect(f.calicoIpam).toBeNull(); // CRDs not installed
 });

@@ -40,14 +40,14 @@ test('network config files are read without their secret lines, and only interfa
   const out = execFileSync('/bin/sh', ['-c', script, 'x', M], { encoding: 'utf8' });
   expect(out).not.toContain('hunter2');
   const f = diagnoseFacts('n', parseDiagnoseOutput(out, M), M);
-  expect(f.netConfig).toEqual([{ file: `${dir}/50-cloud-init.yaml`, kind: 'netplan', interfaces: ['wlan0', 'eth0'], defaultRouteInterfaces: ['wlan0'] }]);
+  expect(f.netConfig).toEqual([{ file: `${dir}/50-cloud-init.yaml`, kind: 'netplan', interfaces: ['wlan0', 'eth0'], defaultRouteInterfaces: ['wlan0'], notAtBoot: {}, optional: [], wifi: ['wlan0'] }]);
   expect(JSON.stringify(f)).not.toContain('hunter2');
 });
 
 describe('config parsers', () => {
   test('netplan: dhcp4, gateway4 and a default route give an interface the default route', () => {
     const text = 'network:\n  ethernets:\n    enp0s3:\n      dhcp4: true\n    enp0s8:\n      addresses: [10.213.0.11/24]\n    enp0s9:\n      routes:\n        - to: default\n          via: 10.0.9.1\n  bonds:\n    bond0:\n      gateway4: 10.1.1.1\n';
-    expect(parseNetplan('/etc/netplan/01.yaml', text)).toEqual({ file: '/etc/netplan/01.yaml', kind: 'netplan', interfaces: ['enp0s3', 'enp0s8', 'enp0s9', 'bond0'], defaultRouteInterfaces: ['enp0s3', 'enp0s9', 'bond0'] });
+    expect(parseNetplan('/etc/netplan/01.yaml', text)).toEqual({ file: '/etc/netplan/01.yaml', kind: 'netplan', interfaces: ['enp0s3', 'enp0s8', 'enp0s9', 'bond0'], defaultRouteInterfaces: ['enp0s3', 'enp0s9', 'bond0'], notAtBoot: {}, optional: [], wifi: [] });
   });
   test('ifupdown: dhcp or a gateway line', () => {
     const text = 'auto lo\niface lo inet loopback\n\nauto enp0s3\niface enp0s3 inet dhcp\n\niface enp0s8 inet static\n  address 10.213.0.11/24\n\niface eth2 inet static\n  address 10.9.9.9/24\n  gateway 10.9.9.1\n';
