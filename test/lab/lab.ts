@@ -450,6 +450,17 @@ function freshRootHome(home: string): void {
   }
 }
 
+/**
+ * The node's network configuration, as cloud-init writes it on a VirtualBox VM: the NAT
+ * uplink (enp0s3) by DHCP, which gives the default route, and the host-only network
+ * (enp0s8) with a static address. The netplan stand-in applies it (seed 002's fix).
+ */
+function writeNetplan(nodeDir: string, address: string): void {
+  mkdirSync(join(nodeDir, 'etc.upper', 'netplan'), { recursive: true });
+  const yaml = ['# written by the kubemend lab, as cloud-init writes it on a VirtualBox VM', 'network:', '  version: 2', '  ethernets:', '    enp0s3:', '      dhcp4: true', '    enp0s8:', '      addresses:', `        - ${address}/24`, ''].join('\n');
+  writeFileSync(join(nodeDir, 'etc.upper', 'netplan', '50-cloud-init.yaml'), yaml, { mode: 0o600 });
+}
+
 /** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs, root's home. */
 async function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Promise<Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac' | 'bootMachineId'>> {
   const name = `node${index}`;
@@ -460,6 +471,7 @@ async function prepareNode(dir: string, index: number, clientPub: string, shared
   writeFileSync(join(nodeDir, 'etc.upper', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'etc.upper', 'hostname'), `${name}\n`);
+  writeNetplan(nodeDir, `${HOSTONLY_PREFIX}.${10 + index}`);
   const hostKey = join(nodeDir, 'ssh', 'ssh_host_ed25519_key');
   await keygen(hostKey);
   writeFileSync(join(nodeDir, 'ssh', 'authorized_keys'), `${clientPub}\n`, { mode: 0o600 });
