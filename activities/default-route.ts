@@ -164,8 +164,9 @@ export function createDefaultRouteActivities(d: Deps) {
     },
 
     /**
-     * Deletes the node's crash-looping CNI pods, each only if it is still the pod the plan
-     * saw (a uid precondition): a retry never deletes the replacement. Gone or replaced
+     * Evicts (deletes through the Eviction API) the node's crash-looping CNI pods, each only
+     * if it is still the pod the plan saw (a uid precondition): a retry never deletes the
+     * replacement. Gone or replaced
      * already counts as done. No undo: the DaemonSet recreates the pod, which is the point.
      */
     async restartCniPods(input: { cluster: string; node: string; pods: CniPodRef[]; audit: AuditContext }): Promise<{ deleted: string[]; already: string[] }> {
@@ -176,13 +177,14 @@ export function createDefaultRouteActivities(d: Deps) {
         const ref = `${p.namespace}/${p.name}`;
         const step = `${input.node}/restart-pod`;
         try {
-          const body = p.uid ? { preconditions: { uid: p.uid } } : {};
-          await kube.core.deleteNamespacedPod({ namespace: p.namespace, name: p.name, body });
+          // Through the Eviction API, as a drain does: a PodDisruptionBudget still holds (429, retried).
+          const deleteOptions = p.uid ? { preconditions: { uid: p.uid } } : undefined;
+          await kube.core.createNamespacedPodEviction({ name: p.name, namespace: p.namespace, body: { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: p.name, namespace: p.namespace }, ...(deleteOptions ? { deleteOptions } : {}) } });
         } catch (err) {
           // 404: gone; 409: a pod of that name with another uid (its replacement). Both: done.
           if (err instanceof ApiException && (err.code === 404 || err.code === 409)) {
             already.push(ref);
-            await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `delete pod ${ref}`, before: { pod: ref, uid: p.uid }, outcome: 'already-done' });
+            await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `evict pod ${ref}`, before: { pod: ref, uid: p.uid }, outcome: 'already-done' });
             continue;
           }
           throw kubeFailure(err, `deleting pod ${ref}`);
@@ -192,7 +194,7 @@ export function createDefaultRouteActivities(d: Deps) {
           cluster: input.cluster,
           node: input.node,
           step,
-          action: `delete pod ${ref}`,
+          action: `evict pod ${ref}`,
           before: { pod: ref, uid: p.uid },
           after: { deleted: true, why: 'its DaemonSet recreates it at once instead of after the crash-loop back-off' },
           outcome: 'applied',

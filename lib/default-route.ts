@@ -178,7 +178,7 @@ export function planDefaultRoute(facts: DiagnoseFacts, findings: readonly Findin
     const steps = [
       `${commands.map(commandLine).join('; ')}: re-apply the node's own ${u.manager} configuration (${u.files.join(', ')}); no file is edited, no gateway invented`,
       `wait up to ${secs(opts.routeTimeoutMs)} for a default route via ${u.interfaces.join(' or ')}, then ping its gateway once from the node`,
-      ...cniPods.map((p) => `delete pod ${p.namespace}/${p.name}${p.uid ? ` (uid ${p.uid})` : ''}: its DaemonSet recreates it now instead of after the crash-loop back-off`),
+      ...cniPods.map((p) => `evict pod ${p.namespace}/${p.name}${p.uid ? ` (uid ${p.uid})` : ''}: its DaemonSet recreates it now instead of after the crash-loop back-off`),
       `wait up to ${secs(opts.podTimeoutMs)} for the node's CNI pod${cniPods.length === 1 ? '' : 's'} Ready${flannel ? ` and /run/flannel/subnet.env${podCidr ? ` inside ${podCidr}` : ''}` : ''}`,
       `crictl runp a probe sandbox on the node: it must get an address${podCidr ? ` in ${podCidr}` : ''} (a real CNI ADD); then crictl stopp and rmp it`,
     ];

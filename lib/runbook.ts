@@ -52,6 +52,12 @@ export interface RunbookPlan {
   skipped: Array<{ name: string; reason: string }>;
   /** Lines the approver reads above the nodes: what was found, what is left alone and why. */
   summary?: string[];
+  /**
+   * Faulty nodes the remediation will not touch, each with why (e.g. nothing on the node says
+   * what the right state is). Any entry fails the run before approval, changing nothing; the
+   * refusal is in the audit trail.
+   */
+  refused?: string[];
 }
 
 /** The plan id: a digest of what the approver approves (same content, same id). */

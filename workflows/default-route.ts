@@ -9,7 +9,8 @@
  *    lib/diagnose-api.ts); detect is diagnose's own seed-002 detector;
  *  - plan: per node, the manager that owns the uplink and its command, the CNI pods to
  *    restart, and why it will happen again (lib/default-route.ts); a node kubemend will not
- *    touch (no configured default route, two managers) fails the run before any change;
+ *    touch (no configured default route, two managers) is `refused`: the runbook fails the
+ *    run before approval, changing nothing;
  *  - per node, in service (no drain, no reboot): re-apply the node's own configuration, wait
  *    for the route and ping its gateway, delete the crash-looping CNI pod, wait for its
  *    replacement Ready and subnet.env;
@@ -64,19 +65,14 @@ export const defaultRouteRemediation: Remediation<Input, DiagnoseFacts, DefaultR
 
   detect: (facts) => detectNoDefaultRoute(facts),
 
-  plan(facts, findings, run) {
-    const plan = planDefaultRoute(facts, findings, {
+  plan: (facts, findings, run) =>
+    planDefaultRoute(facts, findings, {
       selected: run.selected,
       excluded: run.apiNodes.filter((n) => n.excluded).map((n) => n.name),
       controlPlane: run.apiNodes.filter((n) => n.controlPlane).map((n) => n.name),
       routeTimeoutMs: run.input.routeTimeoutMs,
       podTimeoutMs: run.input.podTimeoutMs,
-    });
-    if (plan.refused.length) {
-      throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message: `${plan.refused.join('; ')}. Nothing was changed${plan.nodes.length ? `; to fix the other nodes, run with --node ${plan.nodes.map((n) => n.name).join(' --node ')}` : ''}`, nonRetryable: true });
-    }
-    return plan;
-  },
+    }),
 
   async apply(planned: DefaultRouteNode, ctx: NodeContext<Input>) {
     const base = { cluster: ctx.cluster, node: ctx.node };

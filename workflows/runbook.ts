@@ -172,6 +172,11 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     Object.assign(status.nodes, r.planStatus?.(plan) ?? {});
     for (const s of plan.skipped) status.nodes[s.name] = { phase: NodeStep.Skipped, detail: s.reason };
     for (const n of plan.nodes) status.nodes[n.name] = { phase: NodeStep.Planned };
+    if (plan.refused?.length) {
+      const message = `${plan.refused.join('; ')}. Nothing was changed${plan.nodes.length ? `; to fix the other nodes, run with --node ${plan.nodes.map((n) => n.name).join(' --node ')}` : ''}`;
+      await record({ node: '', step: 'refused', action: 'none', before: { findings }, outcome: 'refused', error: `${Failure.NodeStateUnexpected}: ${message}` });
+      throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message, nonRetryable: true });
+    }
     const result: RunbookResult<P, FixedByRunbook<N>> = { cluster, remediation: r.name, outcome: 'nothing to do', planId: plan.id, plan, approvedBy: null, findings, nodes: [], remaining: [] };
     await record({
       node: '',

@@ -113,7 +113,7 @@ describe('planDefaultRoute', () => {
     expect(n1.flannel).toBe(true);
     expect(n1.podCidr).toMatch(/^10\.244\.\d+\.0\/24$/);
     expect(n1.steps[0]).toBe(`netplan apply: re-apply the node's own netplan configuration (${NETPLAN}); no file is edited, no gateway invented`);
-    expect(n1.steps.some((s) => s.startsWith(`delete pod kube-flannel/${n1.cniPods[0].name} (uid uid-1)`))).toBe(true);
+    expect(n1.steps.some((s) => s.startsWith(`evict pod kube-flannel/${n1.cniPods[0].name} (uid uid-1)`))).toBe(true);
     expect(plan.summary!.some((s) => s.startsWith('No drain'))).toBe(true);
     expect(plan.summary!.some((s) => s.startsWith('node1 will break again: '))).toBe(true);
   });
