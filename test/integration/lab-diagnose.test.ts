@@ -91,7 +91,7 @@ describe('a lab with all five scenarios', () => {
     expect(report.findings.filter((f) => f.seed === '002').map((f) => f.node)).toEqual(['node1']);
     expect(on(report, '002', 'node1')[0]).toMatchObject({
       signature: 'Failed to find any valid interface to use: failed to get default interface: Unable to find default route',
-      evidence: ['ip route show default: no default route', 'enp0s3 is DOWN with 10.0.2.15/24', '/run/flannel/subnet.env is missing: flanneld has not started on this boot'],
+      evidence: ['ip route show default: no default route', '/etc/netplan/50-cloud-init.yaml gives enp0s3 the default route; enp0s3 is DOWN', '/run/flannel/subnet.env is missing: flanneld has not started on this boot'],
     });
   });
 
