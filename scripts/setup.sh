@@ -11,7 +11,9 @@
 #   - the CNI plugins the lab's nodes run (bridge, host-local, loopback) into .tools/cni/bin
 #     (scripts/build-cni.sh);
 #   - flanneld, which the lab runs inside its nodes (scripts/build-flannel.sh; it writes
-#     its iptables rules in the node's network namespace, so iptables is needed).
+#     its iptables rules in the node's network namespace, so iptables is needed);
+#   - ping (iputils-ping): lab nodes run the host's binaries, and default-route pings the
+#     gateway from the node.
 # A second run takes about a second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +30,7 @@ command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v systemd-machine-id-setup >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)               # the lab's CA and certificates
 command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)             # flanneld inside lab nodes
+command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)             # default-route pings the gateway from a lab node
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   sudo=""
