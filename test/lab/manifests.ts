@@ -51,7 +51,7 @@ export function labObjects(state: Pick<LabState, 'nodes' | 'scenarios'>, rbac: K
     } as Obj,
     ...calicoCrds,
     ns(APP_NAMESPACE),
-    ...(cnis.includes('flannel') ? [ns('kube-flannel')] : []),
+    ...(cnis.includes('flannel') ? [ns(FLANNEL_NAMESPACE)] : []),
   ];
   // A node that never joined (seed 001's workers) has no Node object until `kubeadm join` works.
   const joined = state.nodes.filter((n) => joinedAtUp(state.scenarios, n.role));
@@ -104,7 +104,14 @@ export function nodeObject(n: LabState['nodes'][number], scenarios: readonly str
 
 const container = (name: string, image: string) => ({ name, image, resources: { requests: { cpu: '10m', memory: '16Mi' } } });
 
-function daemonSet(namespace: string, name: string, image: string): Obj {
+/** kube-flannel.yml's names: the DaemonSet kube-flannel-ds in kube-flannel, its container kube-flannel. */
+export const FLANNEL_NAMESPACE = 'kube-flannel';
+export const FLANNEL_DAEMONSET = 'kube-flannel-ds';
+export const FLANNEL_CONTAINER = 'kube-flannel';
+/** The label every lab DaemonSet's pods carry (k8s-app=<DaemonSet name>). */
+export const FLANNEL_POD_LABEL = { key: 'k8s-app', value: FLANNEL_DAEMONSET };
+
+function daemonSet(namespace: string, name: string, image: string, containerSpec: Record<string, unknown> = container(name, image)): Obj {
   const labels = { 'k8s-app': name };
   return {
     apiVersion: 'apps/v1',
@@ -114,7 +121,7 @@ function daemonSet(namespace: string, name: string, image: string): Obj {
       selector: { matchLabels: labels },
       template: {
         metadata: { labels },
-        spec: { hostNetwork: true, priorityClassName: 'system-node-critical', tolerations: [{ operator: 'Exists' }], containers: [container(name, image)] },
+        spec: { hostNetwork: true, priorityClassName: 'system-node-critical', tolerations: [{ operator: 'Exists' }], containers: [containerSpec] },
       },
     },
   };
@@ -132,7 +139,13 @@ function deployment(namespace: string, name: string, replicas: number, image: st
 
 function workloads(state: Pick<LabState, 'nodes' | 'scenarios'>, cnis: Array<'flannel' | 'weave' | 'calico'>): KubernetesObject[] {
   const out: Obj[] = [daemonSet('kube-system', 'kube-proxy', `registry.k8s.io/kube-proxy:${KUBERNETES_VERSION}`)];
-  if (cnis.includes('flannel')) out.push(daemonSet('kube-flannel', 'kube-flannel-ds', 'ghcr.io/flannel-io/flannel:v0.26.7'));
+  // With --real-flannel the lab's kubelet runs this container as the real flanneld (flannel-kubelet.ts):
+  // the image is the release it runs, and a crash's termination message is the tail of its log
+  // (FallbackToLogsOnError: flanneld writes no termination-log file), so the pod's status says why.
+  if (cnis.includes('flannel')) {
+    const image = 'ghcr.io/flannel-io/flannel:v0.28.10';
+    out.push(daemonSet(FLANNEL_NAMESPACE, FLANNEL_DAEMONSET, image, { ...container(FLANNEL_CONTAINER, image), terminationMessagePolicy: 'FallbackToLogsOnError' }));
+  }
   if (cnis.includes('weave')) out.push(daemonSet('kube-system', 'weave-net', 'weaveworks/weave-kube:2.8.1'));
   if (cnis.includes('calico')) out.push(daemonSet('kube-system', 'calico-node', 'docker.io/calico/node:v3.29.3'));
   // kubeadm's CoreDNS: two replicas that may run on the control plane.
