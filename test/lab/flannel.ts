@@ -27,6 +27,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
@@ -222,7 +223,8 @@ function nodeExecOut(holder: number, argv: string[]): Promise<number> {
 
 export interface FlanneldRun {
   /**
-   * Resolves with flanneld's exit status (as nsenter passes it on) when it exits. The child
+   * Resolves with flanneld's exit status (as nsenter passes it on) when it exits, or 128 +
+   * the signal's number if nsenter was killed (a reboot kills it with SIGKILL: 137). The child
    * is unref'd (a CLI that starts flanneld need not wait for it): a caller that awaits this
    * must keep its own event loop alive meanwhile (a test runner does).
    */
@@ -272,7 +274,8 @@ export async function startFlanneld(dir: string, node: string, opts: StartOption
   child.unref();
   const exited = new Promise<number>((resolve) => {
     child.on('error', () => resolve(127));
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    // A signal is reported as a shell (and the kubelet) reports it: 128 + its number (SIGKILL 137, SIGTERM 143).
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1)));
   });
   return { exited, subnetEnvMtimeNs: mtimeBefore };
 }
@@ -306,6 +309,13 @@ export function readSubnetEnv(dir: string, node: string): Record<string, string>
   return out;
 }
 
+/** subnet.env if this run of flanneld has written it (a file left by an earlier run or the lab's boot does not count). */
+export function subnetEnvOfRun(dir: string, node: string, run: FlanneldRun): Record<string, string> | undefined {
+  const mtime = subnetEnvMtimeNs(dir, node);
+  const env = mtime !== undefined && mtime !== run.subnetEnvMtimeNs ? readSubnetEnv(dir, node) : undefined;
+  return env?.FLANNEL_SUBNET ? env : undefined;
+}
+
 /**
  * Waits until this run of flanneld has written the node's subnet.env (it writes it once its
  * lease and backend are up; a file left by an earlier run or the lab does not count); fails
@@ -316,9 +326,8 @@ export async function waitForSubnetEnv(dir: string, node: string, run: FlanneldR
   void run.exited.then((c) => (exitCode = c));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const mtime = subnetEnvMtimeNs(dir, node);
-    const env = mtime !== undefined && mtime !== run.subnetEnvMtimeNs ? readSubnetEnv(dir, node) : undefined;
-    if (env?.FLANNEL_SUBNET) return env;
+    const env = subnetEnvOfRun(dir, node, run);
+    if (env) return env;
     if (exitCode !== undefined) throw new LabError(`${node}: flanneld exited (${exitCode}) before writing subnet.env:\n${flanneldLog(dir, node)}`);
     if (Date.now() > deadline) throw new LabError(`${node}: flanneld wrote no subnet.env within ${timeoutMs} ms:\n${flanneldLog(dir, node)}`);
     await sleep(100);
