@@ -23,7 +23,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
-import { type ClusterObjects, KUBELET_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
+import { type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
 
 export { KUBELET_LABEL } from './manifests';
 import type { LabState } from './lab';
@@ -119,7 +119,7 @@ function startComponent(dir: string, component: string, args: string[]): ChildPr
 }
 
 /** A request over TLS with the admin's certificate; resolves with the status code and body (0 if unreachable). */
-function adminRequest(dir: string, port: number, method: string, path: string, body?: { contentType: string; data: unknown }): Promise<{ status: number; body: string }> {
+export function adminRequest(dir: string, port: number, method: string, path: string, body?: { contentType: string; data: unknown }): Promise<{ status: number; body: string }> {
   const pki = join(cpDir(dir), 'pki');
   const payload = body ? JSON.stringify(body.data) : undefined;
   return new Promise((resolve) => {
@@ -244,6 +244,10 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   startComponent(dir, 'kwok', [
     `--kubeconfig=${join(cp, 'kwok.kubeconfig')}`, '--manage-all-nodes=false', `--manage-nodes-with-label-selector=${KUBELET_LABEL}=running`,
     `--node-lease-duration-seconds=${NODE_LEASE_S}`, `--server-address=127.0.0.1:${kwokPort}`, '--v=WARN',
+    // With --real-flannel the lab's own kubelet runs kube-flannel's pods (flannel-kubelet.ts). kwok
+    // must leave them alone: its pod-ready stage would mark each new one Running and Ready the
+    // moment it is bound, before any flanneld ran (kwok then ignores them wholly, deletion included).
+    ...(state.realFlannel ? [`--disregard-status-with-label-selector=${FLANNEL_POD_LABEL.key}=${FLANNEL_POD_LABEL.value}`] : []),
   ]);
 
   const api = adminApi(dir);
@@ -261,7 +265,8 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   }, join(cp, 'kube-controller-manager.log'));
   await createAll(api, objects.workloads);
   // Apps cannot be placed while workers are missing (seed 001): wait for the system's part then.
-  await waitForWorkloads(dir, 90_000, registered.length === state.nodes.length ? undefined : ['kube-system', 'kube-flannel']);
+  // kube-flannel's pods, with --real-flannel, wait for the lab daemon's kubelet, which starts after this.
+  await waitForWorkloads(dir, 90_000, registered.length === state.nodes.length ? undefined : ['kube-system', FLANNEL_NAMESPACE], state.realFlannel ? [`${FLANNEL_NAMESPACE}/${FLANNEL_DAEMONSET}`] : []);
   return info;
 }
 
@@ -285,13 +290,13 @@ export async function waitForNodesReady(dir: string, names: string[], timeoutMs:
   }, join(cpDir(dir), 'kwok.log'));
 }
 
-/** Every Deployment has all replicas available and every DaemonSet all pods ready. */
-async function waitForWorkloads(dir: string, timeoutMs: number, namespaces?: string[]): Promise<void> {
+/** Every Deployment has all replicas available and every DaemonSet all pods ready (but those in `skip`, as namespace/name). */
+async function waitForWorkloads(dir: string, timeoutMs: number, namespaces?: string[], skip: string[] = []): Promise<void> {
   const api = adminApi(dir);
   type Workload = { metadata: { namespace: string; name: string }; spec: { replicas?: number }; status?: { availableReplicas?: number; desiredNumberScheduled?: number; numberReady?: number } };
   let waitingFor = '';
   await until(() => `workloads ready (still waiting for ${waitingFor || 'the first list'})`, timeoutMs, async () => {
-    const within = (w: Workload) => !namespaces || namespaces.includes(w.metadata.namespace);
+    const within = (w: Workload) => (!namespaces || namespaces.includes(w.metadata.namespace)) && !skip.includes(`${w.metadata.namespace}/${w.metadata.name}`);
     const deps = ((await api.list('apps/v1', 'Deployment')) as unknown as { items: Workload[] }).items.filter(within);
     const dss = ((await api.list('apps/v1', 'DaemonSet')) as unknown as { items: Workload[] }).items.filter(within);
     const pending = [

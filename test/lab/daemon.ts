@@ -8,10 +8,13 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { kubeletStarted, setKubelet } from './control-plane';
+import { runFlannelKubelets } from './flannel-kubelet';
 import { readState, rebootNode } from './lab';
 
 async function main(dir: string): Promise<void> {
   const busy = new Set<string>();
+  // With --real-flannel, the nodes' kubelets run kube-flannel's pods as the real flanneld, beside the requests below.
+  if (readState(dir)?.realFlannel) void runFlannelKubelets(dir).catch((err) => console.error(`lab daemon: flannel kubelets stopped: ${(err as Error).stack}`));
   for (;;) {
     const state = readState(dir);
     if (!state) return; // the lab is gone

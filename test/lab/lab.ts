@@ -27,11 +27,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
-import { REPO_ROOT } from '../../worker/paths';
+import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { sshdConfig } from './sshd';
 import { calicoPodIp, calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
+import { labCnis } from './manifests';
 
 export { Patience } from './patience';
 export { calicoPodIp, calicoPods, HOSTONLY_PREFIX, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
@@ -120,6 +121,8 @@ export interface LabState {
   scenarios: Scenario[];
   /** Whether the lab runs a Kubernetes control plane (control-plane.ts). */
   controlPlane?: boolean;
+  /** Whether the nodes' kubelets run kube-flannel's pods as the real flanneld (flannel-kubelet.ts) instead of the boot faking flannel. */
+  realFlannel?: boolean;
   nodes: LabNode[];
 }
 
@@ -486,7 +489,10 @@ async function prepareNode(dir: string, index: number, clientPub: string, shared
  */
 interface BootOptions {
   uplinkDown: boolean;
-  /** flanneld ran this boot: it needs a default route, and has not run since a `kubeadm reset`. */
+  /**
+   * Write what flanneld would have made this boot: it needs a default route, and has not run
+   * since a `kubeadm reset`. False with real flannel: the node's kubelet runs the real one.
+   */
   flannel: boolean;
   /** Interfaces a scenario leaves behind; only at `up`, since a real reboot clears them too. */
   leftovers?: (b: BootBatches) => void;
@@ -592,6 +598,12 @@ export interface UpOptions {
   scenarios?: Scenario[];
   /** Start a Kubernetes control plane with the nodes (default: no). */
   controlPlane?: boolean;
+  /**
+   * Each node's kubelet runs its kube-flannel pod's container as the real flanneld and reports
+   * it in the pod's status (flannel-kubelet.ts); boots no longer write flannel.1, cni0 or
+   * subnet.env. Needs the control plane and a lab that runs flannel (default: no).
+   */
+  realFlannel?: boolean;
 }
 
 /** Brings the lab up. A lab already there is taken down first. */
@@ -600,13 +612,18 @@ export async function up(opts: UpOptions): Promise<LabState> {
   if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > MAX_NODES) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${opts.nodes}`);
   checkLabDir(opts.dir);
   if (opts.controlPlane) requireBinaries();
+  const scenarios = opts.scenarios ?? [];
+  if (opts.realFlannel) {
+    if (!opts.controlPlane) throw new LabError('--real-flannel needs the control plane: flanneld and the kube-flannel pods live on its API (drop --no-control-plane)');
+    if (!labCnis(scenarios).includes('flannel')) throw new LabError(`--real-flannel needs a lab that runs flannel; scenarios ${scenarios.join(', ')} run ${labCnis(scenarios).join(', ')}`);
+    if (!existsSync(join(TOOLS_BIN, 'flanneld'))) throw new LabError(`--real-flannel: missing ${join(TOOLS_BIN, 'flanneld')}: run \`bash scripts/build-flannel.sh\` (or \`npm run setup\`)`);
+  }
   await down(opts.dir);
   mkdirSync(opts.dir, { recursive: true });
   writeFileSync(join(opts.dir, SENTINEL), 'kubemend lab directory: `npm run lab -- down` deletes it\n');
   const clientKey = join(opts.dir, 'id_ed25519');
   const clientPub = await keygen(clientKey);
   installStandIns(opts.dir);
-  const scenarios = opts.scenarios ?? [];
   // seed 000: the nodes were cloned from one image, machine-id and all.
   const clonedId = scenarios.includes('cloned-machine-id') ? randomBytes(16).toString('hex') : undefined;
   let state: LabState;
@@ -637,16 +654,22 @@ export async function up(opts: UpOptions): Promise<LabState> {
         if (orphanCalico) orphanCalicoInterfaces(b, i, prepared.name);
       };
       const uplinkDown = uplinkStaysDown(scenarios, i);
-      const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni, leftovers };
+      const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni && !opts.realFlannel, leftovers };
       return { ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 };
     });
     await Promise.all(nodes.map((n) => waitForSsh(n)));
-    state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, controlPlane: !!opts.controlPlane, nodes };
+    state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, controlPlane: !!opts.controlPlane, ...(opts.realFlannel ? { realFlannel: true } : {}), nodes };
     writeState(state);
     writePeers(state);
     const cp = opts.controlPlane ? await startControlPlane(state) : undefined;
     writeKubemendConfig(state, clientKey, cp);
     await startDaemon(opts.dir);
+    if (opts.realFlannel) {
+      // The daemon's kubelets start flanneld now: up returns once each pod has shown how that went.
+      // Loaded here, not at the top: flannel-kubelet.ts reaches this module through flannel.ts.
+      const { waitForFlannelPodsSettled } = await import('./flannel-kubelet');
+      await waitForFlannelPodsSettled(opts.dir);
+    }
   } catch (err) {
     await down(opts.dir);
     throw err;
@@ -818,7 +841,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   if (hubPid === undefined) throw new LabError('the lab hub is gone; run `npm run lab -- down` and `up` again');
   const uplinkDown = uplinkStaysDown(state.scenarios, node.index);
   try {
-    Object.assign(node, await bootNode(dir, hubPid, node, node.port, { uplinkDown, flannel: !uplinkDown }), { boots: node.boots + 1 });
+    // With real flannel, the node's kubelet starts flanneld once the node is back (flannel-kubelet.ts).
+    Object.assign(node, await bootNode(dir, hubPid, node, node.port, { uplinkDown, flannel: !uplinkDown && !state.realFlannel }), { boots: node.boots + 1 });
   } catch (err) {
     await killNode(dir, node); // nothing half-booted stays behind
     throw err;

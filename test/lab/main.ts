@@ -1,5 +1,5 @@
 /**
- * npm run lab -- up --nodes N | status | reboot <node> | pod add|del <node> <ns>/<name> | flanneld start|stop <node> | down
+ * npm run lab -- up --nodes N [--real-flannel] | status | reboot <node> | pod add|del <node> <ns>/<name> | flanneld start|stop <node> | down
  * Exit codes as kubemend's: 0 ok, 1 failed, 2 bad input (including "not root").
  */
 import { Command, CommanderError } from 'commander';
@@ -24,15 +24,16 @@ async function main(argv: string[]): Promise<number> {
     .option('--reboot-downtime <duration>', 'how long a rebooting node stays down', '1s')
     .option('--scenario <list>', `comma-separated failure states to inject: ${Object.keys(SCENARIOS).join(', ')}`)
     .option('--no-control-plane', 'nodes only: no etcd, kube-apiserver, controllers or kwok (they need scripts/build-k8s.sh)')
+    .option('--real-flannel', "each node's kubelet runs its kube-flannel pod as the real flanneld and reports it in the pod's status (needs the control plane and a lab that runs flannel)")
     .addHelpText('after', `\nScenarios:\n${Object.entries(SCENARIOS).map(([k, v]) => `  ${k.padEnd(18)} ${v}`).join('\n')}`)
-    .action(async (o: { nodes: string; rebootDowntime: string; scenario?: string; controlPlane: boolean }) => {
+    .action(async (o: { nodes: string; rebootDowntime: string; scenario?: string; controlPlane: boolean; realFlannel?: boolean }) => {
       const scenarios = parseScenarios(o.scenario);
       if (!/^\d+$/.test(o.nodes)) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${JSON.stringify(o.nodes)}`);
       const downtime = parseDuration(o.rebootDowntime);
       if (downtime === undefined || downtime > 600_000) throw new LabError(`--reboot-downtime must be a duration up to 10m, got ${JSON.stringify(o.rebootDowntime)}`);
       const t0 = Date.now();
-      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime, scenarios, controlPlane: o.controlPlane });
-      console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s${scenarios.length ? `, scenarios: ${scenarios.join(', ')}` : ''}`);
+      const state = await up({ dir: DIR, nodes: Number(o.nodes), rebootDowntimeMs: downtime, scenarios, controlPlane: o.controlPlane, realFlannel: !!o.realFlannel });
+      console.log(`lab up: ${state.nodes.length} node(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s${scenarios.length ? `, scenarios: ${scenarios.join(', ')}` : ''}${state.realFlannel ? ', real flanneld in kube-flannel pods' : ''}`);
       for (const n of state.nodes) console.log(`  ${n.name.padEnd(8)} ${n.role.padEnd(14)} ${n.address.padEnd(13)} ssh via 127.0.0.1:${n.port}`);
       const cp = controlPlaneInfo(DIR);
       if (cp) console.log(`control plane: ${cp.server}\n  kubectl --kubeconfig ${cp.adminKubeconfig} get nodes   (admin)\n  worker kubeconfig ${cp.workerKubeconfig} (deploy/rbac.yaml's ClusterRole only)`);
@@ -108,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
     if (e instanceof CniInputError || e instanceof FlannelInputError) return 2;
-    return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
+    return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|--real-flannel|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
   }
   return code;
 }
