@@ -96,7 +96,7 @@ describe('refused without what it needs', () => {
 });
 
 describe('at up', () => {
-  test("the boot fakes nothing: node1's flanneld never ran, and neither node has cni0 (the bridge plugin makes it at the first pod)", () => {
+  test("the boot fakes nothing: node1, whose flanneld failed, has no flannel.1 or subnet.env, and neither node has cni0 (the bridge plugin makes it at the first pod)", () => {
     expect(links('node1')).not.toContain('flannel.1');
     expect(readSubnetEnv(dir, 'node1')).toBeUndefined();
     for (const n of ['node1', 'node2']) expect(links(n)).not.toContain('cni0');
