@@ -20,7 +20,10 @@
  * so a conflist's portmap entry is passed over and reported as such.
  *
  * The runtime's record of its sandboxes is the crictl stand-in's file (/var/lib/kmlab/cri on
- * the node), so `crictl pods` lists the sandboxes made here.
+ * the node), so `crictl pods` lists the sandboxes made here. `crictl runp / stopp / rmp` on a
+ * node reach runSandbox, stopSandbox and removeSandbox below through the lab daemon (cri.ts).
+ * A plugin's failure names the config entry the runtime ran (flannel's, for the delegated
+ * bridge), as libcni's `plugin type="flannel" failed (add): ...` does.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -35,6 +38,16 @@ const PLUGINS = ['bridge', 'host-local', 'loopback'];
 /** Bad input (a malformed pod reference, an unknown node or pod): exit 2 at the CLI. */
 export class CniInputError extends LabError {}
 
+/**
+ * The network config entry a runtime ran when a plugin failed, as libcni names it in
+ * `plugin type="flannel" failed (add): ...`: the entry's own type, and its own name where the
+ * entry has one (a conflist's entries usually do not; containerd's loopback config does).
+ */
+export interface NetworkEntry {
+  type: string;
+  name?: string;
+}
+
 /** A plugin's own error result (`{"code", "msg", "details"}` on stdout, exit status non-zero). */
 export class CniPluginError extends LabError {
   constructor(
@@ -43,8 +56,31 @@ export class CniPluginError extends LabError {
     readonly code: number | undefined,
     readonly msg: string,
     readonly details?: string,
+    /** The entry the runtime ran: flannel's when the lab's delegation exec'd bridge for it. */
+    readonly entry: NetworkEntry = { type: plugin },
+    /** What the lab adds for a reader of its own CLI; never part of the plugin's message. */
+    note?: string,
   ) {
-    super(`${plugin} ${command} failed${code === undefined ? '' : ` (code ${code})`}: ${msg}${details ? `; ${details}` : ''}`);
+    super(`${plugin} ${command} failed${code === undefined ? '' : ` (code ${code})`}: ${msg}${details ? `; ${details}` : ''}${note ? ` (${note})` : ''}`);
+  }
+
+  /** The same failure, charged to the config entry whose step ran the plugin. */
+  of(entry: NetworkEntry): CniPluginError {
+    return new CniPluginError(this.plugin, this.command, this.code, this.msg, this.details, entry);
+  }
+}
+
+/** The entry as libcni describes it: its type, and its own "name" if it has one. */
+function entryOf(conf: Record<string, unknown> & { type: string }): NetworkEntry {
+  return typeof conf.name === 'string' && conf.name ? { type: conf.type, name: conf.name } : { type: conf.type };
+}
+
+/** Runs `fn`, charging a plugin failure in it to `entry`. */
+async function chargedTo<T>(entry: NetworkEntry, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw err instanceof CniPluginError ? err.of(entry) : err;
   }
 }
 
@@ -171,6 +207,8 @@ interface CniEnv {
   netns: string;
   ifname: string;
   pod: PodRef;
+  /** The pod's uid, passed as K8S_POD_UID where the runtime knows it (crictl runp). */
+  uid?: string;
 }
 
 /** Execs one plugin binary in the node as a runtime does: config on stdin, result or error on stdout. */
@@ -182,7 +220,7 @@ async function execPlugin(pid: number, type: string, config: Record<string, unkn
       CNI_CONTAINERID: env.containerId,
       CNI_NETNS: env.netns,
       CNI_IFNAME: env.ifname,
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${env.pod.namespace};K8S_POD_NAME=${env.pod.name};K8S_POD_INFRA_CONTAINER_ID=${env.containerId}`,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${env.pod.namespace};K8S_POD_NAME=${env.pod.name};K8S_POD_INFRA_CONTAINER_ID=${env.containerId}${env.uid ? `;K8S_POD_UID=${env.uid}` : ''}`,
       CNI_PATH: CNI_BIN,
     },
     input: JSON.stringify(config),
@@ -257,22 +295,72 @@ export function maskCidr(cidr: string): string {
 const LOOPBACK = { cniVersion: '0.3.1', name: 'cni-loopback', type: 'loopback' };
 const FLANNEL_DATA = '/var/lib/cni/flannel';
 const CRI_DB = '/var/lib/kmlab/cri';
+/** What a sandbox made by `crictl runp` was asked for (labels, annotations, namespace options), one JSON file each. */
+const CRI_CONFIGS = '/var/lib/kmlab/sandboxes';
+
+/** flannel's CNI plugin's own words when flanneld has not written its lease. */
+const NO_SUBNET_ENV = 'loadFlannelSubnetEnv failed: open /run/flannel/subnet.env: no such file or directory';
+
+export type SandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
+
+/**
+ * A sandbox as the runtime records it: one line of /var/lib/kmlab/cri,
+ * "pod <id> <name> <namespace> <state> [<uid> <attempt> <created ms> <ip>]" ("-" for empty).
+ * Lines the lab writes at `up` and `pod add` have the first five fields only.
+ */
+export interface SandboxRecord extends Sandbox {
+  state: SandboxState;
+  /** '' where the record has none. */
+  uid: string;
+  attempt: number;
+  /** Milliseconds since the epoch, where recorded. */
+  createdAtMs?: number;
+  /** eth0's address without its prefix; '' once stopped, or where not recorded. */
+  ip: string;
+}
+
+export function parseRecordLine(line: string): SandboxRecord | undefined {
+  const f = line.split(' ');
+  if (f[0] !== 'pod' || f.length < 5) return undefined;
+  const opt = (k: number) => (f[k] === undefined || f[k] === '-' ? '' : f[k]);
+  return {
+    id: f[1],
+    pod: { name: f[2], namespace: f[3] },
+    netns: `/var/run/netns/${netnsName(f[1])}`,
+    state: f[4] === 'SANDBOX_READY' ? 'SANDBOX_READY' : 'SANDBOX_NOTREADY',
+    uid: opt(5),
+    attempt: /^\d+$/.test(opt(6)) ? Number(opt(6)) : 0,
+    ...(/^\d+$/.test(opt(7)) ? { createdAtMs: Number(opt(7)) } : {}),
+    ip: opt(8),
+  };
+}
+
+export function recordLine(r: SandboxRecord): string {
+  const words = [r.id, r.pod.name, r.pod.namespace, r.state, r.uid || '-', String(r.attempt), r.createdAtMs === undefined ? '-' : String(r.createdAtMs), r.ip || '-'];
+  // Every word is the runtime's own or checked before it gets here (DNS-1123 names, a uid without spaces).
+  for (const w of words) if (!/^[A-Za-z0-9._:-]+$/.test(w)) throw new LabError(`refusing ${JSON.stringify(w)} in a runtime record`);
+  return `pod ${words.join(' ')}`;
+}
 
 /** Sandboxes the node's runtime knows (the crictl stand-in's pod lines). */
 export async function sandboxes(dir: string, node: string): Promise<Sandbox[]> {
-  return sandboxesOf(holderPid(dir, node));
+  return (await recordsOf(holderPid(dir, node))).map(({ id, pod, netns }) => ({ id, pod, netns }));
 }
 
-async function sandboxesOf(pid: number): Promise<Sandbox[]> {
+/** Every sandbox record on the node, with crictl's metadata where it has it. */
+export async function sandboxRecords(dir: string, node: string): Promise<SandboxRecord[]> {
+  return recordsOf(holderPid(dir, node));
+}
+
+async function recordsOf(pid: number): Promise<SandboxRecord[]> {
   return ((await nodeRead(pid, CRI_DB)) ?? '')
     .split('\n')
-    .map((l) => l.split(' '))
-    .filter((f) => f[0] === 'pod' && f.length >= 5)
-    .map((f) => ({ id: f[1], pod: { name: f[2], namespace: f[3] }, netns: `/var/run/netns/${netnsName(f[1])}` }));
+    .map(parseRecordLine)
+    .filter((r): r is SandboxRecord => r !== undefined);
 }
 
 async function findSandbox(pid: number, node: string, pod: PodRef): Promise<Sandbox> {
-  const s = (await sandboxesOf(pid)).find((x) => x.pod.namespace === pod.namespace && x.pod.name === pod.name);
+  const s = (await recordsOf(pid)).find((x) => x.pod.namespace === pod.namespace && x.pod.name === pod.name);
   if (!s) throw new CniInputError(`no pod ${pod.namespace}/${pod.name} on ${node}`);
   return s;
 }
@@ -286,25 +374,27 @@ function withRecordLock<T>(pid: number, fn: () => Promise<T>): Promise<T> {
 }
 
 async function forgetSandboxRecord(pid: number, id: string): Promise<void> {
-  return withRecordLock(pid, () => rewriteRecords(pid, id));
+  return withRecordLock(pid, () => rewriteRecords(pid, id, 'forget'));
 }
 
-async function rewriteRecords(pid: number, id: string): Promise<void> {
+/** Rewrites the sandbox's pod line with `change`; with 'forget', the line and its containers' go. */
+async function rewriteRecords(pid: number, id: string, change: ((r: SandboxRecord) => SandboxRecord) | 'forget'): Promise<void> {
   const text = await nodeRead(pid, CRI_DB);
   if (text === undefined) return;
-  const kept = text
-    .split('\n')
-    .filter((l) => {
-      const f = l.split(' ');
-      return !((f[0] === 'pod' && f[1] === id) || (f[0] === 'container' && f[2] === id));
-    });
+  const kept: string[] = [];
+  for (const l of text.split('\n')) {
+    const f = l.split(' ');
+    const pod = f[0] === 'pod' && f[1] === id ? parseRecordLine(l) : undefined;
+    if (change === 'forget' ? pod || (f[0] === 'container' && f[2] === id) : false) continue;
+    kept.push(pod && change !== 'forget' ? recordLine(change(pod)) : l);
+  }
   await nodeWrite(pid, CRI_DB, kept.join('\n'));
 }
 
 /** One CNI ADD or DEL of the node's network (after loopback on ADD, before it on DEL). */
-async function runNetwork(pid: number, command: 'ADD' | 'DEL', sandbox: Sandbox): Promise<{ result: CniResult; skipped: string[] }> {
+async function runNetwork(pid: number, command: 'ADD' | 'DEL', sandbox: Sandbox, uid?: string): Promise<{ result: CniResult; skipped: string[] }> {
   const net = await nodeNetwork(pid);
-  const env: CniEnv = { command, containerId: sandbox.id, netns: sandbox.netns, ifname: 'eth0', pod: sandbox.pod };
+  const env: CniEnv = { command, containerId: sandbox.id, netns: sandbox.netns, ifname: 'eth0', pod: sandbox.pod, uid };
   const skipped: string[] = [];
   let result: CniResult = {};
   const entries = command === 'ADD' ? net.plugins : [...net.plugins].reverse();
@@ -317,62 +407,81 @@ async function runNetwork(pid: number, command: 'ADD' | 'DEL', sandbox: Sandbox)
       const saved = `${FLANNEL_DATA}/${sandbox.id}`;
       if (command === 'ADD') {
         const subnetEnv = await nodeRead(pid, '/run/flannel/subnet.env');
-        if (subnetEnv === undefined) throw new LabError(`flannel delegation (done by the lab: the flannel CNI plugin is not built here): /run/flannel/subnet.env is missing on the node (flanneld has not written its lease)`);
+        if (subnetEnv === undefined) {
+          // The flannel plugin's own error (it returns it as a generic error: code 999).
+          throw new CniPluginError('flannel', 'ADD', 999, NO_SUBNET_ENV, undefined, entryOf(entry), "the lab does flannel's delegation, its plugin is not built here: /run/flannel/subnet.env is missing on the node, flanneld has not written its lease");
+        }
         const delegate = flannelDelegate(net, entry, subnetEnv);
         await nodeWrite(pid, saved, JSON.stringify(delegate));
-        result = await execPlugin(pid, String(delegate.type), delegate, env);
+        result = await chargedTo(entryOf(entry), () => execPlugin(pid, String(delegate.type), delegate, env));
       } else {
         const text = await nodeRead(pid, saved);
         if (text === undefined) continue; // nothing was delegated for this sandbox
         const delegate = JSON.parse(text) as Record<string, unknown>;
-        await execPlugin(pid, String(delegate.type), delegate, env);
+        await chargedTo(entryOf(entry), () => execPlugin(pid, String(delegate.type), delegate, env));
         await nodeRun(pid, ['rm', '-f', '--', saved]);
       }
       continue;
     }
     const config: Record<string, unknown> = { ...entry, name: net.name, cniVersion: net.cniVersion };
     if (command === 'ADD' && result.ips) config.prevResult = result;
-    const r = await execPlugin(pid, entry.type, config, env);
+    const r = await chargedTo(entryOf(entry), () => execPlugin(pid, entry.type, config, env));
     if (command === 'ADD') result = r;
   }
   return { result, skipped };
 }
 
 /**
- * A pod sandbox on `node`, attached as a kubelet's runtime attaches it: a new netns in the
- * node, loopback ADD, then the node's network ADD. On a failed ADD the runtime's cleanup
- * follows (DEL, netns removed) and the plugin's own error is thrown (CniPluginError).
+ * A new sandbox's network, attached as a kubelet's runtime attaches it: a new netns in the
+ * node, loopback ADD, then the node's network ADD; then `commit` records it. On any failure
+ * the runtime's cleanup follows (DEL, netns removed) and the error is rethrown: a plugin's
+ * as a CniPluginError.
  */
-export async function podAdd(dir: string, node: string, pod: PodRef): Promise<PodAddResult> {
-  const pid = holderPid(dir, node);
-  if ((await sandboxesOf(pid)).some((x) => x.pod.namespace === pod.namespace && x.pod.name === pod.name)) throw new CniInputError(`pod ${pod.namespace}/${pod.name} already has a sandbox on ${node}`);
-  const id = randomBytes(32).toString('hex');
-  const sandbox: Sandbox = { id, pod, netns: `/var/run/netns/${netnsName(id)}` };
-  await nodeRun(pid, ['ip', 'netns', 'add', netnsName(id)]);
-  const env: CniEnv = { command: 'ADD', containerId: id, netns: sandbox.netns, ifname: 'lo', pod };
+async function attach(pid: number, sandbox: Sandbox, uid: string | undefined, commit: (ip: NonNullable<CniResult['ips']>[number]) => Promise<void>): Promise<{ result: CniResult; skipped: string[] }> {
+  await nodeRun(pid, ['ip', 'netns', 'add', netnsName(sandbox.id)]);
   try {
-    await execPlugin(pid, 'loopback', LOOPBACK, env);
-    const { result, skipped } = await runNetwork(pid, 'ADD', sandbox);
+    await chargedTo(entryOf(LOOPBACK), () => execPlugin(pid, 'loopback', LOOPBACK, { command: 'ADD', containerId: sandbox.id, netns: sandbox.netns, ifname: 'lo', pod: sandbox.pod, uid }));
+    const { result, skipped } = await runNetwork(pid, 'ADD', sandbox, uid);
     const ip = result.ips?.[0];
     if (!ip) throw new LabError(`the network's ADD returned no address: ${JSON.stringify(result)}`);
-    await withRecordLock(pid, () => nodeWrite(pid, CRI_DB, `pod ${id} ${pod.name} ${pod.namespace} SANDBOX_READY\n`, true));
-    return { ...sandbox, node, address: ip.address, gateway: ip.gateway, result, skipped };
+    await commit(ip);
+    return { result, skipped };
   } catch (err) {
-    await teardown(pid, sandbox).catch(() => undefined); // as the runtime cleans up a failed sandbox
+    await teardown(pid, sandbox, uid).catch(() => undefined); // as the runtime cleans up a failed sandbox
     throw err;
   }
 }
 
-async function teardown(pid: number, sandbox: Sandbox): Promise<void> {
+/**
+ * A pod sandbox on `node`, attached as a kubelet's runtime attaches it (see `attach`); the
+ * plugin's own error is thrown (CniPluginError) after the runtime's cleanup.
+ */
+export async function podAdd(dir: string, node: string, pod: PodRef): Promise<PodAddResult> {
+  const pid = holderPid(dir, node);
+  if ((await recordsOf(pid)).some((x) => x.pod.namespace === pod.namespace && x.pod.name === pod.name)) throw new CniInputError(`pod ${pod.namespace}/${pod.name} already has a sandbox on ${node}`);
+  const id = randomBytes(32).toString('hex');
+  const sandbox: Sandbox = { id, pod, netns: `/var/run/netns/${netnsName(id)}` };
+  let address: { address: string; gateway?: string } = { address: '' };
+  const { result, skipped } = await attach(pid, sandbox, undefined, async (ip) => {
+    address = ip;
+    await withRecordLock(pid, () => nodeWrite(pid, CRI_DB, `pod ${id} ${pod.name} ${pod.namespace} SANDBOX_READY\n`, true));
+  });
+  return { ...sandbox, node, address: address.address, gateway: address.gateway, result, skipped };
+}
+
+/** CNI DEL of the node's network then loopback's; the netns goes afterwards, or always with `always`. */
+async function teardown(pid: number, sandbox: Sandbox, uid?: string, netnsGoes: 'always' | 'on-success' = 'always'): Promise<void> {
+  let ok = false;
   try {
-    await runNetwork(pid, 'DEL', sandbox);
-    await execPlugin(pid, 'loopback', LOOPBACK, { command: 'DEL', containerId: sandbox.id, netns: sandbox.netns, ifname: 'lo', pod: sandbox.pod });
+    await runNetwork(pid, 'DEL', sandbox, uid);
+    await chargedTo(entryOf(LOOPBACK), () => execPlugin(pid, 'loopback', LOOPBACK, { command: 'DEL', containerId: sandbox.id, netns: sandbox.netns, ifname: 'lo', pod: sandbox.pod, uid }));
+    ok = true;
   } finally {
-    await removeNetns(pid, sandbox);
+    if (ok || netnsGoes === 'always') await removeNetns(pid, sandbox);
   }
 }
 
-async function removeNetns(pid: number, sandbox: Sandbox): Promise<void> {
+async function removeNetns(pid: number, sandbox: Pick<Sandbox, 'id'>): Promise<void> {
   if (await nodeExists(pid, `/run/netns/${netnsName(sandbox.id)}`)) await nodeRun(pid, ['ip', 'netns', 'delete', netnsName(sandbox.id)]);
 }
 
@@ -397,3 +506,111 @@ export async function podForget(dir: string, node: string, pod: PodRef): Promise
   return sandbox;
 }
 
+/*
+ * The runtime's side of `crictl runp / inspectp / stopp / rmp` (test/lab/cri.ts is crictl's):
+ * RunPodSandbox, PodSandboxStatus's data, StopPodSandbox and RemovePodSandbox as containerd
+ * does them, over the same network code as `pod add` and `pod del`.
+ */
+
+/** What RunPodSandbox is asked for, already checked (cri.ts parsePodSandboxConfig). */
+export interface SandboxSpec {
+  pod: PodRef;
+  uid: string;
+  attempt: number;
+  /** The pod config as crictl sent it, kept for the sandbox's status. */
+  config: unknown;
+}
+
+/** containerd's name for a sandbox, reserved from RunPodSandbox until RemovePodSandbox. */
+export const sandboxName = (s: { pod: PodRef; uid: string; attempt: number }) => `${s.pod.name}_${s.pod.namespace}_${s.uid}_${s.attempt}`;
+
+/** A RunPodSandbox whose name another sandbox holds (containerd's name index). */
+export class SandboxNameReservedError extends LabError {
+  constructor(
+    readonly sandboxName: string,
+    readonly holder: string,
+  ) {
+    super(`failed to reserve sandbox name ${JSON.stringify(sandboxName)}: name ${JSON.stringify(sandboxName)} is reserved for ${JSON.stringify(holder)}`);
+  }
+}
+
+/** A RunPodSandbox whose network setup failed; the runtime has cleaned up. */
+export class SandboxNetworkError extends LabError {
+  constructor(
+    readonly sandboxId: string,
+    readonly phase: 'setup' | 'destroy',
+    readonly failure: Error,
+  ) {
+    super(`failed to ${phase} network for sandbox ${JSON.stringify(sandboxId)}: ${failure.message}`);
+  }
+}
+
+/** Names being reserved by RunPodSandbox calls in flight, per node holder: name -> sandbox id. */
+const reserving = new Map<number, Map<string, string>>();
+
+/**
+ * RunPodSandbox: a new sandbox id, its name reserved, the network attached by the real
+ * plugins, the record written. A network failure leaves no sandbox, netns or IPAM file.
+ */
+export async function runSandbox(dir: string, node: string, spec: SandboxSpec): Promise<SandboxRecord> {
+  const pid = holderPid(dir, node);
+  const id = randomBytes(32).toString('hex');
+  const name = sandboxName(spec);
+  const inFlight = reserving.get(pid) ?? new Map<string, string>();
+  reserving.set(pid, inFlight);
+  await withRecordLock(pid, async () => {
+    const holder = (await recordsOf(pid)).find((r) => sandboxName(r) === name)?.id ?? inFlight.get(name);
+    if (holder) throw new SandboxNameReservedError(name, holder);
+    inFlight.set(name, id);
+  });
+  try {
+    const record: SandboxRecord = { id, pod: spec.pod, netns: `/var/run/netns/${netnsName(id)}`, state: 'SANDBOX_READY', uid: spec.uid, attempt: spec.attempt, createdAtMs: Date.now(), ip: '' };
+    try {
+      await attach(pid, record, spec.uid, async (ip) => {
+        record.ip = ip.address.split('/')[0];
+        await nodeWrite(pid, `${CRI_CONFIGS}/${id}.json`, `${JSON.stringify(spec.config)}\n`);
+        await withRecordLock(pid, () => nodeWrite(pid, CRI_DB, `${recordLine(record)}\n`, true));
+      });
+    } catch (err) {
+      await nodeRun(pid, ['rm', '-f', '--', `${CRI_CONFIGS}/${id}.json`]).catch(() => undefined);
+      throw new SandboxNetworkError(id, 'setup', err as Error);
+    }
+    return record;
+  } finally {
+    inFlight.delete(name);
+  }
+}
+
+/** The pod config a `crictl runp` sandbox was made with; undefined for the lab's own records. */
+export async function sandboxConfig(dir: string, node: string, id: string): Promise<unknown> {
+  if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
+  const text = await nodeRead(holderPid(dir, node), `${CRI_CONFIGS}/${id}.json`);
+  return text === undefined ? undefined : (JSON.parse(text) as unknown);
+}
+
+/**
+ * StopPodSandbox of a recorded sandbox (the caller resolves its id): CNI DEL by the real
+ * plugins, then the netns goes and the sandbox is NOTREADY. As containerd, a stopped
+ * sandbox's DEL runs again with an empty CNI_NETNS (the plugins make that a no-op); a failed
+ * DEL leaves the sandbox as it was and throws SandboxNetworkError.
+ */
+export async function stopSandbox(dir: string, node: string, id: string): Promise<void> {
+  const pid = holderPid(dir, node);
+  const r = (await recordsOf(pid)).find((x) => x.id === id);
+  if (!r) return; // gone meanwhile: StopPodSandbox is idempotent
+  const netnsThere = await nodeExists(pid, `/run/netns/${netnsName(id)}`);
+  try {
+    await teardown(pid, { ...r, netns: netnsThere ? r.netns : '' }, r.uid || undefined, 'on-success');
+  } catch (err) {
+    throw new SandboxNetworkError(id, 'destroy', err as Error);
+  }
+  await withRecordLock(pid, () => rewriteRecords(pid, id, (x) => ({ ...x, state: 'SANDBOX_NOTREADY', ip: '' })));
+}
+
+/** RemovePodSandbox of a recorded sandbox: its netns (if any is left), its config and its record go. */
+export async function removeSandbox(dir: string, node: string, id: string): Promise<void> {
+  const pid = holderPid(dir, node);
+  await removeNetns(pid, { id });
+  if (/^[0-9a-f]{64}$/.test(id)) await nodeRun(pid, ['rm', '-f', '--', `${CRI_CONFIGS}/${id}.json`]);
+  await forgetSandboxRecord(pid, id);
+}
