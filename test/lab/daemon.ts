@@ -1,13 +1,15 @@
 /**
  * The lab daemon (one per lab, argv[0] "kmlab-daemon <dir>"): carries out what nodes ask
- * for through their control directory: reboots, and the kubelet starting or stopping
- * (kubeadm join/init/reset) when the lab has a control plane. It is the only writer of state.json
+ * for through their control directory: reboots, the kubelet starting or stopping
+ * (kubeadm join/init/reset) when the lab has a control plane, and crictl's pod sandbox
+ * commands (cri.ts). It is the only writer of state.json
  * after `up`. Stopped by `down` like every other lab process.
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { kubeletStarted, setKubelet } from './control-plane';
+import { serveCriRequests } from './cri';
 import { runFlannelKubelets } from './flannel-kubelet';
 import { readState, rebootNode } from './lab';
 
@@ -19,6 +21,7 @@ async function main(dir: string): Promise<void> {
     const state = readState(dir);
     if (!state) return; // the lab is gone
     for (const n of state.nodes) {
+      serveCriRequests(dir, n.name); // crictl runp/inspectp/stopp/rmp, one directory per request, concurrent (cri.ts)
       const request = join(dir, 'nodes', n.name, 'control', 'request');
       if (busy.has(n.name) || !existsSync(request)) continue;
       const what = readFileSync(request, 'utf8').trim();
