@@ -521,7 +521,9 @@ export function serveCriRequests(dir: string, node: string): void {
         continue; // withdrawn by its crictl meanwhile
       }
       inFlight++;
-      void answer(dir, node, e, claimed).finally(() => inFlight--);
+      void answer(dir, node, e, claimed)
+        .catch((err) => console.error(`lab daemon: crictl request ${e} on ${node}: ${(err as Error).stack}`)) // never a rejection that would end the daemon
+        .finally(() => inFlight--);
     } else if (CLAIMED.test(e)) sweep(join(base, e));
   }
 }
