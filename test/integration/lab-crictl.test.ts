@@ -191,6 +191,14 @@ test('the whole cycle as one SSH command, as an SRE types it', async () => {
   await clean(dir, port('node1'));
 });
 
+test('runp reads any path crictl can open: the config piped to /dev/stdin, no file written', async () => {
+  const id = (await ok('node1', 'crictl runp /dev/stdin', podConfig('from-stdin'))).trim();
+  expect(id).toMatch(HEX64);
+  expect(JSON.parse(await ok('node1', `crictl inspectp ${id}`)).status.metadata.name).toBe('from-stdin');
+  expect(await sh('node1', `crictl rmp -f ${id}`)).toMatchObject({ code: 0 });
+  await clean(dir, port('node1'));
+});
+
 test('rmp refuses a ready sandbox as crictl does; rmp -f stops (CNI DEL) and removes it', async () => {
   await writeConfig('node1', '/root/web.json', podConfig('web'));
   const id = (await ok('node1', 'crictl runp /root/web.json')).trim();
