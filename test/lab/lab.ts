@@ -505,6 +505,21 @@ interface BootBatches {
   node: IpBatch;
 }
 
+/** Where each node's VirtualBox-NAT gateway (10.0.2.2) has its network namespace: the node's own /run. */
+export const NAT_NETNS = '/run/kmlab-nat.netns';
+
+/**
+ * Runs inside a booting node: the NAT gateway's namespace and its veth pair (nat0 there,
+ * enp0s3 in the node: "netns 1" is the node's PID 1, its holder), then the node's batch on
+ * stdin, then sshd. $0 sshd, $1 its config, $2 NAT_NETNS, $3 the gateway's address/len.
+ */
+const NODE_BOOT = [
+  'touch "$2" && unshare --net="$2" true',
+  'nsenter --net="$2" sh -c \'ip link set lo up && ip link add nat0 type veth peer name enp0s3 netns 1 && ip addr add "$0" dev nat0 && ip link set nat0 up\' "$3"',
+  'ip -batch -',
+  'exec "$0" -f "$1"',
+].join(' && ');
+
 async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string; bootMachineId: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
@@ -517,11 +532,10 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
   const hubSide = `h-${name}`;
   b.hub.add('link', 'add', hubSide, 'type', 'veth', 'peer', 'name', 'enp0s8', 'netns', String(holderPid));
   b.hub.add('link', 'set', hubSide, 'master', 'br-lab', 'up');
-  // enp0s3: VirtualBox NAT lookalike, 10.0.2.15 on every node, the gateway's end in the hub.
-  const natSide = `n-${name}`;
-  b.hub.add('link', 'add', natSide, 'type', 'veth', 'peer', 'name', 'enp0s3', 'netns', String(holderPid));
-  b.hub.add('addr', 'add', `${NAT_GATEWAY}/24`, 'dev', natSide);
-  b.hub.add('link', 'set', natSide, 'up');
+  // enp0s3: VirtualBox NAT lookalike, 10.0.2.15 on every node. Each VM has a NAT engine of
+  // its own, so the gateway's end (10.0.2.2, which answers pings) is in a network namespace
+  // of the node's own, bound at NAT_NETNS on the node's private /run (made below, before the
+  // batch): one hub holding 10.0.2.2 on every node's link could not send each node its replies.
   b.node.add('addr', 'add', `${address}/24`, 'dev', 'enp0s8');
   b.node.add('addr', 'add', NAT_ADDRESS, 'dev', 'enp0s3');
   b.node.add('link', 'set', 'enp0s8', 'up');
@@ -540,7 +554,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
 
   await ipBatch(hubPid, b.hub);
   // The node's interfaces, then its sshd (which daemonizes), in one exec inside the node.
-  await exec('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', 'sh', '-c', 'ip -batch - && exec "$0" -f "$1"', SSHD, join(nodeDir, 'ssh', 'sshd_config')], b.node.text).catch((err) => {
+  await exec('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', 'sh', '-c', NODE_BOOT, SSHD, join(nodeDir, 'ssh', 'sshd_config'), NAT_NETNS, `${NAT_GATEWAY}/24`], b.node.text).catch((err) => {
     throw b.node.explain(err);
   });
 
