@@ -558,3 +558,49 @@ export function parseRestore(stdout: string, network: string, ips?: readonly str
   }
   return { network, outcomes, complete: done && locked && problems.length === 0, problems };
 }
+
+// ---------------------------------------------------------------------------------------
+// The quarantine of a run (for restore)
+
+/**
+ * $1 run tag. Read-only: one line per network directory in the run's quarantine,
+ * `net <name> <files>`, then `done`. Nothing (but `done`) when the run quarantined nothing
+ * on this node, or everything is back already.
+ */
+export const QUARANTINE_LIST_SCRIPT = [
+  'set -u',
+  'run=$1',
+  'case "$run" in [A-Za-z0-9]*) ;; *) echo "ipam-gc quarantine: bad run tag" >&2; exit 2 ;; esac',
+  'case "$run" in *[!A-Za-z0-9-]*) echo "ipam-gc quarantine: bad run tag" >&2; exit 2 ;; esac',
+  `q=${QUARANTINE_DIR}/$run`,
+  'for d in "$q"/*; do',
+  '  [ -d "$d" ] && [ ! -L "$d" ] || continue',
+  '  n=${d##*/}',
+  '  case "$n" in [A-Za-z0-9]*) ;; *) continue ;; esac',
+  '  case "$n" in *[!A-Za-z0-9_.-]*) continue ;; esac',
+  '  c=0; for f in "$d"/*; do [ -f "$f" ] && c=$((c + 1)); done',
+  '  printf "net %s %d\\n" "$n" "$c"',
+  'done',
+  'printf "done\\n"',
+].join('\n');
+
+export function quarantineListArgv(runTag: string): string[] {
+  if (!RUN_TAG.test(runTag)) throw new Error(`not a run tag: ${JSON.stringify(runTag)}`);
+  return ['sh', '-c', QUARANTINE_LIST_SCRIPT, 'kubemend-ipam-quarantine', runTag];
+}
+
+export function parseQuarantineList(stdout: string): { networks: Array<{ network: string; files: number }> } | { error: string } {
+  const networks: Array<{ network: string; files: number }> = [];
+  let done = false;
+  for (const line of stdout.split('\n')) {
+    if (line === '') continue;
+    if (line === 'done') {
+      done = true;
+      continue;
+    }
+    const m = /^net (\S+) (\d+)$/.exec(line);
+    if (!m || !NETWORK_NAME.test(m[1])) return { error: `unexpected line from the quarantine listing: ${JSON.stringify(line.slice(0, 160))}` };
+    networks.push({ network: m[1], files: Number(m[2]) });
+  }
+  return done ? { networks } : { error: 'the quarantine listing was cut short' };
+}
