@@ -192,8 +192,14 @@ async function nodeList(pid: number, path: string): Promise<string[]> {
 }
 
 /** Writes (or with append, appends) stdin to a file on the node, making its directory. */
+/**
+ * Writes a file in the node. A whole-file write goes to a temporary file renamed over the
+ * old one, so a reader (e.g. a StopPodSandbox looking up its record while another rewrites
+ * the records) sees the old or the new file, never a truncated one.
+ */
 async function nodeWrite(pid: number, path: string, text: string, append = false): Promise<void> {
-  const r = await nodeExec(pid, ['sh', '-c', `umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat ${append ? '>>' : '>'} "$1"`, 'kmlab-write', path], { input: text });
+  const write = append ? 'cat >> "$1"' : 'cat > "$1.kmlab-tmp.$$" && mv -f -- "$1.kmlab-tmp.$$" "$1"';
+  const r = await nodeExec(pid, ['sh', '-c', `umask 077 && mkdir -p -- "$(dirname -- "$1")" && ${write}`, 'kmlab-write', path], { input: text });
   if (r.code !== 0) throw new LabError(`writing ${path} on the node: ${r.stderr.trim()}`);
 }
 
