@@ -66,6 +66,33 @@ async function readLinks(s: SshSession, node: string) {
   return links.filter((l) => !/^(lo|veth|cali|cni|flannel|weave|vxlan|docker|tunl)/.test(l.ifname));
 }
 
+type Poll<T> = { ok: T } | { seen: string };
+
+/**
+ * Polls `attempt` (heartbeating) until it returns `ok`, backing off to 1 s between tries.
+ * After the deadline the last thing seen goes into a VerificationFailed. A try that throws
+ * a retryable error counts as seen; a non-retryable failure ends the wait at once.
+ */
+function pollUntil<T>(timeoutMs: number, timedOut: (seen: string) => string, attempt: (signal: AbortSignal) => Promise<Poll<T>>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  return whileHeartbeating(async (signal) => {
+    let seen = 'nothing read yet';
+    for (let round = 0; ; round++) {
+      signal.throwIfAborted();
+      try {
+        const got = await attempt(signal);
+        if ('ok' in got) return got.ok;
+        seen = got.seen;
+      } catch (err) {
+        if (signal.aborted || (err instanceof ApplicationFailure && err.nonRetryable)) throw err;
+        seen = (err as Error).message.slice(0, 300);
+      }
+      if (Date.now() > deadline) throw fail(Failure.VerificationFailed, timedOut(seen));
+      await sleep(pollDelay(round, 1000), undefined, { signal }).catch(() => undefined);
+    }
+  });
+}
+
 const isReady = (p: V1Pod) => (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 
 export function createDefaultRouteActivities(d: Deps) {
@@ -132,35 +159,21 @@ export function createDefaultRouteActivities(d: Deps) {
      */
     async waitForDefaultRoute(input: { cluster: string; node: string; interfaces: string[]; timeoutMs: number }): Promise<{ dev: string; gateway: string; pingMs: number | null }> {
       checkInterfaces(input.interfaces);
-      const deadline = Date.now() + input.timeoutMs;
-      return whileHeartbeating(async (signal) => {
-        let seen = 'nothing read yet';
-        for (let round = 0; ; round++) {
-          signal.throwIfAborted();
-          try {
-            const got = await d.ssh.withSession(
-              d.target(input.cluster, input.node),
-              async (s) => {
-                const route = await readRoute(s, input.node);
-                if (!route) return { seen: 'no default route' };
-                if (!route.dev || !input.interfaces.includes(route.dev)) return { seen: `default route via ${route.dev ?? 'no device'}, not ${input.interfaces.join(' or ')}` };
-                if (!route.gateway) return { seen: `default route on ${route.dev} has no IPv4 gateway` };
-                const ping = await s.run(pingArgv(route.gateway), { check: false });
-                if (ping.exitCode !== 0) return { seen: `default route via ${route.gateway} dev ${route.dev}; the gateway did not answer a ping (exit ${ping.exitCode})` };
-                return { ok: { dev: route.dev, gateway: route.gateway, pingMs: parsePingMs(ping.stdout) } };
-              },
-              signal,
-            );
-            if ('ok' in got && got.ok) return got.ok;
-            seen = got.seen ?? seen;
-          } catch (err) {
-            if (signal.aborted || (err instanceof ApplicationFailure && err.nonRetryable)) throw err;
-            seen = (err as Error).message.slice(0, 300);
-          }
-          if (Date.now() > deadline) throw fail(Failure.VerificationFailed, `${input.node}: no working default route within ${Math.round(input.timeoutMs / 1000)} s of re-applying its configuration (last seen: ${seen})`);
-          await sleep(pollDelay(round, 1000), undefined, { signal }).catch(() => undefined);
-        }
-      });
+      return pollUntil(input.timeoutMs, (seen) => `${input.node}: no working default route within ${Math.round(input.timeoutMs / 1000)} s of re-applying its configuration (last seen: ${seen})`, (signal) =>
+        d.ssh.withSession(
+          d.target(input.cluster, input.node),
+          async (s): Promise<Poll<{ dev: string; gateway: string; pingMs: number | null }>> => {
+            const route = await readRoute(s, input.node);
+            if (!route) return { seen: 'no default route' };
+            if (!route.dev || !input.interfaces.includes(route.dev)) return { seen: `default route via ${route.dev ?? 'no device'}, not ${input.interfaces.join(' or ')}` };
+            if (!route.gateway) return { seen: `default route on ${route.dev} has no IPv4 gateway` };
+            const ping = await s.run(pingArgv(route.gateway), { check: false });
+            if (ping.exitCode !== 0) return { seen: `default route via ${route.gateway} dev ${route.dev}; the gateway did not answer a ping (exit ${ping.exitCode})` };
+            return { ok: { dev: route.dev, gateway: route.gateway, pingMs: parsePingMs(ping.stdout) } };
+          },
+          signal,
+        ),
+      );
     },
 
     /**
@@ -211,36 +224,22 @@ export function createDefaultRouteActivities(d: Deps) {
      */
     async waitForCniPods(input: { cluster: string; node: string; replaced: CniPodRef[]; flannel: boolean; podCidr: string | null; timeoutMs: number }): Promise<{ pods: string[]; subnet: string | null }> {
       const kube = d.kube(input.cluster);
-      const deadline = Date.now() + input.timeoutMs;
-      return whileHeartbeating(async (signal) => {
-        let seen = 'nothing read yet';
-        for (let round = 0; ; round++) {
-          signal.throwIfAborted();
-          try {
-            const ready: string[] = [];
-            const waiting: string[] = [];
-            for (const old of input.replaced) {
-              const list = await kube.core.listNamespacedPod({ namespace: old.namespace, fieldSelector: `spec.nodeName=${input.node}` });
-              const successor = list.items.find((p) => cniOf(p.metadata?.name ?? '') === old.cni && p.metadata?.uid !== old.uid && !p.metadata?.deletionTimestamp);
-              if (successor && isReady(successor)) ready.push(`${old.namespace}/${successor.metadata?.name}`);
-              else waiting.push(successor ? `${old.namespace}/${successor.metadata?.name} not Ready${restartsOf(successor)}` : `no new ${old.cni} pod on ${input.node} yet`);
-            }
-            let subnet: string | null = null;
-            if (input.flannel && waiting.length === 0) {
-              const env = await d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(['cat', '--', '/run/flannel/subnet.env'], { check: false }), signal);
-              subnet = /^FLANNEL_SUBNET=(\S+)$/m.exec(env.stdout)?.[1] ?? null;
-              if (!subnet) waiting.push('/run/flannel/subnet.env not written yet');
-              else if (input.podCidr && !inCidr(subnet, input.podCidr)) throw fail(Failure.VerificationFailed, `${input.node}: flannel wrote FLANNEL_SUBNET=${subnet}, outside the Node's podCIDR ${input.podCidr}`);
-            }
-            if (waiting.length === 0) return { pods: ready, subnet };
-            seen = waiting.join('; ');
-          } catch (err) {
-            if (signal.aborted || (err instanceof ApplicationFailure && err.nonRetryable)) throw err;
-            seen = (err as Error).message.slice(0, 300);
-          }
-          if (Date.now() > deadline) throw fail(Failure.VerificationFailed, `${input.node}: the CNI did not come back within ${Math.round(input.timeoutMs / 1000)} s (last seen: ${seen})`);
-          await sleep(pollDelay(round, 1000), undefined, { signal }).catch(() => undefined);
+      return pollUntil(input.timeoutMs, (seen) => `${input.node}: the CNI did not come back within ${Math.round(input.timeoutMs / 1000)} s (last seen: ${seen})`, async (signal): Promise<Poll<{ pods: string[]; subnet: string | null }>> => {
+        const ready: string[] = [];
+        const waiting: string[] = [];
+        for (const old of input.replaced) {
+          const list = await kube.core.listNamespacedPod({ namespace: old.namespace, fieldSelector: `spec.nodeName=${input.node}` });
+          const successor = list.items.find((p) => cniOf(p.metadata?.name ?? '') === old.cni && p.metadata?.uid !== old.uid && !p.metadata?.deletionTimestamp);
+          if (successor && isReady(successor)) ready.push(`${old.namespace}/${successor.metadata?.name}`);
+          else waiting.push(successor ? `${old.namespace}/${successor.metadata?.name} not Ready${restartsOf(successor)}` : `no new ${old.cni} pod on ${input.node} yet`);
         }
+        if (waiting.length) return { seen: waiting.join('; ') };
+        if (!input.flannel) return { ok: { pods: ready, subnet: null } };
+        const env = await d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(['cat', '--', '/run/flannel/subnet.env'], { check: false }), signal);
+        const subnet = /^FLANNEL_SUBNET=(\S+)$/m.exec(env.stdout)?.[1] ?? null;
+        if (!subnet) return { seen: '/run/flannel/subnet.env not written yet' };
+        if (input.podCidr && !inCidr(subnet, input.podCidr)) throw fail(Failure.VerificationFailed, `${input.node}: flannel wrote FLANNEL_SUBNET=${subnet}, outside the Node's podCIDR ${input.podCidr}`);
+        return { ok: { pods: ready, subnet } };
       });
     },
 

@@ -4,20 +4,20 @@
  * (realFlannel). node1, the control plane, boots with its uplink down: flanneld exits with its
  * own message and the pod crash-loops. The CLI is run as an SRE runs it.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditRecord } from '../../lib/audit';
 import { inCidr } from '../../lib/detect/facts';
 import type { DiagnoseReport } from '../../lib/diagnose';
-import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
+import { TOOLS_BIN } from '../../worker/paths';
 import type { DefaultRouteResult } from '../../workflows/default-route';
 import { podAdd, podDel } from '../lab/cni';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { flanneldPid, readSubnetEnv } from '../lab/flannel';
 import { flannelPod, waitForFlannelCrashLoop, waitForFlannelPodReady } from '../lab/flannel-kubelet';
 import { down, type LabState, readState, requestReboot, up } from '../lab/lab';
+import { describeError, runThroughCrashes } from '../helpers/crash-run';
 import { labSsh, labTestConfig } from '../helpers/lab';
 import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, testClient } from '../helpers/harness';
 
@@ -197,34 +197,15 @@ test('the worker SIGKILLed after each kind of step: the run still fixes node1, a
   const cfg = loadTestConfig(config);
   const { client, close } = await testClient();
   const crashLog = join(dir, 'crash-default-route.log');
-  const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
-  let restarts = 0;
   try {
     const handle = await client.workflow.start('remediateDefaultRoute', {
       workflowId: `default-route-lab-crash-${randomBytes(3).toString('hex')}`,
       taskQueue: cfg.temporal.taskQueue,
       args: [{ cluster: 'lab', nodes: ['node1'], requestedBy: 'crash test', autoApprove: true, heartbeatTimeoutMs: 3000, activityTimeoutMs: 60_000, retry: { initialIntervalMs: 500, maximumIntervalMs: 2000, maximumAttempts: 20 } }],
     });
-    const closed = handle.result().then(
-      (res) => ({ result: res as DefaultRouteResult, error: undefined }),
-      (e: Error) => ({ result: undefined, error: e }),
-    );
-    for (;;) {
-      const child = spawn(process.execPath, [crashWorker, config, crashLog], { stdio: ['ignore', 'ignore', 'inherit'] });
-      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-      const first = await Promise.race([closed.then(() => 'closed' as const), exited.then(() => 'exited' as const)]);
-      if (first === 'closed') {
-        child.kill('SIGTERM');
-        await exited;
-        break;
-      }
-      restarts++;
-      if (restarts > 40) throw new Error('the worker crashed more than 40 times');
-    }
-    const { result, error } = await closed;
-    expect(error ? `${error.message}: ${(error.cause as Error | undefined)?.message ?? ''} ${((error.cause as { cause?: Error } | undefined)?.cause)?.message ?? ''}` : undefined).toBeUndefined();
+    const { result, error, restarts, crashedAfter } = await runThroughCrashes<DefaultRouteResult>(handle, config, crashLog);
+    expect(describeError(error)).toBeUndefined();
     expect(result!.outcome).toBe('fixed');
-    const crashedAfter = readFileSync(crashLog, 'utf8').split('\n').filter(Boolean);
     expect(crashedAfter).toEqual(expect.arrayContaining(['resolveRun', 'checkBreaker', 'listClusterNodes', 'gatherNodeFacts', 'readClusterFacts', 'checkExcluded', 'applyNetworkConfig', 'waitForDefaultRoute', 'restartCniPods', 'waitForCniPods', 'probePodNetwork', 'recordAudit']));
     expect(restarts).toBe(crashedAfter.length);
     // The retries found the work done: netplan apply once (its retry saw the route), the pod deleted once (the retry's uid precondition failed).

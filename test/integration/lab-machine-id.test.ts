@@ -2,7 +2,7 @@
  * The machine-id remediation (seed 000) on the lab: real Temporal, real sshd on each node,
  * a real kube-apiserver with kwok kubelets, the CLI as an SRE runs it.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -15,9 +15,10 @@ import { lockId } from '../../lib/lock-id';
 import type { MachineIdResult } from '../../lib/remediation-input';
 import type { AuditRecord } from '../../lib/audit';
 import type { RunStatus } from '../../lib/run-status';
-import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
+import { TOOLS_BIN } from '../../worker/paths';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { down, type LabState, readState, requestReboot, up } from '../lab/lab';
+import { describeError, runThroughCrashes } from '../helpers/crash-run';
 import { labSsh, labTestConfig } from '../helpers/lab';
 import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, testClient } from '../helpers/harness';
 
@@ -296,8 +297,6 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
   const cfg = loadTestConfig(pgConfig);
   const { client, close } = await testClient();
   const crashLog = join(dir, 'crash.log');
-  const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
-  let restarts = 0;
   hook.status = 500; // a failing webhook: the run must not notice
   try {
     const handle = await client.workflow.start('remediateMachineId', {
@@ -305,28 +304,11 @@ test('the worker is SIGKILLed right after each kind of step has done its work, a
       taskQueue: cfg.temporal.taskQueue,
       args: [{ cluster: 'lab', requestedBy: 'crash test', autoApprove: true, heartbeatTimeoutMs: 3000, activityTimeoutMs: 60_000, drainTimeoutMs: 60_000, rebootTimeoutMs: 60_000, retry: { initialIntervalMs: 500, maximumIntervalMs: 2000, maximumAttempts: 20 } }],
     });
-    const closed = handle.result().then(
-      (r) => ({ result: r as MachineIdResult, error: undefined }),
-      (e: Error) => ({ result: undefined, error: e }),
-    );
-    for (;;) {
-      const child = spawn(process.execPath, [crashWorker, pgConfig, crashLog], { stdio: ['ignore', 'ignore', 'inherit'] });
-      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-      const first = await Promise.race([closed.then(() => 'closed' as const), exited.then(() => 'exited' as const)]);
-      if (first === 'closed') {
-        child.kill('SIGTERM');
-        await exited;
-        break;
-      }
-      restarts++;
-      if (restarts > 40) throw new Error('the worker crashed more than 40 times');
-    }
-    const { result, error } = await closed;
-    expect(error).toBeUndefined();
+    const { result, error, restarts, crashedAfter } = await runThroughCrashes<MachineIdResult>(handle, pgConfig, crashLog);
+    expect(describeError(error)).toBeUndefined();
     expect(result!.outcome).toBe('fixed');
     expect(result!.nodes.map((n) => n.name)).toEqual(['node2', 'node3']);
     // Crashed once after every kind of step, and each time a new worker carried on.
-    const crashedAfter = readFileSync(crashLog, 'utf8').split('\n').filter(Boolean);
     expect(crashedAfter).toEqual(expect.arrayContaining(['resolveRun', 'checkBreaker', 'listClusterNodes', 'readIdentities', 'checkClusterHealth', 'takeOutOfService', 'drain', 'readBootId', 'regenerateMachineId', 'reboot', 'waitForReturn', 'uncordon', 'recordAudit']));
     expect(restarts).toBe(crashedAfter.length);
     // Exactly once each, although the step's completion was lost every first time.
