@@ -15,6 +15,7 @@ import { whileHeartbeating } from './heartbeat';
 import { createLifecycleActivities } from './node-lifecycle';
 import { createMachineIdActivities } from './machine-id';
 import { createDefaultRouteActivities } from './default-route';
+import { createIpamGcActivities } from './ipam-gc';
 import { createDiagnoseActivities } from './diagnose';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import { createNotifyActivities } from './notify';
@@ -58,6 +59,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createLifecycleActivities({ ssh: deps.ssh, target, kube, record }),
     ...createMachineIdActivities({ ssh: deps.ssh, target, record }),
     ...createDefaultRouteActivities({ ssh: deps.ssh, target, kube, record }),
+    ...createIpamGcActivities({ ssh: deps.ssh, target, record }),
     ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),
     ...createNotifyActivities(deps), ...createBreakerActivities(deps),
 

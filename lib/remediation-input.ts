@@ -47,6 +47,32 @@ export const DefaultRouteInput = RunbookInput.extend({
 }).strict();
 export type DefaultRouteInput = z.input<typeof DefaultRouteInput>;
 
+/**
+ * ipam-gc (seed 003): how long a host-local file must have existed before it can be a
+ * candidate (default 15 min, as Calico's leak grace period; 0 allowed on demand).
+ */
+export const IpamGcInput = RunbookInput.extend({
+  graceMs: z.number().int().min(0).max(7 * 86_400_000).default(15 * 60_000),
+}).strict();
+export type IpamGcInput = z.input<typeof IpamGcInput>;
+
+/** `kubemend ipam-gc restore <run>`: put what an ipam-gc run quarantined back. */
+export const IpamGcRestoreInput = z
+  .object({
+    cluster: clusterName,
+    /** The ipam-gc run whose quarantine is restored (its workflow ID). */
+    gcRunId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$/),
+    /** Nodes to restore on; empty means every node in the worker's config. */
+    nodes: z.array(nodeName).max(1000).default([]),
+    requestedBy: freeText(200),
+    reason: freeText(2000).optional(),
+    activityTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+    heartbeatTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+    retry: RetryInput.default({ initialIntervalMs: 1000, maximumIntervalMs: 30_000, maximumAttempts: 5 }),
+  })
+  .strict();
+export type IpamGcRestoreInput = z.input<typeof IpamGcRestoreInput>;
+
 /** A node default-route fixed, as the run's result shows it. */
 export interface DefaultRouteFixed {
   name: string;
