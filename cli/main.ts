@@ -7,7 +7,7 @@ import { ConfigError } from '../lib/config';
 import { ExitCode } from '../lib/failures';
 import { type GlobalOptions, loadConfig } from './connect';
 import { CliError } from './errors';
-import { approveCommand, cancelCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
+import { approveCommand, cancelCommand, ipamGcRestoreCommand, listCommand, REMEDIATIONS, runCommand, statusCommand } from './runs';
 import { serverCommand, serverDefaults } from './server';
 import { auditListCommand, auditShowCommand, auditVerifyCommand } from './audit';
 import { breakerResetCommand, breakerStatusCommand } from './breaker';
@@ -78,6 +78,7 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--reboot-timeout <duration>', 'a rebooted node must be back (SSH, Node Ready) within this (default 10m)')
     .option('--route-timeout <duration>', "default-route: wait this long for the default route after re-applying the node's configuration (default 2m)")
     .option('--pod-timeout <duration>', "default-route: wait this long for the node's new CNI pod Ready (default 5m)")
+    .option('--grace <duration>', 'ipam-gc: a host-local file must be at least this old to be released (default 15m; 0s on demand, for a node that is not starting pods)')
     .option('--delete-emptydir-data', 'drain: evict pods with emptyDir volumes (their data is lost), as kubectl drain', false)
     .option('--force', 'drain: evict pods no controller manages, as kubectl drain --force', false)
     .option('--detach', 'print the run ID and return without following', false)
@@ -126,6 +127,18 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .description('cancel a running run; its compensations (undo steps) still run')
     .argument('<run>', 'run ID')
     .action(act(async (run: string) => cancelCommand(loadConfig(globals()), run, out)));
+
+  const ipamGc = program.command('ipam-gc').description("ipam-gc's quarantine of released host-local files");
+  ipamGc
+    .command('restore')
+    .description('put the files an ipam-gc run released back, under host-local\'s lock (an address in use again is refused)')
+    .argument('<run>', 'the ipam-gc run ID')
+    .option('--node <name>', 'only on this node (repeatable; default: the nodes of the run)', collect, [])
+    .option('--cluster <name>', "the run's cluster (default: from the run)")
+    .option('--reason <text>', 'why (ticket, incident)')
+    .option('--actor <name>', 'who asked for it (default: your OS user)')
+    .option('--json', 'machine-readable output only', false)
+    .action(act(async (run: string, o: Record<string, unknown>) => ipamGcRestoreCommand(loadConfig(globals()), { ...o, run }, out)));
 
   const audit = program.command('audit').description('the audit trail of applied fixes (what changed, where, when, why, by whom)');
   audit

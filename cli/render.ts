@@ -3,6 +3,8 @@ import type { MachineIdPlan } from '../lib/machine-id';
 import type { ProbeNodeReport, ProbeReport } from '../lib/probe';
 import type { MachineIdResult } from '../lib/remediation-input';
 import type { DefaultRouteResult } from '../workflows/default-route';
+import type { IpamGcResult } from '../workflows/ipam-gc';
+import type { IpamGcPlan, IpamGcRestoreResult } from '../lib/ipam-gc-plan';
 import type { RunStatus } from '../lib/run-status';
 import type { RunbookPlan } from '../lib/runbook';
 import type { IpRoute } from '../lib/node-facts';
@@ -118,5 +120,47 @@ export function machineIdText(r: MachineIdResult): string {
     lines.push(`  ${n.name}: machine-id ${n.oldMachineId ?? '-'} -> ${n.newMachineId}, weave MAC ${n.oldWeaveMac ?? '-'} -> ${n.newWeaveMac ?? '-'}, boot ${n.bootIdBefore.slice(0, 8)} -> ${n.bootIdAfter.slice(0, 8)}${n.uncordoned ? ', uncordoned' : ''}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
   }
   for (const x of r.remaining) lines.push(`  still shared: ${x}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Per node and network: capacity, in use, leaked, candidates; with --dry-run every candidate too. */
+export function ipamGcText(r: IpamGcResult, runId: string): string {
+  const lines = [`ipam-gc on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
+  const plan = r.plan as IpamGcPlan | null;
+  if (plan) {
+    lines.push(`  ${'NODE'.padEnd(16)} ${'NETWORK'.padEnd(12)} ${'CAPACITY'.padStart(8)} ${'IN USE'.padStart(7)} ${'LEAKED'.padStart(7)} ${'CANDIDATES'.padStart(10)}`);
+    for (const p of plan.pools) lines.push(`  ${p.node.padEnd(16)} ${p.network.padEnd(12)} ${String(p.capacity ?? '?').padStart(8)} ${String(p.inUse).padStart(7)} ${String(p.leaked).padStart(7)} ${String(p.candidates).padStart(10)}`);
+  }
+  if (r.outcome !== 'fixed' && plan) {
+    lines.push(planText(plan).trimEnd());
+    for (const n of plan.nodes) {
+      for (const [net, cands] of Object.entries(n.candidates)) {
+        lines.push(`  candidates on ${n.name} ${net} (${cands.length}):`);
+        for (const c of cands) lines.push(`    ${c.ip.padEnd(16)} container ${c.containerId.slice(0, 12)}  age ${n.now - c.mtime} s`);
+      }
+    }
+  }
+  for (const n of r.nodes) {
+    lines.push(`  ${n.name}: released ${n.releasedCount} address(es) into ${n.quarantine}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+    for (const x of n.networks) lines.push(`    ${x.network}: released ${x.released.length + x.already.length}, kept ${x.kept.length}${x.kept.length ? ` (${[...new Set(x.kept.map((k) => k.reason))].join(', ')})` : ''}, gone meanwhile ${x.gone.length}`);
+  }
+  if (r.nodes.length) lines.push(`  to put them back: kubemend ipam-gc restore ${runId}`);
+  for (const x of r.remaining) lines.push(`  still leaked: ${x}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function ipamGcRestoreText(r: IpamGcRestoreResult): string {
+  const lines = [`ipam-gc restore of ${r.gcRunId} on cluster ${r.cluster}`];
+  for (const n of r.nodes) {
+    if ('error' in n) {
+      lines.push(`  ${n.name}: ERROR ${n.error}`);
+      continue;
+    }
+    if (n.networks.length === 0) lines.push(`  ${n.name}: nothing in the quarantine`);
+    for (const x of n.networks) {
+      lines.push(`  ${n.name} ${x.network}: restored ${x.restored.length}, refused ${x.refused.length} (in use again)`);
+      for (const f of x.refused) lines.push(`    refused ${f.ip}: held by ${f.holder === '?' ? 'an unreadable file' : `container ${f.holder.slice(0, 12)}`}`);
+    }
+  }
   return `${lines.join('\n')}\n`;
 }

@@ -16,7 +16,7 @@ import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
 import type { ProbeInput, ProbeReport } from '../lib/probe';
 import { parseDuration } from '../lib/duration';
-import type { DefaultRouteInput, MachineIdInput, MachineIdResult } from '../lib/remediation-input';
+import type { DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult } from '../lib/remediation-input';
 import { lockId } from '../lib/lock-id';
 import type { AuditInput } from '../lib/audit';
 import { AuditStore } from '../activities/audit-store';
@@ -28,15 +28,19 @@ import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
 import { diagnoseText } from './diagnose';
 import type { DiagnoseReport } from '../lib/diagnose';
-import { defaultRouteText, machineIdText, planText, probeText, progressFor } from './render';
+import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor } from './render';
 import type { DefaultRouteResult } from '../workflows/default-route';
+import type { IpamGcResult } from '../workflows/ipam-gc';
+import type { IpamGcRestoreResult } from '../lib/ipam-gc-plan';
 
-export const REMEDIATIONS = ['probe', 'machine-id', 'default-route'] as const;
+export const REMEDIATIONS = ['probe', 'machine-id', 'default-route', 'ipam-gc'] as const;
 /** The workflow type that runs each remediation. */
-const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute' };
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc' };
 /** Workflow types of earlier versions, still shown by status and list (workflows/legacy/). */
 const LEGACY_TYPES: Record<string, string> = { machineId: 'machine-id' };
-const TYPE_TO_REMEDIATION: Record<string, string> = { ...LEGACY_TYPES, ...Object.fromEntries(Object.entries(WORKFLOW_TYPE).map(([k, v]) => [v, k])) };
+/** Workflow types that are not `kubemend run`'s but belong to a remediation (shown by status and list). */
+const OTHER_TYPES: Record<string, string> = { restoreIpamQuarantine: 'ipam-gc' };
+const TYPE_TO_REMEDIATION: Record<string, string> = { ...LEGACY_TYPES, ...OTHER_TYPES, ...Object.fromEntries(Object.entries(WORKFLOW_TYPE).map(([k, v]) => [v, k])) };
 
 const RunArgs = z.object({
   remediation: z.enum(REMEDIATIONS, { error: (i) => `unknown remediation ${JSON.stringify(i.input)}; known: ${REMEDIATIONS.join(', ')}` }),
@@ -53,6 +57,7 @@ const RunArgs = z.object({
   rebootTimeout: z.string().optional(),
   routeTimeout: z.string().optional(),
   podTimeout: z.string().optional(),
+  grace: z.string().optional(),
   deleteEmptydirData: z.boolean().default(false),
   force: z.boolean().default(false),
 });
@@ -159,14 +164,24 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   }
   if (args.remediation !== 'machine-id' && args.includeKeeper) throw new CliError('--include-keeper applies to machine-id only');
   if (args.remediation !== 'default-route' && (args.routeTimeout !== undefined || args.podTimeout !== undefined)) throw new CliError('--route-timeout and --pod-timeout apply to default-route only');
+  if (args.remediation !== 'ipam-gc' && args.grace !== undefined) throw new CliError('--grace applies to ipam-gc only');
+  const grace = (v: string | undefined) => {
+    if (v === undefined) return 15 * 60_000;
+    const ms = parseDuration(v);
+    // 0 is allowed on demand: the operator knows the node is not starting pods (the plan warns below 60 s).
+    if (ms === undefined || ms > 7 * 86_400_000) throw new CliError(`--grace: ${JSON.stringify(v)} is not a duration from 0s to 168h (e.g. 0s, 15m)`);
+    return ms;
+  };
   const requestedBy = actorName(args.actor);
   const own =
     args.remediation === 'machine-id'
       ? { includeKeeper: args.includeKeeper }
       : args.remediation === 'default-route'
         ? { routeTimeoutMs: duration('route-timeout', args.routeTimeout, 120_000, 3_600_000), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
-        : {};
-  const input: ProbeInput | MachineIdInput | DefaultRouteInput =
+        : args.remediation === 'ipam-gc'
+          ? { graceMs: grace(args.grace) }
+          : {};
+  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput =
     args.remediation === 'probe'
       ? { cluster: args.cluster, nodes: args.node, requestedBy, reason: args.reason }
       : {
@@ -218,13 +233,21 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       }
       return ExitCode.Ok;
     }
-    let result: MachineIdResult | DefaultRouteResult;
+    let result: MachineIdResult | DefaultRouteResult | IpamGcResult;
     try {
-      result = await follow<MachineIdResult | DefaultRouteResult>(handle, args.json, workflowId);
+      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult>(handle, args.json, workflowId);
     } catch (err) {
       throw endedBadly(err);
     }
-    out.write(args.json ? `${JSON.stringify(result)}\n` : args.remediation === 'default-route' ? defaultRouteText(result as DefaultRouteResult) : machineIdText(result as MachineIdResult));
+    out.write(
+      args.json
+        ? `${JSON.stringify(result)}\n`
+        : args.remediation === 'default-route'
+          ? defaultRouteText(result as DefaultRouteResult)
+          : args.remediation === 'ipam-gc'
+            ? ipamGcText(result as IpamGcResult, workflowId)
+            : machineIdText(result as MachineIdResult),
+    );
     return ExitCode.Ok;
   } finally {
     await connection.close();
@@ -345,6 +368,8 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.result && d.type === 'diagnose') out.write(`\n${diagnoseText(view.result as DiagnoseReport)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'machine-id') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'default-route') out.write(`\n${defaultRouteText(view.result as DefaultRouteResult)}`);
+    if (view.result && d.type === WORKFLOW_TYPE['ipam-gc']) out.write(`\n${ipamGcText(view.result as IpamGcResult, d.workflowId)}`);
+    if (view.result && d.type === 'restoreIpamQuarantine') out.write(`\n${ipamGcRestoreText(view.result as IpamGcRestoreResult)}`);
     return ExitCode.Ok;
   });
 }
@@ -437,3 +462,63 @@ export async function cancelCommand(cfg: Config, runId: string, out: NodeJS.Writ
   });
 }
 
+
+const RestoreArgs = z.object({
+  run: RunId,
+  cluster: clusterName.optional(),
+  node: z.array(nodeName).default([]),
+  reason: freeText(2000).optional(),
+  actor: freeText(200).refine((v) => v.trim().length > 0, 'must not be blank').optional(),
+  json: z.boolean().default(false),
+});
+
+/**
+ * `kubemend ipam-gc restore <run>`: puts the files an ipam-gc run quarantined back, on the
+ * run's nodes (or --node), through the restoreIpamQuarantine workflow (node locks, audit).
+ * The cluster and nodes come from the run itself; --cluster is needed only once Temporal has
+ * forgotten the run.
+ */
+export async function ipamGcRestoreCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
+  const args = parseArgs(RestoreArgs, raw);
+  const { client, connection } = await connectClient(cfg);
+  try {
+    let cluster = args.cluster;
+    let nodes = args.node;
+    try {
+      const d = await client.workflow.getHandle(args.run).describe();
+      if (d.type !== WORKFLOW_TYPE['ipam-gc']) throw new CliError(`run ${args.run} is a ${TYPE_TO_REMEDIATION[d.type] ?? d.type} run, not ipam-gc: it quarantined nothing`);
+      const ranOn = d.typedSearchAttributes.get(SA_CLUSTER);
+      if (cluster && ranOn && cluster !== ranOn) throw new CliError(`--cluster ${cluster}: run ${args.run} ran on cluster ${ranOn}`);
+      cluster ??= ranOn;
+      if (nodes.length === 0) nodes = d.typedSearchAttributes.get(SA_NODE) ?? [];
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      if (!cluster) throw new CliError(`no run ${JSON.stringify(args.run)} in namespace ${cfg.temporal.namespace}; name its cluster with --cluster to restore from the nodes' quarantine anyway`);
+    }
+    if (!cluster) throw new CliError(`run ${args.run} has no cluster search attribute; name it with --cluster`);
+    const c = findCluster(cfg, cluster);
+    if (!c) throw new CliError(`--cluster: no cluster ${JSON.stringify(cluster)} in the config (it has: ${cfg.clusters.map((x) => x.name).join(', ')})`);
+    const picked = selectNodes(c, nodes);
+    if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
+    const requestedBy = actorName(args.actor);
+    const workflowId = newRunId('ipam-gc-restore', cluster);
+    const input: IpamGcRestoreInput = { cluster, gcRunId: args.run, nodes: picked.nodes, requestedBy, reason: args.reason };
+    const handle = await startRun(client, cfg, { type: 'restoreIpamQuarantine', workflowId, input, cluster, nodes: picked.nodes, remediation: 'ipam-gc', requestedBy, reason: args.reason });
+    await warnIfNoWorker(client, cfg, process.stderr);
+    let result: IpamGcRestoreResult;
+    try {
+      result = (await handle.result()) as IpamGcRestoreResult;
+    } catch (err) {
+      throw endedBadly(err);
+    }
+    out.write(args.json ? `${JSON.stringify(result)}\n` : ipamGcRestoreText(result));
+    const failed = result.nodes.filter((n) => 'error' in n);
+    if (failed.length) {
+      process.stderr.write(`${failed.length} node(s) could not be restored: ${failed.map((n) => n.name).join(', ')}\n`);
+      return ExitCode.RemediationFailed;
+    }
+    return ExitCode.Ok;
+  } finally {
+    await connection.close();
+  }
+}

@@ -3,6 +3,7 @@ export { probe, statusQuery } from './probe';
 export { nodeLock } from './lock';
 export { remediateMachineId } from './machine-id';
 export { remediateDefaultRoute } from './default-route';
+export { remediateIpamGc, restoreIpamQuarantine } from './ipam-gc';
 // Frozen: started by kubemend before the shared runbook; kept so such runs finish and replay.
 export { machineId } from './legacy/machine-id-v1';
 export { diagnose } from './diagnose';

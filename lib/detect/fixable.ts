@@ -7,7 +7,7 @@ export const REMEDIATION_FIXABLE = {
   'node-address': false, // seed 001
   'default-route': true, // seed 002
   'stale-cni': false, // seed 003: stale cni0/flannel.1, missing subnet.env, wrong CNI config
-  'ipam-gc': false, // seed 003: host-local files of sandboxes that are gone
+  'ipam-gc': true, // seed 003: host-local files of sandboxes that are gone
   'calico-orphans': false, // seed 004
 } as const;
 export type RemediationName = keyof typeof REMEDIATION_FIXABLE;

@@ -136,7 +136,7 @@ describe('a lab with all five scenarios', () => {
     expect(r.stdout).toContain('[seed 000] node2: local and remote peer names collision\n');
     expect(r.stdout).toContain('  fix: kubemend run machine-id --cluster lab --node node1 --node node2 --node node3\n');
     expect(r.stdout).toContain('[seed 003] node1: no IP addresses available in network: cbr0\n');
-    expect(r.stdout).toContain('  fix: no automatic fix yet (kubemend run ipam-gc is not built)\n');
+    expect(r.stdout).toContain('  fix: kubemend run ipam-gc --cluster lab --node node1\n');
     expect(r.stdout).toMatch(/\n\d+ finding\(s\) on 3 node\(s\)\n$/);
   });
 

@@ -24,7 +24,7 @@ test('seed 003: the same files read an hour later are leaked, except the three l
   const gc = detectStaleCni(f).filter((x) => x.remediation === 'ipam-gc');
   expect(gc.map((x) => x.node)).toEqual(['node1', 'node2', 'node3']);
   expect(gc[1].evidence[0]).toBe('250 of 253 files in /var/lib/cni/networks/cbr0 name a container that no live sandbox has (crictl pods -q, crictl ps -a -q list 14)');
-  expect(gc[1].fixable).toBe(false);
+  expect(gc[1].fixable).toBe(true);
 });
 
 test('seed 003 on a healthy lab: nothing', () => {
