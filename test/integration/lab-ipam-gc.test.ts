@@ -5,7 +5,6 @@
  * range is full of files, three of them held by sandboxes the runtime still has. The CLI is
  * run as an SRE runs it; the node is looked at over ssh as an SRE looks at it.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
@@ -13,10 +12,10 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import type { AuditRecord } from '../../lib/audit';
 import type { IpamGcRestoreResult } from '../../lib/ipam-gc-plan';
-import { REPO_ROOT } from '../../worker/paths';
 import type { IpamGcResult } from '../../workflows/ipam-gc';
 import { CniPluginError, podAdd, podDel } from '../lab/cni';
 import { down, type LabState, LIVE_PODS_PER_NODE, up } from '../lab/lab';
+import { describeError, runThroughCrashes } from '../helpers/crash-run';
 import { labSsh, labTestConfig } from '../helpers/lab';
 import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, testClient, uniqueQueue, writeConfig } from '../helpers/harness';
 
@@ -222,8 +221,6 @@ test('the worker SIGKILLed after each kind of step: the run still releases every
   const cfg = loadTestConfig(config);
   const { client, close } = await testClient();
   const crashLog = join(dir, 'crash-ipam-gc.log');
-  const crashWorker = join(REPO_ROOT, 'dist', 'test', 'helpers', 'crash-worker.js');
-  let restarts = 0;
   try {
     const workflowId = `ipam-gc-lab-crash-${randomBytes(3).toString('hex')}`;
     const handle = await client.workflow.start('remediateIpamGc', {
@@ -231,26 +228,9 @@ test('the worker SIGKILLed after each kind of step: the run still releases every
       taskQueue: cfg.temporal.taskQueue,
       args: [{ cluster: 'lab', nodes: ['node1'], requestedBy: 'crash test', autoApprove: true, graceMs: 0, heartbeatTimeoutMs: 3000, activityTimeoutMs: 60_000, retry: { initialIntervalMs: 500, maximumIntervalMs: 2000, maximumAttempts: 20 } }],
     });
-    const closed = handle.result().then(
-      (res) => ({ result: res as IpamGcResult, error: undefined }),
-      (e: Error) => ({ result: undefined, error: e }),
-    );
-    for (;;) {
-      const child = spawn(process.execPath, [crashWorker, config, crashLog], { stdio: ['ignore', 'ignore', 'inherit'] });
-      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-      const first = await Promise.race([closed.then(() => 'closed' as const), exited.then(() => 'exited' as const)]);
-      if (first === 'closed') {
-        child.kill('SIGTERM');
-        await exited;
-        break;
-      }
-      restarts++;
-      if (restarts > 30) throw new Error('the worker crashed more than 30 times');
-    }
-    const { result, error } = await closed;
-    expect(error ? `${error.message}: ${(error.cause as Error | undefined)?.message ?? ''} ${((error.cause as { cause?: Error } | undefined)?.cause)?.message ?? ''}` : undefined).toBeUndefined();
+    const { result, error, restarts, crashedAfter } = await runThroughCrashes<IpamGcResult>(handle, config, crashLog);
+    expect(describeError(error)).toBeUndefined();
     expect(result!.outcome).toBe('fixed');
-    const crashedAfter = readFileSync(crashLog, 'utf8').split('\n').filter(Boolean);
     expect(crashedAfter).toEqual(expect.arrayContaining(['resolveRun', 'checkBreaker', 'listClusterNodes', 'listHostLocal', 'checkExcluded', 'releaseLeakedIps', 'recordAudit']));
     expect(restarts).toBe(crashedAfter.length);
     // The release's retry found every file in this run's quarantine: nothing moved twice.
