@@ -34,9 +34,6 @@ import type { Recorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
 import type { CommandResult, SshPort } from './ssh';
 
-/** host-local's lock was busy for LOCK_WAIT_S: retried (another allocation may be stuck for a moment). */
-export const HOST_LOCAL_LOCK_BUSY = 'HostLocalLockBusy';
-
 const fail = (type: string, message: string) => ApplicationFailure.create({ type, message, nonRetryable: true });
 
 interface Deps {
@@ -55,7 +52,7 @@ function scriptFailure(node: string, what: string, r: CommandResult): Applicatio
     case IpamScriptExit.RuntimeUnavailable:
       return fail(Failure.NodeStateUnexpected, `${node}: ${what}: ${err || 'the container runtime could not be asked'} (inside host-local's lock; nothing was released there)`);
     case IpamScriptExit.LockBusy:
-      return ApplicationFailure.create({ type: HOST_LOCAL_LOCK_BUSY, message: `${node}: ${what}: ${err}` });
+      return ApplicationFailure.create({ type: Failure.HostLocalLockBusy, message: `${node}: ${what}: ${err}` });
     case IpamScriptExit.NotHostLocal:
       return fail(Failure.NodeStateUnexpected, `${node}: ${what}: ${err}`);
     case IpamScriptExit.BadInput:

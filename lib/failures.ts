@@ -43,12 +43,14 @@ export const Failure = {
   NodeStateUnexpected: 'NodeStateUnexpected',
   /** After the fix, the ids or weave MAC are still not unique. */
   VerificationFailed: 'VerificationFailed',
+  /** host-local's lock on a network directory stayed busy (another allocation held it): retried. */
+  HostLocalLockBusy: 'HostLocalLockBusy',
   /** The cluster's circuit breaker is open (too many failed runs): refused until `kubemend breaker reset`. */
   BreakerOpen: 'BreakerOpen',
 } as const;
 export type FailureType = (typeof Failure)[keyof typeof Failure];
 
-const TRANSIENT: ReadonlySet<string> = new Set([Failure.SshTransient, Failure.KubeApiTransient]);
+const TRANSIENT: ReadonlySet<string> = new Set([Failure.SshTransient, Failure.KubeApiTransient, Failure.HostLocalLockBusy]);
 
 /** Failures that mean a safety rule refused the run (CLI exit 3); they never count as failed runs. */
 export const REFUSAL_FAILURES: readonly string[] = [Failure.LockHeld, Failure.BudgetExhausted, Failure.NodeExcluded, Failure.DrainRefused, Failure.BreakerOpen];
