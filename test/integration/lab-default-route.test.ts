@@ -30,6 +30,14 @@ let cp: ControlPlaneInfo;
 let worker: RunningWorker | undefined;
 let config: string;
 const names = ['node1', 'node2', 'node3'];
+/** A fixed node1's audit trail: each step once, in order, with the outcome of the attempt that did it. */
+const FIXED_TRAIL = [
+  ['plan', 'planned'],
+  ['approval', 'approved'],
+  ['node1/network-config', 'applied'],
+  ['node1/restart-pod', 'applied'],
+  ['node1/fixed', 'applied'],
+];
 
 beforeAll(async () => {
   state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['no-default-route'], realFlannel: true, rebootDowntimeMs: 300 });
@@ -166,13 +174,7 @@ test("an approved run fixes node1: default route, flanneld running, subnet.env i
   expect(after.netplan).toEqual(before.netplan);
 
   const trail = await auditOf(runId);
-  expect(trail.map((x) => [x.step, x.outcome])).toEqual([
-    ['plan', 'planned'],
-    ['approval', 'approved'],
-    ['node1/network-config', 'applied'],
-    ['node1/restart-pod', 'applied'],
-    ['node1/fixed', 'applied'],
-  ]);
+  expect(trail.map((x) => [x.step, x.outcome])).toEqual(FIXED_TRAIL);
   const applied = trail[2];
   expect(applied.action).toBe('netplan apply');
   expect(applied.before).toMatchObject({ defaultRoute: null, links: expect.arrayContaining([{ ifname: 'enp0s3', operstate: 'DOWN', up: false }]) });
@@ -211,13 +213,7 @@ test('the worker SIGKILLed after each kind of step: the run still fixes node1, a
     // The retries found the work done: netplan apply once (its retry saw the route), the pod deleted once (the retry's uid precondition failed).
     expect(result!.nodes[0].resumed).toEqual(['network-config', 'restart-pod']);
     const trail = await auditOf(handle.workflowId);
-    expect(trail.map((x) => [x.step, x.outcome])).toEqual([
-      ['plan', 'planned'],
-      ['approval', 'approved'],
-      ['node1/network-config', 'applied'],
-      ['node1/restart-pod', 'applied'],
-      ['node1/fixed', 'applied'],
-    ]);
+    expect(trail.map((x) => [x.step, x.outcome])).toEqual(FIXED_TRAIL);
     expect(defaultRoute('node1')).toMatchObject({ dev: 'enp0s3' });
     expect((await flannelPod(dir, 'node1'))?.ready).toBe(true);
     expect(readState(dir)!.nodes.map((n) => n.boots)).toEqual(bootsBefore); // nothing rebooted
