@@ -181,8 +181,9 @@ export function createDefaultRouteActivities(d: Deps) {
      * if it is still the pod the plan saw (a uid precondition): a retry never deletes the
      * replacement. Gone or replaced
      * already counts as done. No undo: the DaemonSet recreates the pod, which is the point.
+     * `why` ends the Event's message (default: "that the node has a default route").
      */
-    async restartCniPods(input: { cluster: string; node: string; pods: CniPodRef[]; audit: AuditContext }): Promise<{ deleted: string[]; already: string[] }> {
+    async restartCniPods(input: { cluster: string; node: string; pods: CniPodRef[]; audit: AuditContext; why?: string }): Promise<{ deleted: string[]; already: string[] }> {
       const kube = d.kube(input.cluster);
       const deleted: string[] = [];
       const already: string[] = [];
@@ -211,7 +212,7 @@ export function createDefaultRouteActivities(d: Deps) {
           before: { pod: ref, uid: p.uid },
           after: { deleted: true, why: 'its DaemonSet recreates it at once instead of after the crash-loop back-off' },
           outcome: 'applied',
-          event: { reason: AuditReason.CniPodRestarted, message: `deleted ${ref} so its DaemonSet recreates it now that the node has a default route` },
+          event: { reason: AuditReason.CniPodRestarted, message: `deleted ${ref} so its DaemonSet recreates it now ${input.why ?? 'that the node has a default route'}` },
         });
       }
       return { deleted, already };

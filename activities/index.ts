@@ -16,6 +16,7 @@ import { createLifecycleActivities } from './node-lifecycle';
 import { createMachineIdActivities } from './machine-id';
 import { createDefaultRouteActivities } from './default-route';
 import { createIpamGcActivities } from './ipam-gc';
+import { createStaleCniActivities } from './stale-cni';
 import { createDiagnoseActivities } from './diagnose';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import { createNotifyActivities } from './notify';
@@ -60,6 +61,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createMachineIdActivities({ ssh: deps.ssh, target, record }),
     ...createDefaultRouteActivities({ ssh: deps.ssh, target, kube, record }),
     ...createIpamGcActivities({ ssh: deps.ssh, target, record }),
+    ...createStaleCniActivities({ ssh: deps.ssh, target, record }),
     ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),
     ...createNotifyActivities(deps), ...createBreakerActivities(deps),
 

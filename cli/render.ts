@@ -4,6 +4,7 @@ import type { ProbeNodeReport, ProbeReport } from '../lib/probe';
 import type { MachineIdResult } from '../lib/remediation-input';
 import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
+import type { StaleCniResult } from '../workflows/stale-cni';
 import type { IpamGcPlan, IpamGcRestoreResult } from '../lib/ipam-gc-plan';
 import type { RunStatus } from '../lib/run-status';
 import type { RunbookPlan } from '../lib/runbook';
@@ -110,6 +111,17 @@ export function defaultRouteText(r: DefaultRouteResult): string {
     for (const w of n.willRecur) lines.push(`    will happen again: ${w}`);
   }
   for (const x of r.remaining) lines.push(`  still without a default route: ${x}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function staleCniText(r: StaleCniResult): string {
+  const lines = [`stale-cni on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
+  if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
+  for (const n of r.nodes) {
+    const gone = [...n.deleted.map((d) => `deleted ${d}`), ...n.alreadyGone.map((d) => `${d} already gone`)];
+    lines.push(`  ${n.name}: ${gone.join(', ') || 'no device deleted'}${n.restartedPods.length ? `; restarted ${n.restartedPods.join(', ')} -> ${n.newPods.join(', ')}` : ''}; cni0 ${n.cni0?.join(' ') ?? '-'}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}, subnet ${n.flannelSubnet ?? '-'}; probe pod got ${n.probeIp} (podCIDR ${n.podCidr})${n.uncordoned ? ', uncordoned' : ''}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+  }
+  for (const x of r.remaining) lines.push(`  still stale: ${x}`);
   return `${lines.join('\n')}\n`;
 }
 

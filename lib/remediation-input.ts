@@ -47,6 +47,12 @@ export const DefaultRouteInput = RunbookInput.extend({
 }).strict();
 export type DefaultRouteInput = z.input<typeof DefaultRouteInput>;
 
+/** stale-cni (seed 003, light level): how long to wait for flannel's new pod and subnet.env after the stale devices are deleted. */
+export const StaleCniInput = RunbookInput.extend({
+  podTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+}).strict();
+export type StaleCniInput = z.input<typeof StaleCniInput>;
+
 /**
  * ipam-gc (seed 003): how long a host-local file must have existed before it can be a
  * candidate (default 15 min, as Calico's leak grace period; 0 allowed on demand).

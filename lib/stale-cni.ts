@@ -23,7 +23,6 @@
 import { type DiagnoseFacts, hostLocalCapacity, inCidr, networkOf } from './detect/facts';
 import { detectStaleCni } from './detect/seed003-stale-cni';
 import type { CniPodRef } from './default-route';
-import { nthAddress } from './diagnose-api';
 import type { Finding } from './findings';
 import { type PlannedNode, planId, type RunbookPlan } from './runbook';
 
@@ -89,12 +88,19 @@ export interface Expected {
   flannelSubnet: string;
 }
 
+/** The address after a network's ("10.244.1.0/24" -> "10.244.1.1"). Here, not diagnose-api's nthAddress: workflow code must not reach lib/calico.ts (node:crypto). */
+function firstHost(net: string): string {
+  const o = net.split('/')[0].split('.').map(Number);
+  const v = (((o[0] << 24) >>> 0) + (o[1] << 16) + (o[2] << 8) + o[3] + 1) >>> 0;
+  return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
+}
+
 export function expectedFor(podCidr: string): Expected | null {
   if (!isIpv4Cidr(podCidr)) return null;
   const net = networkOf(podCidr);
   const len = Number(podCidr.split('/')[1]);
   if (!net || net !== podCidr || len > 30) return null;
-  const gw = `${nthAddress(net, 1)}/${len}`;
+  const gw = `${firstHost(net)}/${len}`;
   return { cni0: gw, flannel1: `${net.split('/')[0]}/32`, flannelSubnet: gw };
 }
 
@@ -286,3 +292,19 @@ export function deleteOutcome(d: Pick<DeviceDelete, 'dev' | 'stale' | 'expected'
 
 /** The faults the facts show, as lines ("node: evidence; ..."). */
 export const staleCniLines = (facts: DiagnoseFacts) => detectStaleCniFindings(facts).map((f) => `${f.node}: ${f.evidence.join('; ')}`);
+
+/** A node stale-cni fixed, as the run's result shows it. */
+export interface StaleCniFixed {
+  name: string;
+  podCidr: string;
+  /** Devices this run deleted, and those found gone or made again already (a retry, or the CNI got there first). */
+  deleted: string[];
+  alreadyGone: string[];
+  restartedPods: string[];
+  newPods: string[];
+  flannelSubnet: string | null;
+  probeIp: string | null;
+  /** cni0 and flannel.1 as read after the probe. */
+  cni0: string[] | null;
+  flannel1: string[] | null;
+}
