@@ -12,6 +12,8 @@ import { serverCommand, serverDefaults } from './server';
 import { auditListCommand, auditShowCommand, auditVerifyCommand } from './audit';
 import { breakerResetCommand, breakerStatusCommand } from './breaker';
 import { diagnoseCommand } from './diagnose';
+import { scheduleChangeCommand, scheduleCreateCommand, scheduleDescribeCommand, scheduleListCommand } from './schedule';
+import { SCHEDULABLE } from '../lib/schedule';
 
 const EXIT_CODES_HELP = `
 Exit codes:
@@ -79,6 +81,7 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--route-timeout <duration>', "default-route: wait this long for the default route after re-applying the node's configuration (default 2m)")
     .option('--pod-timeout <duration>', "default-route: wait this long for the node's new CNI pod Ready (default 5m)")
     .option('--grace <duration>', 'ipam-gc: a host-local file must be at least this old to be released (default 15m; 0s on demand, for a node that is not starting pods)')
+    .option('--parallel <n>', 'ipam-gc: collect on up to this many nodes at once (default 4; 1 to 64)')
     .option('--delete-emptydir-data', 'drain: evict pods with emptyDir volumes (their data is lost), as kubectl drain', false)
     .option('--force', 'drain: evict pods no controller manages, as kubectl drain --force', false)
     .option('--detach', 'print the run ID and return without following', false)
@@ -139,6 +142,54 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--actor <name>', 'who asked for it (default: your OS user)')
     .option('--json', 'machine-readable output only', false)
     .action(act(async (run: string, o: Record<string, unknown>) => ipamGcRestoreCommand(loadConfig(globals()), { ...o, run }, out)));
+
+  const schedule = program.command('schedule').description('remediations on a Temporal Schedule (overlap SKIP; creating one approves its runs)');
+  schedule
+    .command('create')
+    .description('run a remediation on a schedule; its runs are approved by this creation, recorded with who created it')
+    .argument('<remediation>', `what to run (${SCHEDULABLE.join(', ')})`)
+    .requiredOption('--cluster <name>', 'cluster from the config')
+    .requiredOption('--every <duration>', 'interval between runs (1m to 168h, e.g. 1h)')
+    .option('--name <name>', 'a suffix for the schedule ID, for a second schedule of the same remediation and cluster')
+    .option('--node <name>', 'target node (repeatable; default: every node of the cluster at each run)', collect, [])
+    .option('--grace <duration>', 'ipam-gc: a host-local file must be at least this old to be released (default 15m; at least 1m on a schedule)')
+    .option('--parallel <n>', 'ipam-gc: collect on up to this many nodes at once (default 4)')
+    .option('--window-days <days>', "maintenance window: days, as kured's --reboot-days (e.g. mon-fri or sat,sun; default every day)")
+    .option('--window-start <HH:MM>', 'maintenance window: opens at this time of day (default 00:00)')
+    .option('--window-end <HH:MM>', 'maintenance window: closes at this time of day; before the start means overnight (default: same as the start, all day)')
+    .option('--time-zone <tz>', 'maintenance window: IANA time zone (default UTC)')
+    .option('--paused', 'create it paused', false)
+    .option('--reason <text>', 'why (ticket, incident); recorded with every run')
+    .option('--actor <name>', 'who creates it (default: your OS user)')
+    .option('--json', 'machine-readable output only', false)
+    .action(act(async (remediation: string, o: Record<string, unknown>) => scheduleCreateCommand(loadConfig(globals()), { ...o, remediation }, out)));
+  schedule
+    .command('list')
+    .description("kubemend's schedules")
+    .option('--cluster <name>', 'only this cluster')
+    .option('--json', 'machine-readable output', false)
+    .action(act(async (o: { cluster?: string; json?: boolean }) => scheduleListCommand(loadConfig(globals()), o, out)));
+  schedule
+    .command('describe')
+    .description('a schedule: its runs, the next ones, those skipped because one was still going')
+    .argument('<schedule>', 'schedule ID')
+    .option('--json', 'machine-readable output', false)
+    .action(act(async (id: string, o: { json?: boolean }) => scheduleDescribeCommand(loadConfig(globals()), id, o, out)));
+  for (const [what, text] of [
+    ['pause', 'stop starting runs (a run already going finishes)'],
+    ['unpause', 'start runs again'],
+    ['trigger', 'start a run now (skipped if one is still going)'],
+    ['delete', 'delete the schedule (a run already going is not stopped)'],
+  ] as const) {
+    schedule
+      .command(what)
+      .description(text)
+      .argument('<schedule>', 'schedule ID')
+      .option('--note <text>', "kept in the schedule's state and the audit trail")
+      .option('--reason <text>', 'why (ticket, incident)')
+      .option('--actor <name>', 'who does it (default: your OS user)')
+      .action(act(async (id: string, o: Record<string, unknown>) => scheduleChangeCommand(loadConfig(globals()), what, id, o, out)));
+  }
 
   const audit = program.command('audit').description('the audit trail of applied fixes (what changed, where, when, why, by whom)');
   audit

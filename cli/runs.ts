@@ -58,6 +58,7 @@ const RunArgs = z.object({
   routeTimeout: z.string().optional(),
   podTimeout: z.string().optional(),
   grace: z.string().optional(),
+  parallel: z.coerce.number({ error: 'must be a whole number from 1 to 64' }).int('must be a whole number from 1 to 64').min(1, 'must be a whole number from 1 to 64').max(64, 'must be a whole number from 1 to 64').optional(),
   deleteEmptydirData: z.boolean().default(false),
   force: z.boolean().default(false),
 });
@@ -164,7 +165,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   }
   if (args.remediation !== 'machine-id' && args.includeKeeper) throw new CliError('--include-keeper applies to machine-id only');
   if (args.remediation !== 'default-route' && (args.routeTimeout !== undefined || args.podTimeout !== undefined)) throw new CliError('--route-timeout and --pod-timeout apply to default-route only');
-  if (args.remediation !== 'ipam-gc' && args.grace !== undefined) throw new CliError('--grace applies to ipam-gc only');
+  if (args.remediation !== 'ipam-gc' && (args.grace !== undefined || args.parallel !== undefined)) throw new CliError('--grace and --parallel apply to ipam-gc only');
   const grace = (v: string | undefined) => {
     if (v === undefined) return 15 * 60_000;
     const ms = parseDuration(v);
@@ -179,7 +180,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       : args.remediation === 'default-route'
         ? { routeTimeoutMs: duration('route-timeout', args.routeTimeout, 120_000, 3_600_000), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
         : args.remediation === 'ipam-gc'
-          ? { graceMs: grace(args.grace) }
+          ? { graceMs: grace(args.grace), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
           : {};
   const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput =
     args.remediation === 'probe'
@@ -206,10 +207,10 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
     if (args.remediation !== 'probe' && !args.dryRun) {
       // The workflow checks the breaker again (checkBreaker); this makes the refusal early and clear.
       await refuseIfBreakerOpen(cfg, args.cluster, {
-        record: (error) => recordRefusal(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node: '', remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started (circuit breaker open)', before: null, after: null, outcome: 'refused', error }),
+        record: (error) => recordByCli(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node: '', remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started (circuit breaker open)', before: null, after: null, outcome: 'refused', error }),
       });
       await refuseIfLocked(client, args.cluster, picked.nodes, workflowId, (node, error) =>
-        recordRefusal(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node, remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started', before: null, after: null, outcome: 'refused', error }),
+        recordByCli(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node, remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started', before: null, after: null, outcome: 'refused', error }),
       );
     }
     const handle = await startRun(client, cfg, { type: WORKFLOW_TYPE[args.remediation], workflowId, input, cluster: args.cluster, nodes: picked.nodes, remediation: args.remediation, requestedBy, reason: args.reason });
@@ -275,8 +276,8 @@ export async function startRun(
   return handle;
 }
 
-/** A refusal before any run exists is recorded by the CLI itself (it has the store's config too). */
-async function recordRefusal(cfg: Config, input: AuditInput): Promise<void> {
+/** A refusal before any run exists is recorded by the CLI itself (it has the store's config too), as are schedule changes. */
+export async function recordByCli(cfg: Config, input: AuditInput): Promise<void> {
   try {
     const store = await AuditStore.open(cfg.audit);
     try {
@@ -285,7 +286,7 @@ async function recordRefusal(cfg: Config, input: AuditInput): Promise<void> {
       await store.close();
     }
   } catch (err) {
-    process.stderr.write(`warning: the refusal could not be recorded in the audit trail: ${(err as Error).message}\n`);
+    process.stderr.write(`warning: ${input.step} could not be recorded in the audit trail: ${(err as Error).message}\n`);
   }
 }
 

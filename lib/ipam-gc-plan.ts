@@ -91,6 +91,8 @@ export interface PlanOptions {
   controlPlane: readonly string[];
   /** The run's tag: the quarantine directory on each node. */
   runTag: string;
+  /** Nodes collected at once (default 1). */
+  parallel?: number;
 }
 
 const secs = (s: number) => (s % 60 === 0 && s > 0 ? `${s / 60} min` : `${s} s`);
@@ -131,6 +133,7 @@ export function planIpamGc(facts: IpamGcFacts, opts: PlanOptions): IpamGcPlan {
     ...(opts.graceS < GRACE_WARN_S ? [`WARNING: a grace period under ${GRACE_WARN_S} s can release the file of a sandbox whose CNI ADD has returned but which the runtime has not recorded yet: use it only on a node that is not starting pods.`] : []),
     `No cordon or drain: ${NO_DRAIN_WHY.replace(/^no cordon or drain: /, '')}.`,
     `Released files are moved, not deleted: kubemend ipam-gc restore <run> puts them back.`,
+    ...(nodes.length > 1 ? [`Up to ${Math.min(opts.parallel ?? 1, nodes.length)} node(s) at once; after a node fails, no other node starts.`] : []),
     ...pools.map((p) => `${p.node} ${p.network}: capacity ${p.capacity ?? '?'}, in use ${p.inUse}, leaked ${p.leaked}, candidates ${p.candidates}${p.unparsable ? `, ${p.unparsable} unreadable (left alone)` : ''}`),
   ];
   const content = { graceS: opts.graceS, nodes: nodes.map((n) => [n.name, n.candidates]), skipped };

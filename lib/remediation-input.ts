@@ -8,6 +8,7 @@ import { clusterName, freeText, nodeName } from './patterns';
 import type { MachineIdPlan } from './machine-id';
 import { RetryInput } from './probe';
 import type { Finding } from './findings';
+import { MaintenanceWindow, ScheduledBy } from './schedule';
 
 /**
  * What every remediation on the shared runbook takes (workflows/runbook.ts): the target,
@@ -32,6 +33,10 @@ export const RunbookInput = z
     activityTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
     heartbeatTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
     retry: RetryInput.default({ initialIntervalMs: 1000, maximumIntervalMs: 30_000, maximumAttempts: 5 }),
+    /** A run a schedule started: its creation is the approval (lib/schedule.ts). */
+    scheduledBy: ScheduledBy.optional(),
+    /** Outside this window the run records so and changes nothing. */
+    window: MaintenanceWindow.optional(),
   })
   .strict();
 export type RunbookInput = z.input<typeof RunbookInput>;
@@ -59,6 +64,8 @@ export type StaleCniInput = z.input<typeof StaleCniInput>;
  */
 export const IpamGcInput = RunbookInput.extend({
   graceMs: z.number().int().min(0).max(7 * 86_400_000).default(15 * 60_000),
+  /** Nodes collected at once (the node stays in service, so the disruption budget does not apply). */
+  parallel: z.number().int().min(1).max(64).default(4),
 }).strict();
 export type IpamGcInput = z.input<typeof IpamGcInput>;
 
@@ -134,7 +141,7 @@ export interface MachineIdResult {
   remediation?: string;
   /** What detect found before the plan (runbook runs only). */
   findings?: Finding[];
-  outcome: 'nothing to do' | 'planned (dry run)' | 'fixed';
+  outcome: 'nothing to do' | 'planned (dry run)' | 'fixed' | 'outside maintenance window';
   planId: string | null;
   plan: MachineIdPlan | null;
   approvedBy: string | null;

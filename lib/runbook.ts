@@ -90,7 +90,7 @@ export function isRefusal(reason: string): boolean {
 export interface RunbookResult<P extends RunbookPlan, N> {
   cluster: string;
   remediation: string;
-  outcome: 'nothing to do' | 'planned (dry run)' | 'fixed';
+  outcome: 'nothing to do' | 'planned (dry run)' | 'fixed' | 'outside maintenance window';
   planId: string | null;
   plan: P | null;
   approvedBy: string | null;

@@ -14,8 +14,8 @@
  *    host-local's own lock, against a sandbox listing taken inside it;
  *  - verify: a fresh listing: every released address is free or held by a live sandbox, and
  *    no live sandbox's file changed.
- * Nodes are done one at a time, as the runbook does every remediation (bounded concurrency
- * across nodes is left for later: it is the runbook's to add).
+ * Up to `parallel` nodes (default 4) are collected at once: the runbook's lanes, which only
+ * a fix that keeps its nodes in service may have.
  *
  * `restoreIpamQuarantine` is `kubemend ipam-gc restore <run>`: it puts a run's quarantined
  * files back, under the same lock, refusing addresses given to a pod since.
@@ -71,6 +71,7 @@ async function listNodes(run: RunContext<Input>, nodes: readonly string[]): Prom
 export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRelease[], IpamGcFixed> = {
   name: 'ipam-gc',
   disruption: { outOfService: false, reboots: false, why: NO_DRAIN_WHY },
+  lanes: (input) => input.parallel,
 
   gather: (run) => listNodes(run, run.selected),
 
@@ -83,6 +84,7 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRel
       excluded: run.apiNodes.filter((n) => n.excluded).map((n) => n.name),
       controlPlane: run.apiNodes.filter((n) => n.controlPlane).map((n) => n.name),
       runTag: runTagOf(run.runId),
+      parallel: run.input.parallel,
     }),
 
   async apply(planned: IpamGcNode, ctx: NodeContext<Input>) {

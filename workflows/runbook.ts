@@ -2,8 +2,9 @@
  * The shared runbook: everything a remediation does that is not its own story, written once.
  *
  *   lock the nodes -> detect -> plan -> [dry run stops here] -> approve (an Update naming the
- *   plan) -> per node, one at a time: budget, cordon, budget again, drain, the remediation's
- *   own steps, reboot and wait (if it reboots), its verify, uncordon -> verify the cluster.
+ *   plan) -> per node, one at a time (or a few at once for a fix that keeps nodes in
+ *   service): budget, cordon, budget again, drain, the remediation's own steps, reboot and
+ *   wait (if it reboots), its verify, uncordon -> verify the cluster.
  *
  * A remediation (workflows/<name>.ts) supplies only its parts: how to gather facts, a pure
  * `detect` and `plan` (lib/), its per-node steps with their undos, its verification, and
@@ -15,7 +16,7 @@
  * Safety: each target node is locked for the run's lifetime (workflows/lock.ts); each
  * completed step pushes its undo, and on failure or cancel the undos run newest first in a
  * non-cancellable scope before the original error is rethrown. A node that fails stops the
- * run: the nodes after it are not attempted.
+ * run: the nodes after it are not attempted (those already going in other lanes finish).
  */
 import {
   type ActivityInterfaceFor,
@@ -25,6 +26,7 @@ import {
   defineQuery,
   defineUpdate,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -37,6 +39,7 @@ import type { Finding } from '../lib/findings';
 import { Approval, APPROVE_UPDATE, type AuditContext, RunbookInput } from '../lib/remediation-input';
 import { type Disruption, isRefusal, NodeStep, Phase, type PlannedNode, type RunbookPlan, type RunbookResult } from '../lib/runbook';
 import { type NodeStatus, type RunStatus, STATUS_QUERY } from '../lib/run-status';
+import { windowOpen, windowText } from '../lib/schedule';
 import type { ClusterNode } from '../lib/budget';
 import { activityOptions } from './activity-options';
 import { lockNodes } from './lock';
@@ -104,6 +107,12 @@ export interface Remediation<In extends Parsed, F, P extends RunbookPlan, A, N e
   plan(facts: F, findings: Finding[], run: RunContext<In>): P;
   /** Status lines for nodes of the plan that are shown but not fixed (e.g. a group's keeper). */
   planStatus?(plan: P): Record<string, NodeStatus>;
+  /**
+   * How many nodes may be fixed at once (default 1). Only a remediation that keeps nodes in
+   * service (no cordon, drain or reboot) gets more than one: the disruption budget counts
+   * one node at a time.
+   */
+  lanes?(input: In): number;
   /** The node's own steps, after the drain and before any reboot. Pushes an undo per step or says why there is none. */
   apply(node: P['nodes'][number], ctx: NodeContext<In>): Promise<A>;
   /** Fault-specific verification of the node (not just "Ready"); throws VerificationFailed. */
@@ -113,6 +122,9 @@ export interface Remediation<In extends Parsed, F, P extends RunbookPlan, A, N e
   /** After every node: faults left anywhere (`remaining`), and those on nodes this run fixed (`failing`, which fails the run). */
   verifyCluster(run: RunContext<In>, plan: P, facts: F): Promise<{ remaining: string[]; failing: string[] }>;
 }
+
+/** Runs recorded before node lanes existed replay one node at a time. */
+const PATCH_NODE_LANES = 'runbook-node-lanes';
 
 export type FixedByRunbook<N> = N & { uncordoned: boolean; resumed: string[] };
 
@@ -146,6 +158,16 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
 
   const { selected, all: everyNode } = await acts.resolveRun({ cluster, nodes: input.nodes });
   const run: RunContext<In> = { input, cluster, runId, audit, acts, longActs, selected, everyNode, apiNodes: [] };
+
+  // 0. A run with a maintenance window (a scheduled one) changes nothing outside it.
+  if (input.window) {
+    const w = windowOpen(input.window, new Date());
+    if (!w.open) {
+      status.phase = Phase.Done;
+      await record({ node: '', step: 'window', action: `none: outside the maintenance window (${windowText(input.window)}) at ${w.local}`, before: { window: input.window }, outcome: 'skipped' });
+      return { cluster, remediation: r.name, outcome: 'outside maintenance window', planId: null, plan: null, approvedBy: null, findings: [], nodes: [], remaining: [] };
+    }
+  }
 
   try {
     // 1. The breaker, then the locks (a dry run touches nothing and locks nothing).
@@ -205,15 +227,21 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     result.approvedBy = approval.approvedBy;
     await record({ node: '', step: 'approval', action: `approve plan ${plan.id}`, after: { approvedBy: approval.approvedBy, comment: approval.comment }, outcome: 'approved' });
 
-    // 5. Fix, one node at a time; the first failure stops the run.
+    // 5. Fix: one node at a time, or up to the remediation's lanes for a fix that keeps
+    // nodes in service; the first failure stops the run.
     status.phase = Phase.Fixing;
     const runTag = runId.replace(/[^A-Za-z0-9-]/g, '-');
-    for (const [i, planned] of plan.nodes.entries()) {
-      try {
-        result.nodes.push(await fixNode(planned, runTag));
-      } catch (err) {
-        for (const later of plan.nodes.slice(i + 1)) status.nodes[later.name] = { phase: NodeStep.NotAttempted, detail: `${planned.name} failed first` };
-        throw err;
+    const lanes = r.disruption.outOfService ? 1 : Math.max(1, r.lanes?.(input) ?? 1);
+    if (lanes > 1 && patched(PATCH_NODE_LANES)) {
+      result.nodes.push(...(await fixInLanes(plan.nodes, lanes, runTag)));
+    } else {
+      for (const [i, planned] of plan.nodes.entries()) {
+        try {
+          result.nodes.push(await fixNode(planned, runTag));
+        } catch (err) {
+          for (const later of plan.nodes.slice(i + 1)) status.nodes[later.name] = { phase: NodeStep.NotAttempted, detail: `${planned.name} failed first` };
+          throw err;
+        }
       }
     }
 
@@ -231,7 +259,12 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
   }
 
   async function approve(plan: P): Promise<{ approvedBy: string; comment: string }> {
-    let approval: { approvedBy: string; comment: string } | undefined = input.autoApprove ? { approvedBy: `${input.requestedBy} (--auto-approve)`, comment: '' } : undefined;
+    const s = input.scheduledBy;
+    let approval: { approvedBy: string; comment: string } | undefined = s
+      ? { approvedBy: `${s.createdBy} (by creating schedule ${s.scheduleId} at ${s.createdAt})`, comment: input.window ? `inside the maintenance window ${windowText(input.window)}` : '' }
+      : input.autoApprove
+        ? { approvedBy: `${input.requestedBy} (--auto-approve)`, comment: '' }
+        : undefined;
     setHandler(
       approvePlanUpdate,
       (a) => {
@@ -256,6 +289,34 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       }
     }
     return approval!;
+  }
+
+  /**
+   * Up to `lanes` nodes at once, each as fixNode does it alone (its undos are its own). After
+   * the first failure no further node starts; the nodes already going finish (or undo), and
+   * the run fails with the first failure. Results are in plan order.
+   */
+  async function fixInLanes(nodes: PlannedNode[], lanes: number, runTag: string): Promise<Array<FixedByRunbook<N>>> {
+    const done: Array<FixedByRunbook<N> | undefined> = new Array(nodes.length);
+    let first: { node: string; err: unknown } | undefined;
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(lanes, nodes.length) }, async () => {
+        while (next < nodes.length && !first) {
+          const i = next++;
+          try {
+            done[i] = await fixNode(nodes[i], runTag);
+          } catch (err) {
+            first ??= { node: nodes[i].name, err };
+          }
+        }
+      }),
+    );
+    if (first) {
+      for (const later of nodes.slice(next)) status.nodes[later.name] = { phase: NodeStep.NotAttempted, detail: `${first.node} failed first` };
+      throw first.err;
+    }
+    return done as Array<FixedByRunbook<N>>;
   }
 
   async function fixNode(planned: PlannedNode, runTag: string): Promise<FixedByRunbook<N>> {
