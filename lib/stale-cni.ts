@@ -150,11 +150,12 @@ export function detectStaleCniFindings(f: DiagnoseFacts): Finding[] {
 const secs = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** The procedure an operator follows by hand on a node kubemend will not touch (a control plane). */
-export function manualProcedure(n: StaleCniNodeFacts, expected: Expected | null, deletes: DeviceDelete[], flannelPods: readonly CniPodRef[]): string {
+export function manualProcedure(n: StaleCniNodeFacts, expected: Expected | null, deletes: DeviceDelete[], restartFlannel: boolean): string {
+  const pods = n.flannelPods;
   const steps = [
     `kubectl drain ${n.name} --ignore-daemonsets (its static pods stay; plan for the API server's pod network being cut)`,
     ...deletes.map((d) => `on ${n.name}: ip -4 addr show dev ${d.dev} (expect ${d.stale.join(' ')}), then ip link delete ${d.dev}`),
-    flannelPods.length ? `kubectl -n ${flannelPods[0].namespace} delete pod ${flannelPods.map((p) => p.name).join(' ')}` : 'restart flanneld on the node (kubectl -n kube-flannel delete pod of the node)',
+    ...(!restartFlannel ? [] : pods.length ? [`kubectl -n ${pods[0].namespace} delete pod ${pods.map((p) => p.name).join(' ')}`] : [`restart flanneld on ${n.name} (delete the node's kube-flannel pod)`]),
     `wait until /run/flannel/subnet.env says FLANNEL_SUBNET=${expected?.flannelSubnet ?? '<the Node\'s podCIDR, .1>'}`,
     `start a pod pinned to ${n.name} and check its address is in ${n.podCidr ?? 'the Node\'s podCIDR'} and cni0 carries ${expected?.cni0 ?? 'its gateway'}`,
     `kubectl uncordon ${n.name}`,
@@ -202,15 +203,6 @@ export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[],
       refused.push(`${name}: its devices carry addresses kubemend cannot name exactly (${bad.map((b) => JSON.stringify(b)).join(', ')}): fix by hand`);
       continue;
     }
-    const network = n.cniConfigs.find((c) => c.types.includes('flannel'))?.network ?? 'cbr0';
-    const capacity = hostLocalCapacity(n.podCidr);
-    const reserved = (n.hostLocal[network] ?? []).filter((ip) => inCidr(ip, n.podCidr!)).length;
-    if (capacity !== null && reserved >= capacity) {
-      refused.push(
-        `${name}: host-local's range for ${network} (${n.podCidr}) is full (${reserved} of ${capacity} addresses reserved): a new pod gets no address whatever cni0 carries, so the fix could not be verified; release the leaked ones first: kubemend run ipam-gc --cluster ${opts.cluster} --node ${name}`,
-      );
-      continue;
-    }
     const subnet = n.subnetEnv?.FLANNEL_SUBNET ?? null;
     const notReady = n.flannelPods.filter((p) => !p.ready || p.phase !== 'Running');
     const restartFor = [
@@ -223,9 +215,17 @@ export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[],
       continue;
     }
     if (opts.controlPlane.includes(name)) {
-      const pods = restartFor.length ? n.flannelPods : [];
       refused.push(
-        `${name} is a control-plane node: kubemend does not take one out of service for this fix (its static pods stay on the node, and with them the API every other node needs). By hand: ${manualProcedure(n, expected, deletes, pods)}`,
+        `${name} is a control-plane node: kubemend does not take one out of service for this fix (its static pods stay on the node, and with them the API every other node needs). By hand: ${manualProcedure(n, expected, deletes, restartFor.length > 0)}`,
+      );
+      continue;
+    }
+    const network = n.cniConfigs.find((c) => c.types.includes('flannel'))?.network ?? 'cbr0';
+    const capacity = hostLocalCapacity(n.podCidr);
+    const reserved = (n.hostLocal[network] ?? []).filter((ip) => inCidr(ip, n.podCidr!)).length;
+    if (capacity !== null && reserved >= capacity) {
+      refused.push(
+        `${name}: host-local's range for ${network} (${n.podCidr}) is full (${reserved} of ${capacity} addresses reserved): a new pod gets no address whatever cni0 carries, so the fix could not be verified; release the leaked ones first: kubemend run ipam-gc --cluster ${opts.cluster} --node ${name}`,
       );
       continue;
     }

@@ -79,11 +79,11 @@ describe('expectedFor: what the podCIDR says', () => {
 });
 
 describe('planStaleCni', () => {
-  test('the capture as it is: node1 refused for its full host-local range (ipam-gc first), node2 and node3 for want of a podCIDR; nothing planned', () => {
+  test('the capture as it is: node1 refused as the control plane, node2 and node3 for want of a podCIDR; nothing planned', () => {
     const p = plan(lab());
     expect(p.nodes).toEqual([]);
     expect(p.refused).toEqual([
-      "node1: host-local's range for cbr0 (10.244.0.0/24) is full (253 of 253 addresses reserved): a new pod gets no address whatever cni0 carries, so the fix could not be verified; release the leaked ones first: kubemend run ipam-gc --cluster lab --node node1",
+      expect.stringMatching(/^node1 is a control-plane node: kubemend does not take one out of service for this fix/),
       expect.stringMatching(/^node2: nothing says what its CNI devices should carry: the Node has no IPv4 podCIDR \(no Node object, or the controller manager allocates none\); kubemend takes neither cni0's nor subnet.env's word for it. Found: cni0 has 10.244.102.1\/24/),
       expect.stringMatching(/^node3: nothing says what its CNI devices should carry/),
     ]);
@@ -153,6 +153,14 @@ describe('planStaleCni', () => {
     expect(planned.steps.map((s) => s.split(':')[0])).toEqual(['ip link delete cni0', 'wait up to 300 s for /run/flannel/subnet.env inside 10.244.1.0/24', 'crictl runp a probe sandbox on the node', 'check']);
   });
 
+  test("a worker whose host-local range is full is refused: no pod could get an address, so ipam-gc first", () => {
+    const p = plan(lab({ joined: true }), { selected: ['node2'] });
+    expect(p.nodes).toEqual([]);
+    expect(p.refused).toEqual([
+      "node2: host-local's range for cbr0 (10.244.1.0/24) is full (253 of 253 addresses reserved): a new pod gets no address whatever cni0 carries, so the fix could not be verified; release the leaked ones first: kubemend run ipam-gc --cluster lab --node node2",
+    ]);
+  });
+
   test('excluded nodes are skipped with the reason; the plan id follows the content', () => {
     const f = lab({ joined: true, released: true });
     const a = plan(f, { selected: ['node2'] });
@@ -198,11 +206,13 @@ describe('planStaleCni', () => {
     expect(plan(f, { selected: ['node2'] }).refused[0]).toMatch(/^node2: nothing says what its CNI devices should carry: the Node has podCIDR "10.244.1.7\/31", which is not an IPv4 network of \/30 or larger/);
   });
 
-  test('manualProcedure without a flannel pod or a podCIDR still reads as steps', () => {
+  test('manualProcedure without a flannel pod or a podCIDR still reads as steps; without a restart, no restart step', () => {
     const n = { ...staleCniFacts(lab(), 'node2')! };
-    expect(manualProcedure(n, null, [], [])).toBe(
-      "(1) kubectl drain node2 --ignore-daemonsets (its static pods stay; plan for the API server's pod network being cut); (2) restart flanneld on the node (kubectl -n kube-flannel delete pod of the node); (3) wait until /run/flannel/subnet.env says FLANNEL_SUBNET=<the Node's podCIDR, .1>; (4) start a pod pinned to node2 and check its address is in the Node's podCIDR and cni0 carries its gateway; (5) kubectl uncordon node2",
+    expect(manualProcedure(n, null, [], true)).toBe(
+      "(1) kubectl drain node2 --ignore-daemonsets (its static pods stay; plan for the API server's pod network being cut); (2) restart flanneld on node2 (delete the node's kube-flannel pod); (3) wait until /run/flannel/subnet.env says FLANNEL_SUBNET=<the Node's podCIDR, .1>; (4) start a pod pinned to node2 and check its address is in the Node's podCIDR and cni0 carries its gateway; (5) kubectl uncordon node2",
     );
+    expect(manualProcedure(n, null, [], false)).not.toContain('restart');
+
   });
 });
 
