@@ -10,6 +10,24 @@ import { clusterName, filePath, host, loginName, nodeName, port } from './patter
 const hostPort = z.string().refine((v) => /^[A-Za-z0-9.-]+:\d{1,5}$/.test(v) || /^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/.test(v), {
   message: 'must be host:port',
 });
+/**
+ * An address the worker listens on: an IP literal and a port from 1 to 65535 (127.0.0.1:9464,
+ * 0.0.0.0:9464, [::1]:9464). Stricter than hostPort: the Temporal runtime binds a socket
+ * address, so a host name would only fail when the worker starts.
+ */
+export function isListenAddress(v: string): boolean {
+  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9A-Fa-f:.]{2,45})\]):(\d{1,5})$/.exec(v);
+  if (!m) return false;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65_535) return false;
+  if (m[1]) return m[1].split('.').every((o) => Number(o) <= 255 && !/^0\d/.test(o));
+  try {
+    return new URL(`http://[${m[2]}]/`).hostname !== '';
+  } catch {
+    return false;
+  }
+}
+const listenAddress = z.string().refine(isListenAddress, { message: 'must be IP:port to listen on, e.g. 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464 (no host name; port 1-65535)' });
 const identifier = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be 1-200 of A-Z a-z 0-9 . _ - (no spaces)');
 
 /**
@@ -104,6 +122,11 @@ export const ConfigSchema = z
       .object({
         /** On SIGINT/SIGTERM, how long in-flight activities may run on before they are cancelled. */
         shutdownGraceTime: durationMs({ min: 0, max: 3_600_000 }).default(30_000),
+        /**
+         * The worker's Prometheus endpoint (GET /metrics), served by the Temporal SDK's runtime:
+         * kubemend's metrics (kubemend_*) and the SDK's own (temporal_*). Absent: no endpoint.
+         */
+        metrics: z.object({ address: listenAddress }).strict().optional(),
       })
       .strict()
       .default({ shutdownGraceTime: 30_000 }),

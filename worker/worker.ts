@@ -5,12 +5,13 @@
  * cancellation signal) and the process exits 0.
  */
 import { Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type Logger, type MetricsExporterConfig, NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { KubeClients } from '../activities/kube';
 import { type AuditPort, AuditStore } from '../activities/audit-store';
 import { SshConnector } from '../activities/ssh';
-import type { Config } from '../lib/config';
+import { type Config, ConfigError } from '../lib/config';
+import { Metric, RUN_DURATION_BUCKETS_S } from '../lib/metrics';
 import { prebuiltBundle, WORKFLOWS_PATH } from './bundle';
 import { jsonLogger } from './log';
 import { ensureSearchAttributes } from './temporal-setup';
@@ -66,11 +67,38 @@ function workflowSource(bundle: { codePath: string } | undefined): Pick<WorkerOp
   return bundle ? { workflowBundle: bundle } : { workflowsPath: WORKFLOWS_PATH };
 }
 
+/**
+ * The process's Temporal runtime, with its Prometheus endpoint when the config names one: the
+ * SDK's own metrics (temporal_*, durations in seconds) and kubemend's (workflows/metrics.ts,
+ * named as they are created). An address the runtime cannot bind is a config error naming the key.
+ */
+export function installRuntime(cfg: Config, logger: Logger): Runtime {
+  const address = cfg.worker.metrics?.address;
+  if (!address) return Runtime.install({ logger });
+  try {
+    return Runtime.install({ logger, telemetryOptions: { metrics: metricsOptions(address) } });
+  } catch (err) {
+    throw new ConfigError([`worker.metrics.address: cannot serve /metrics on ${address}: ${(err as Error).message}`]);
+  }
+}
+
+/** The runtime's Prometheus exporter on `address`. */
+export function metricsOptions(address: string): MetricsExporterConfig {
+  return {
+    metricPrefix: 'temporal_', // the SDK's own metrics; custom ones keep the names they are created with
+    prometheus: {
+      bindAddress: address,
+      useSecondsForDurations: true,
+      histogramBucketOverrides: { [Metric.RunDuration]: RUN_DURATION_BUCKETS_S },
+    },
+  };
+}
+
 /** `kubemend worker`: runs until SIGINT/SIGTERM. */
 export async function runWorker(cfg: Config): Promise<void> {
   const kube = new KubeClients(cfg); // a bad kubeconfig is a config error (exit 2) before anything connects
   const logger = jsonLogger();
-  Runtime.install({ logger });
+  installRuntime(cfg, logger);
   const client = await Connection.connect({ address: cfg.temporal.address });
   try {
     const added = await ensureSearchAttributes(client, cfg.temporal.namespace);
@@ -88,6 +116,7 @@ export async function runWorker(cfg: Config): Promise<void> {
       taskQueue: cfg.temporal.taskQueue,
       clusters: cfg.clusters.map((c) => c.name),
       audit: audit.where,
+      ...(cfg.worker.metrics ? { metrics: `http://${cfg.worker.metrics.address}/metrics` } : {}),
     });
     await worker.run();
   } finally {
