@@ -41,8 +41,10 @@ import {
 } from '../lib/ipam-gc-plan';
 import { type AuditContext, IpamGcInput, IpamGcRestoreInput } from '../lib/remediation-input';
 import type { RunbookResult } from '../lib/runbook';
+import { decideNode, type NodeIpamListing } from '../lib/ipam-gc';
 import { activityOptions } from './activity-options';
 import { lockNodes } from './lock';
+import { recordIpamListing, recordIpamReleased } from './metrics';
 import { describe, type FixedByRunbook, type NodeContext, parseInput, type Remediation, type RunContext, runRemediation } from './runbook';
 
 type Input = ReturnType<typeof IpamGcInput.parse>;
@@ -55,11 +57,16 @@ const READ_CONCURRENCY = 8;
 
 const graceOf = (input: Input) => Math.floor(input.graceMs / 1000);
 
+/** A node's listing as the pool gauges show it (per network: capacity, in use, leaked, candidates at this run's grace). */
+const recordListing = (cluster: string, node: string, listing: NodeIpamListing, graceS: number) => recordIpamListing(cluster, node, decideNode(listing, { graceS }).networks);
+
 /** The listings of the given nodes; one that cannot be read (after the activity's retries) is reported, not fatal. */
 async function listNodes(run: RunContext<Input>, nodes: readonly string[]): Promise<Facts> {
   const listed = await mapLimit(nodes, READ_CONCURRENCY, async (node) => {
     try {
-      return { node, listing: await run.acts.listHostLocal({ cluster: run.cluster, node }) };
+      const listing = await run.acts.listHostLocal({ cluster: run.cluster, node });
+      recordListing(run.cluster, node, listing, graceOf(run.input));
+      return { node, listing };
     } catch (err) {
       if (isCancellation(err)) throw err;
       return { node, error: describe(err) };
@@ -95,6 +102,7 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRel
       // the quarantine; `kubemend ipam-gc restore <run>` puts them back when an operator asks.
       const r = await ctx.longActs.releaseLeakedIps({ cluster: ctx.cluster, node: ctx.node, network, runTag: ctx.runTag, now: planned.now, candidates, audit: ctx.audit });
       if (r.already.length) ctx.resumed.push(`release ${network}`);
+      recordIpamReleased(ctx.cluster, ctx.node, network, r.released.length + r.already.length);
       out.push(r);
     }
     return out;
@@ -102,6 +110,7 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRel
 
   async verifyNode(planned, releases, ctx) {
     const after = await ctx.acts.listHostLocal({ cluster: ctx.cluster, node: ctx.node });
+    recordListing(ctx.cluster, ctx.node, after, graceOf(ctx.input));
     const problems = problemsAfterRelease(planned, releases, after);
     if (problems.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `${ctx.node} after the release: ${problems.join('; ')}`, nonRetryable: true });
     const releasedCount = releases.reduce((a, r) => a + r.released.length + r.already.length, 0);
