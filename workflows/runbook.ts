@@ -43,6 +43,7 @@ import { windowOpen, windowText } from '../lib/schedule';
 import type { ClusterNode } from '../lib/budget';
 import { activityOptions } from './activity-options';
 import { lockNodes } from './lock';
+import { failureOutcome, recordRun, resultOutcome } from './metrics';
 
 export const runStatusQuery = defineQuery<RunStatus>(STATUS_QUERY);
 export const approvePlanUpdate = defineUpdate<{ approvedBy: string }, [Approval]>(APPROVE_UPDATE);
@@ -165,6 +166,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     if (!w.open) {
       status.phase = Phase.Done;
       await record({ node: '', step: 'window', action: `none: outside the maintenance window (${windowText(input.window)}) at ${w.local}`, before: { window: input.window }, outcome: 'skipped' });
+      recordRun(r.name, cluster, resultOutcome('outside maintenance window'));
       return { cluster, remediation: r.name, outcome: 'outside maintenance window', planId: null, plan: null, approvedBy: null, findings: [], nodes: [], remaining: [] };
     }
   }
@@ -211,7 +213,9 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     if (plan.nodes.length === 0 || input.dryRun) {
       status.phase = Phase.Done;
       result.remaining = r.remaining(facts);
-      return plan.nodes.length === 0 ? result : { ...result, outcome: 'planned (dry run)' };
+      const ended = plan.nodes.length === 0 ? result : { ...result, outcome: 'planned (dry run)' as const };
+      recordRun(r.name, cluster, resultOutcome(ended.outcome));
+      return ended;
     }
 
     // 4. Approve: a sick cluster is refused first, so nobody approves what cannot run.
@@ -252,8 +256,10 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     if (verdict.failing.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `after the fix: ${verdict.failing.join('; ')}`, nonRetryable: true });
     status.phase = Phase.Done;
     await notify('fixed', `${r.name} on ${cluster}: fixed ${result.nodes.map((n) => n.name).join(', ')}${result.remaining.length ? `; still present: ${result.remaining.join('; ')}` : ''}`);
+    recordRun(r.name, cluster, resultOutcome('fixed'));
     return { ...result, outcome: 'fixed' };
   } catch (err) {
+    recordRun(r.name, cluster, failureOutcome(err, describe(err)));
     await CancellationScope.nonCancellable(() => afterFailure(err));
     throw err;
   }
