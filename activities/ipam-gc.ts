@@ -14,14 +14,16 @@ import { AuditReason } from '../lib/audit-reasons';
 import type { NodeTarget } from '../lib/config';
 import { Failure } from '../lib/failures';
 import { CONTAINER_ID, isAddressName, NETWORK_NAME, type NodeIpamListing, QUARANTINE_DIR, type ReleaseCandidate, RUN_TAG } from '../lib/ipam-gc';
-import type { NetworkRelease } from '../lib/ipam-gc-plan';
+import type { NetworkRelease, QuarantinePurge } from '../lib/ipam-gc-plan';
 import {
   IpamScriptExit,
   listingArgv,
   LOCK_WAIT_S,
   parseListing,
+  parsePurge,
   parseQuarantineList,
   parseRelease,
+  purgeArgv,
   parseRestore,
   quarantineListArgv,
   RELEASE_BATCH,
@@ -141,6 +143,43 @@ export function createIpamGcActivities(d: Deps) {
         ),
       );
       await record(out.released.length === 0 && out.already.length > 0 ? 'already-done' : 'applied');
+      return out;
+    },
+
+    /**
+     * Deletes earlier runs' quarantines past the retention, each only if unchanged since the
+     * listing and still old enough on the node's clock. One audit record for the node, naming
+     * every run's directory and its file count. No undo: the files were leaked reservations,
+     * kept this long so an operator could put them back.
+     */
+    async purgeQuarantine(input: { cluster: string; node: string; retentionS: number; runs: Array<{ runTag: string; mtime: number; files: number }>; audit: AuditContext }): Promise<QuarantinePurge> {
+      let argv: string[];
+      try {
+        argv = purgeArgv(input.retentionS, input.runs);
+      } catch (err) {
+        throw fail(Failure.BadInput, (err as Error).message);
+      }
+      const r = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(argv, { check: false }), signal));
+      const report = r.exitCode === 0 ? parsePurge(r.stdout, input.runs) : null;
+      const out: QuarantinePurge = { purged: [], gone: [], kept: [] };
+      for (const o of report?.outcomes ?? []) {
+        if (o.result === 'purged') out.purged.push({ runTag: o.runTag, files: o.files });
+        else if (o.result === 'gone') out.gone.push(o.runTag);
+        else if (o.result === 'kept') out.kept.push({ runTag: o.runTag, reason: o.reason });
+      }
+      const failed = report?.outcomes.filter((o) => o.result === 'failed') ?? [];
+      const problem = !report ? `exit ${r.exitCode ?? r.signal}: ${r.stderr.trim().slice(0, 300)}` : failed.length ? `${failed.map((f) => f.runTag).join(', ')} could not be deleted: ${r.stderr.trim().slice(0, 300)}` : report.complete ? null : report.problems.join('; ');
+      await d.record(input.audit, {
+        cluster: input.cluster,
+        node: input.node,
+        step: `${input.node}/purge-quarantine`,
+        action: `delete quarantines kept past the retention (${input.retentionS} s), each only if unchanged: ${input.runs.map((q) => `${QUARANTINE_DIR}/${q.runTag}`).join(', ')}`,
+        before: { runs: input.runs },
+        after: out,
+        outcome: problem ? 'failed' : out.purged.length ? 'applied' : 'already-done',
+        ...(problem ? { error: problem } : {}),
+      });
+      if (problem) throw fail(r.exitCode === IpamScriptExit.BadInput ? Failure.BadInput : Failure.CommandFailed, `${input.node}: purging the quarantine: ${problem}`);
       return out;
     },
 

@@ -155,6 +155,7 @@ export function ipamGcText(r: IpamGcResult, runId: string): string {
   for (const n of r.nodes) {
     lines.push(`  ${n.name}: released ${n.releasedCount} address(es) into ${n.quarantine}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
     for (const x of n.networks) lines.push(`    ${x.network}: released ${x.released.length + x.already.length}, kept ${x.kept.length}${x.kept.length ? ` (${[...new Set(x.kept.map((k) => k.reason))].join(', ')})` : ''}, gone meanwhile ${x.gone.length}`);
+    if (n.purged) lines.push(`    quarantine past the retention: deleted ${n.purged.purged.map((p) => `${p.runTag} (${p.files} file(s))`).join(', ') || 'none'}${n.purged.kept.length ? `; kept ${n.purged.kept.map((k) => `${k.runTag} (${k.reason})`).join(', ')}` : ''}`);
   }
   if (r.nodes.length) lines.push(`  to put them back: kubemend ipam-gc restore ${runId}`);
   for (const x of r.remaining) lines.push(`  still leaked: ${x}`);

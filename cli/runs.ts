@@ -58,6 +58,7 @@ const RunArgs = z.object({
   routeTimeout: z.string().optional(),
   podTimeout: z.string().optional(),
   grace: z.string().optional(),
+  retention: z.string().optional(),
   parallel: z.coerce.number({ error: 'must be a whole number from 1 to 64' }).int('must be a whole number from 1 to 64').min(1, 'must be a whole number from 1 to 64').max(64, 'must be a whole number from 1 to 64').optional(),
   deleteEmptydirData: z.boolean().default(false),
   force: z.boolean().default(false),
@@ -69,6 +70,14 @@ export function parseArgs<T extends z.ZodType>(schema: T, raw: unknown): z.outpu
   const r = schema.safeParse(raw);
   if (!r.success) throw new CliError(`bad arguments:\n${formatZodIssues(r.error).map((l) => `  - ${l.replace(/^node\[(\d+)\]/, '--node #$1').replace(/^(\w+):/, '--$1:')}`).join('\n')}`);
   return r.data;
+}
+
+/** --retention: how long an ipam-gc run's quarantine is kept (1h to 8760h); undefined when not given. */
+export function retentionMs(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = parseDuration(v);
+  if (ms === undefined || ms < 3_600_000 || ms > 365 * 86_400_000) throw new CliError(`--retention: ${JSON.stringify(v)} is not a duration from 1h to 8760h (e.g. 168h for a week)`);
+  return ms;
 }
 
 export function newRunId(remediation: string, cluster: string, now = new Date()): string {
@@ -165,7 +174,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   }
   if (args.remediation !== 'machine-id' && args.includeKeeper) throw new CliError('--include-keeper applies to machine-id only');
   if (args.remediation !== 'default-route' && (args.routeTimeout !== undefined || args.podTimeout !== undefined)) throw new CliError('--route-timeout and --pod-timeout apply to default-route only');
-  if (args.remediation !== 'ipam-gc' && (args.grace !== undefined || args.parallel !== undefined)) throw new CliError('--grace and --parallel apply to ipam-gc only');
+  if (args.remediation !== 'ipam-gc' && (args.grace !== undefined || args.parallel !== undefined || args.retention !== undefined)) throw new CliError('--grace, --parallel and --retention apply to ipam-gc only');
   const grace = (v: string | undefined) => {
     if (v === undefined) return 15 * 60_000;
     const ms = parseDuration(v);
@@ -174,13 +183,14 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
     return ms;
   };
   const requestedBy = actorName(args.actor);
+  const retention = (v: string | undefined) => retentionMs(v) ?? 7 * 86_400_000;
   const own =
     args.remediation === 'machine-id'
       ? { includeKeeper: args.includeKeeper }
       : args.remediation === 'default-route'
         ? { routeTimeoutMs: duration('route-timeout', args.routeTimeout, 120_000, 3_600_000), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
         : args.remediation === 'ipam-gc'
-          ? { graceMs: grace(args.grace), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
+          ? { graceMs: grace(args.grace), retentionMs: retention(args.retention), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
           : {};
   const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput =
     args.remediation === 'probe'

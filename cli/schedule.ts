@@ -16,7 +16,7 @@ import { MaintenanceWindow, parseDays, SCHEDULABLE, type Schedulable, SCHEDULE_I
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { connectClient } from './connect';
 import { CliError } from './errors';
-import { actorName, parseArgs, recordByCli } from './runs';
+import { actorName, parseArgs, recordByCli, retentionMs } from './runs';
 
 /** The workflow type each schedulable remediation starts. */
 const WORKFLOW_TYPE: Record<Schedulable, string> = { 'ipam-gc': 'remediateIpamGc' };
@@ -35,6 +35,7 @@ const CreateArgs = z.object({
   node: z.array(nodeName).default([]),
   grace: z.string().optional(),
   parallel: z.coerce.number().int().min(1).max(64).optional(),
+  retention: z.string().optional(),
   windowDays: z.string().optional(),
   windowStart: z.string().optional(),
   windowEnd: z.string().optional(),
@@ -90,6 +91,7 @@ export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unk
     ...(window ? { window } : {}),
     ...(graceMs !== undefined ? { graceMs } : {}),
     ...(args.parallel !== undefined ? { parallel: args.parallel } : {}),
+    ...(args.retention !== undefined ? { retentionMs: retentionMs(args.retention) } : {}),
     approvalTimeoutMs: cfg.policy.approvalTimeout,
     maxUnavailable: cfg.policy.maxUnavailable,
     drainTimeoutMs: cfg.policy.drainTimeout,
@@ -135,7 +137,7 @@ export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unk
       step: 'schedule-create',
       action: `create schedule ${id}: ${args.remediation} every ${formatDuration(every)}, overlap SKIP${window ? `, window ${windowText(window)}` : ''}${args.paused ? ', paused' : ''}`,
       before: null,
-      after: { nodes: input.data.nodes, graceMs: input.data.graceMs, parallel: input.data.parallel, window: window ?? null },
+      after: { nodes: input.data.nodes, graceMs: input.data.graceMs, parallel: input.data.parallel, retentionMs: input.data.retentionMs, window: window ?? null },
       outcome: 'approved',
       error: '',
     });

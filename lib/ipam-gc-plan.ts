@@ -9,7 +9,7 @@
  * release re-checks that under host-local's lock).
  */
 import type { Finding } from './findings';
-import { decideNode, type FileDecision, type NetworkSummary, type NodeIpamDecision, type NodeIpamListing, QUARANTINE_DIR, type ReleaseCandidate } from './ipam-gc';
+import { decideNode, type FileDecision, type NetworkSummary, type NodeIpamDecision, type NodeIpamListing, QUARANTINE_DIR, type QuarantineRun, type ReleaseCandidate } from './ipam-gc';
 export { QUARANTINE_DIR };
 import { RELEASE_BATCH } from './ipam-gc-scripts';
 import { type PlannedNode, planId, type RunbookPlan } from './runbook';
@@ -38,6 +38,8 @@ export interface IpamGcNode extends PlannedNode {
   live: LiveFile[];
   /** Files set aside as host-local's own or unreadable: never touched (reported). */
   unparsable: Array<{ network: string; name: string; problem: string }>;
+  /** Earlier runs' quarantines past the retention: deleted after the release (absent in plans made before the purge existed). */
+  purge?: QuarantineRun[];
 }
 
 export interface IpamGcPlan extends RunbookPlan {
@@ -93,7 +95,16 @@ export interface PlanOptions {
   runTag: string;
   /** Nodes collected at once (default 1). */
   parallel?: number;
+  /** Seconds a run's quarantine is kept after its last change; older ones are deleted. Absent: none is. */
+  retentionS?: number;
 }
+
+/** The quarantines of earlier runs that are at least the retention old on the node's clock. */
+export function expiredQuarantines(listing: NodeIpamListing, retentionS: number, ownTag: string): QuarantineRun[] {
+  return (listing.quarantine ?? []).filter((q) => q.runTag !== ownTag && listing.now - q.mtime >= retentionS);
+}
+
+const days = (s: number) => (s % 86_400 === 0 ? `${s / 86_400} d` : s % 3600 === 0 ? `${s / 3600} h` : `${s} s`);
 
 const secs = (s: number) => (s % 60 === 0 && s > 0 ? `${s / 60} min` : `${s} s`);
 
@@ -101,6 +112,7 @@ export function planIpamGc(facts: IpamGcFacts, opts: PlanOptions): IpamGcPlan {
   const nodes: IpamGcNode[] = [];
   const skipped: Array<{ name: string; reason: string }> = [];
   const pools: IpamGcPlan['pools'] = [];
+  const listings = new Map(facts.nodes.flatMap((n) => ('listing' in n ? [[n.node, n.listing] as const] : [])));
   for (const d of decisions(facts, opts.graceS)) {
     if (!opts.selected.includes(d.node)) continue; // only selected nodes are read
     if (!('decision' in d)) {
@@ -110,33 +122,38 @@ export function planIpamGc(facts: IpamGcFacts, opts: PlanOptions): IpamGcPlan {
     const dec = d.decision;
     pools.push(...dec.networks.map((s) => ({ node: d.node, ...s })));
     const count = Object.values(dec.candidates).reduce((a, c) => a + c.length, 0);
+    const purge = opts.retentionS === undefined ? [] : expiredQuarantines(listings.get(d.node)!, opts.retentionS, opts.runTag);
     if (opts.excluded.includes(d.node)) {
-      if (count) skipped.push({ name: d.node, reason: 'labelled kubemend.io/exclude=true' });
+      if (count || purge.length) skipped.push({ name: d.node, reason: 'labelled kubemend.io/exclude=true' });
       continue;
     }
     if (dec.blocked) {
       skipped.push({ name: d.node, reason: dec.blocked });
       continue;
     }
-    if (count === 0) continue;
+    if (count === 0 && purge.length === 0) continue;
     const live: LiveFile[] = dec.files.filter((f) => f.verdict.kind === 'live').map((f) => ({ network: f.network, ip: f.name, containerId: f.containerId!, mtime: f.mtime! }));
     const unparsable = dec.files.filter((f): f is FileDecision & { verdict: { kind: 'unparsable'; problem: string } } => f.verdict.kind === 'unparsable').map((f) => ({ network: f.network, name: f.name, problem: f.verdict.problem }));
     const steps = Object.entries(dec.candidates).map(([net, c]) => {
       const batches = Math.ceil(c.length / RELEASE_BATCH);
       return `network ${net}: under host-local's lock (flock /var/lib/cni/networks/${net}/lock), list the sandboxes again and move each of ${c.length} candidate file(s) that still names the same gone container with the same mtime into ${QUARANTINE_DIR}/${opts.runTag}/${net}/ (${batches} exec${batches === 1 ? '' : 's'})`;
     });
+    if (purge.length) {
+      const files = purge.reduce((a, q) => a + q.files, 0);
+      steps.push(`delete ${purge.length} earlier run(s)' quarantine kept past the retention (${days(opts.retentionS!)}; ${files} file(s)), each only if unchanged since this listing: ${purge.map((q) => `rm -r ${QUARANTINE_DIR}/${q.runTag} (${q.files} file(s), last changed ${days(dec.now - q.mtime)} ago)`).join('; ')}`);
+    }
     steps.push(`list the node again: every released address is free or held by a live sandbox, and the ${live.length} live sandbox file(s) are as they were`);
-    nodes.push({ name: d.node, role: opts.controlPlane.includes(d.node) ? 'control-plane' : 'worker', steps, now: dec.now, networks: dec.networks, candidates: dec.candidates, live, unparsable });
+    nodes.push({ name: d.node, role: opts.controlPlane.includes(d.node) ? 'control-plane' : 'worker', steps, now: dec.now, networks: dec.networks, candidates: dec.candidates, live, unparsable, ...(purge.length ? { purge } : {}) });
   }
   const summary = [
     `Grace period ${secs(opts.graceS)}: a file is a candidate when no live sandbox or container has its id and it was written at least that long ago; it is released only if it is still one under host-local's lock.`,
     ...(opts.graceS < GRACE_WARN_S ? [`WARNING: a grace period under ${GRACE_WARN_S} s can release the file of a sandbox whose CNI ADD has returned but which the runtime has not recorded yet: use it only on a node that is not starting pods.`] : []),
     `No cordon or drain: ${NO_DRAIN_WHY.replace(/^no cordon or drain: /, '')}.`,
-    `Released files are moved, not deleted: kubemend ipam-gc restore <run> puts them back.`,
+    `Released files are moved, not deleted: kubemend ipam-gc restore <run> puts them back${opts.retentionS === undefined ? '' : ` within the retention (${days(opts.retentionS)} after the run's last change; then a later run deletes them, which has no undo)`}.`,
     ...(nodes.length > 1 ? [`Up to ${Math.min(opts.parallel ?? 1, nodes.length)} node(s) at once; after a node fails, no other node starts.`] : []),
     ...pools.map((p) => `${p.node} ${p.network}: capacity ${p.capacity ?? '?'}, in use ${p.inUse}, leaked ${p.leaked}, candidates ${p.candidates}${p.unparsable ? `, ${p.unparsable} unreadable (left alone)` : ''}`),
   ];
-  const content = { graceS: opts.graceS, nodes: nodes.map((n) => [n.name, n.candidates]), skipped };
+  const content = { graceS: opts.graceS, nodes: nodes.map((n) => (n.purge ? [n.name, n.candidates, n.purge] : [n.name, n.candidates])), skipped };
   return { id: planId(content), nodes, skipped, summary, graceS: opts.graceS, pools };
 }
 
@@ -200,6 +217,22 @@ export interface IpamGcFixed {
   releasedCount: number;
   quarantine: string;
   networks: NetworkRelease[];
+  /** Earlier runs' quarantines deleted past the retention (absent when none was). */
+  purged?: QuarantinePurge;
+}
+
+/** What the retention purge did on a node. */
+export interface QuarantinePurge {
+  purged: Array<{ runTag: string; files: number }>;
+  /** Deleted by an earlier attempt of this run. */
+  gone: string[];
+  kept: Array<{ runTag: string; reason: string }>;
+}
+
+/** What is wrong after the purge, from a fresh listing: a purged run's quarantine still there. */
+export function problemsAfterPurge(p: QuarantinePurge, after: NodeIpamListing): string[] {
+  const left = new Set((after.quarantine ?? []).map((q) => q.runTag));
+  return [...p.purged.map((x) => x.runTag), ...p.gone].filter((t) => left.has(t)).map((t) => `${QUARANTINE_DIR}/${t}: purged, but it is still there`);
 }
 
 /** What `kubemend ipam-gc restore` did on each node. */

@@ -21,7 +21,7 @@
  *    has a file again (re-used since the release).
  */
 import { dumpedFiles } from './diagnose-script';
-import { CNI_NETWORKS_DIR, CONTAINER_ID, type HostLocalEntry, type IpRange, isAddressName, NETWORK_NAME, type NodeIpamListing, QUARANTINE_DIR, type ReleaseCandidate, RUN_TAG } from './ipam-gc';
+import { CNI_NETWORKS_DIR, CONTAINER_ID, type HostLocalEntry, type IpRange, isAddressName, NETWORK_NAME, type NodeIpamListing, QUARANTINE_DIR, type QuarantineRun, type ReleaseCandidate, RUN_TAG } from './ipam-gc';
 import { parseSections, sectionScriptArgv } from './probe-script';
 
 /** Exit statuses of RELEASE_SCRIPT and RESTORE_SCRIPT besides 0 (done) and 1 (a command failed). */
@@ -53,6 +53,7 @@ export const IPAM_LIST_SECTIONS = {
   containers: 'crictl ps -a -q',
   cniConf: '/etc/cni/net.d/*',
   subnetEnv: '/run/flannel/subnet.env',
+  quarantine: `${QUARANTINE_DIR}/*`,
 } as const;
 
 /**
@@ -100,6 +101,22 @@ const FILES_FN = [
   '}',
 ].join('\n');
 
+/**
+ * The runs' quarantine directories, with two `find`s whatever their number: per directory
+ * (a run's and its networks') `qdir <path> <mtime>`, per run `qfiles <tag> <count>`, and
+ * `qodd` for an entry that is no directory (a symlink, a file): left alone.
+ */
+const QUARANTINE_FN = [
+  'quarantine() {',
+  `  q=${QUARANTINE_DIR}`,
+  '  [ -e "$q" ] || [ -L "$q" ] || return 0',
+  '  if [ -L "$q" ] || [ ! -d "$q" ]; then echo "$q is not a directory" >&2; return 1; fi',
+  '  find "$q" -mindepth 1 -maxdepth 1 ! -type d -printf "qodd\\n"',
+  '  find "$q" -mindepth 1 -maxdepth 2 -type d -printf "qdir\\t%P\\t%Ts\\n"',
+  `  find "$q" -mindepth 3 -maxdepth 3 -type f -printf "%P\\n" | awk -F/ '{ c[$1]++ } END { for (k in c) printf "qfiles\\t%s\\t%d\\n", k, c[k] }'`,
+  '}',
+].join('\n');
+
 const SECRET_LINES = 'password|psk|secret|private|token';
 
 export const LISTING_SCRIPT = [
@@ -116,6 +133,8 @@ export const LISTING_SCRIPT = [
   'section containers runtime crictl ps -a -q',
   'section cniConf dump /etc/cni/net.d/*',
   'section subnetEnv cat -- /run/flannel/subnet.env',
+  QUARANTINE_FN,
+  'section quarantine quarantine',
 ].join('\n');
 
 export function listingArgv(marker: string): string[] {
@@ -275,7 +294,37 @@ export function parseListing(stdout: string, marker: string): NodeIpamListing | 
   const env = sections.subnetEnv?.exitCode === 0 ? sections.subnetEnv.text : null;
   const { ranges, elsewhere } = hostLocalRanges(conf, env);
   problems.push(...elsewhere);
-  return { now: Number(nowSec.text.trim()), networks, entries, sandboxes, containers, ranges, problems };
+  const quarantine = parseQuarantineRuns(sections.quarantine, problems);
+  return { now: Number(nowSec.text.trim()), networks, entries, sandboxes, containers, ranges, problems, quarantine };
+}
+
+/** The listing's quarantine section: one entry per run directory whose name is a run tag. */
+function parseQuarantineRuns(sec: { exitCode: number; text: string } | undefined, problems: string[]): QuarantineRun[] | null {
+  if (!sec || sec.exitCode !== 0) {
+    problems.push(`${QUARANTINE_DIR}: ${sec ? sec.text.trim().slice(0, 200) || `exit ${sec.exitCode}` : 'not listed (the script was cut short)'}`);
+    return null;
+  }
+  const runs = new Map<string, QuarantineRun>();
+  let odd = 0;
+  for (const line of sec.text.split('\n')) {
+    if (line === '') continue;
+    const f = line.split('\t');
+    if (f[0] === 'qodd' && f.length === 1) odd++;
+    else if (f[0] === 'qdir' && f.length === 3 && /^\d+$/.test(f[2])) {
+      const [tag, net, extra] = f[1].split('/');
+      if (!RUN_TAG.test(tag) || extra !== undefined || (net !== undefined && !NETWORK_NAME.test(net))) odd += net === undefined ? 1 : 0;
+      else {
+        const r = runs.get(tag) ?? { runTag: tag, mtime: 0, files: 0 };
+        r.mtime = Math.max(r.mtime, Number(f[2]));
+        runs.set(tag, r);
+      }
+    } else if (f[0] === 'qfiles' && f.length === 3 && /^\d+$/.test(f[2])) {
+      const r = runs.get(f[1]);
+      if (r) r.files = Number(f[2]);
+    } else problems.push(`unexpected line in the quarantine listing: ${JSON.stringify(line.slice(0, 120))}`);
+  }
+  if (odd) problems.push(`${odd} entr${odd === 1 ? 'y' : 'ies'} in ${QUARANTINE_DIR} that are not a run's directory: left alone`);
+  return [...runs.values()].sort((a, b) => a.runTag.localeCompare(b.runTag));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -603,4 +652,75 @@ export function parseQuarantineList(stdout: string): { networks: Array<{ network
     networks.push({ network: m[1], files: Number(m[2]) });
   }
   return done ? { networks } : { error: 'the quarantine listing was cut short' };
+}
+
+// ---------------------------------------------------------------------------------------
+// The retention purge
+
+/**
+ * $1 retention in seconds, then (run tag, mtime as listed) per run. Deletes a run's
+ * quarantine directory only if it is still a directory (not a symlink) under QUARANTINE_DIR,
+ * its newest mtime is still the one listed (no release or restore since), and it is at least
+ * the retention old on the node's clock now. Prints one line per run, then `done`:
+ *   purged <tag> <files>   deleted, with the number of files it held
+ *   gone <tag>             no such directory (an earlier attempt deleted it)
+ *   kept <tag> <reason>    changed | young | odd
+ *   failed <tag>           rm failed (stderr says why)
+ * Never follows a symlink (rm -r does not), never leaves the quarantine's filesystem.
+ */
+export const PURGE_SCRIPT = [
+  'set -u',
+  `q=${QUARANTINE_DIR}`,
+  'bad() { echo "$1" >&2; exit 2; }',
+  'ret=$1; shift',
+  'case "$ret" in ""|*[!0-9]*) bad "bad retention" ;; esac',
+  '[ -L "$q" ] && bad "$q is a symlink"',
+  'now=$(date +%s)',
+  'while [ $# -ge 2 ]; do',
+  '  tag=$1; seen=$2; shift 2',
+  '  case "$tag" in ""|-*|*[!A-Za-z0-9-]*) bad "bad run tag" ;; esac',
+  '  case "$seen" in ""|*[!0-9]*) bad "bad mtime" ;; esac',
+  '  d=$q/$tag',
+  '  if [ ! -e "$d" ] && [ ! -L "$d" ]; then printf "gone\\t%s\\n" "$tag"; continue; fi',
+  '  if [ -L "$d" ] || [ ! -d "$d" ]; then printf "kept\\t%s\\todd\\n" "$tag"; continue; fi',
+  '  m=$(find "$d" -maxdepth 1 -type d -printf "%Ts\\n" | sort -n | tail -n 1)',
+  '  if [ "$m" != "$seen" ]; then printf "kept\\t%s\\tchanged\\n" "$tag"; continue; fi',
+  '  if [ $((now - m)) -lt "$ret" ]; then printf "kept\\t%s\\tyoung\\n" "$tag"; continue; fi',
+  '  n=$(find "$d" -mindepth 2 -maxdepth 2 -type f | wc -l)',
+  '  if rm -rf --one-file-system -- "$d"; then printf "purged\\t%s\\t%s\\n" "$tag" "$n"; else printf "failed\\t%s\\n" "$tag"; fi',
+  'done',
+  '[ $# -eq 0 ] || bad "odd arguments"',
+  'echo done',
+].join('\n');
+
+export function purgeArgv(retentionS: number, runs: ReadonlyArray<Pick<QuarantineRun, 'runTag' | 'mtime'>>): string[] {
+  if (!Number.isSafeInteger(retentionS) || retentionS < 0) throw new Error(`not a retention: ${retentionS}`);
+  for (const r of runs) if (!RUN_TAG.test(r.runTag) || !Number.isSafeInteger(r.mtime) || r.mtime < 0) throw new Error(`not a quarantined run: ${JSON.stringify(r)}`);
+  return ['sh', '-c', PURGE_SCRIPT, 'kubemend-ipam-purge', String(retentionS), ...runs.flatMap((r) => [r.runTag, String(r.mtime)])];
+}
+
+export type PurgeOutcome = { runTag: string; result: 'purged'; files: number } | { runTag: string; result: 'gone' | 'failed' } | { runTag: string; result: 'kept'; reason: 'changed' | 'young' | 'odd' };
+
+export function parsePurge(stdout: string, runs: ReadonlyArray<Pick<QuarantineRun, 'runTag'>>): { outcomes: PurgeOutcome[]; complete: boolean; problems: string[] } {
+  const asked = new Set(runs.map((r) => r.runTag));
+  const outcomes: PurgeOutcome[] = [];
+  const problems: string[] = [];
+  let complete = false;
+  for (const line of stdout.split('\n')) {
+    if (line === '') continue;
+    if (line === 'done') {
+      complete = true;
+      continue;
+    }
+    const f = line.split('\t');
+    if (!asked.has(f[1] ?? '')) problems.push(`unexpected line: ${JSON.stringify(line.slice(0, 120))}`);
+    else if (f[0] === 'purged' && /^\d+$/.test(f[2] ?? '') && f.length === 3) outcomes.push({ runTag: f[1], result: 'purged', files: Number(f[2]) });
+    else if ((f[0] === 'gone' || f[0] === 'failed') && f.length === 2) outcomes.push({ runTag: f[1], result: f[0] });
+    else if (f[0] === 'kept' && (f[2] === 'changed' || f[2] === 'young' || f[2] === 'odd') && f.length === 3) outcomes.push({ runTag: f[1], result: 'kept', reason: f[2] });
+    else problems.push(`unexpected line: ${JSON.stringify(line.slice(0, 120))}`);
+  }
+  const answered = new Set(outcomes.map((o) => o.runTag));
+  const missing = runs.filter((r) => !answered.has(r.runTag));
+  if (missing.length) problems.push(`no answer for ${missing.map((r) => r.runTag).join(', ')}`);
+  return { outcomes, complete: complete && missing.length === 0 && problems.length === 0, problems };
 }

@@ -115,7 +115,24 @@ export interface NodeIpamListing {
   ranges: Record<string, IpRange[]>;
   /** What could not be read, in words. */
   problems: string[];
+  /**
+   * The runs' quarantine directories on the node; null if they could not be read. Absent in
+   * listings taken before quarantines were listed (read as none).
+   */
+  quarantine?: QuarantineRun[] | null;
 }
+
+/** One run's directory under QUARANTINE_DIR, as the listing saw it. */
+export interface QuarantineRun {
+  runTag: string;
+  /** The newest mtime of the run's directory and its network directories: the last release or restore. */
+  mtime: number;
+  /** Files in it (released addresses not restored). */
+  files: number;
+}
+
+/** How long a run's quarantine is kept after its last change, by default: a week. */
+export const DEFAULT_RETENTION_S = 7 * 86_400;
 
 export type FileVerdict =
   | { kind: 'live' }

@@ -66,6 +66,8 @@ export const IpamGcInput = RunbookInput.extend({
   graceMs: z.number().int().min(0).max(7 * 86_400_000).default(15 * 60_000),
   /** Nodes collected at once (the node stays in service, so the disruption budget does not apply). */
   parallel: z.number().int().min(1).max(64).default(4),
+  /** How long a run's quarantine is kept after its last change; a later run deletes older ones. */
+  retentionMs: z.number().int().min(3_600_000).max(365 * 86_400_000).default(7 * 86_400_000),
 }).strict();
 export type IpamGcInput = z.input<typeof IpamGcInput>;
 

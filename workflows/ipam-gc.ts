@@ -35,7 +35,9 @@ import {
   type NetworkRelease,
   NO_DRAIN_WHY,
   planIpamGc,
+  problemsAfterPurge,
   problemsAfterRelease,
+  type QuarantinePurge,
   QUARANTINE_DIR,
   runTagOf,
 } from '../lib/ipam-gc-plan';
@@ -51,6 +53,7 @@ type Input = ReturnType<typeof IpamGcInput.parse>;
 type Facts = IpamGcFacts & { graceS: number };
 
 const ReleasingLeakedIps = 'ReleasingLeakedIps';
+const PurgingQuarantine = 'PurgingQuarantine';
 
 /** How many nodes are listed at once. */
 const READ_CONCURRENCY = 8;
@@ -75,7 +78,13 @@ async function listNodes(run: RunContext<Input>, nodes: readonly string[]): Prom
   return { graceS: graceOf(run.input), nodes: listed };
 }
 
-export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRelease[], IpamGcFixed> = {
+/** What a node's steps did: the release per network, and the retention purge if the plan had one. */
+interface Applied {
+  releases: NetworkRelease[];
+  purged?: QuarantinePurge;
+}
+
+export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, Applied, IpamGcFixed> = {
   name: 'ipam-gc',
   disruption: { outOfService: false, reboots: false, why: NO_DRAIN_WHY },
   lanes: (input) => input.parallel,
@@ -92,6 +101,7 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRel
       controlPlane: run.apiNodes.filter((n) => n.controlPlane).map((n) => n.name),
       runTag: runTagOf(run.runId),
       parallel: run.input.parallel,
+      retentionS: Math.floor(run.input.retentionMs / 1000),
     }),
 
   async apply(planned: IpamGcNode, ctx: NodeContext<Input>) {
@@ -105,23 +115,30 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, NetworkRel
       recordIpamReleased(ctx.cluster, ctx.node, network, r.released.length + r.already.length);
       out.push(r);
     }
-    return out;
+    let purged: QuarantinePurge | undefined;
+    if (planned.purge?.length) {
+      ctx.step(PurgingQuarantine, `${planned.purge.length} run(s) past the retention`);
+      // No undo: these files were leaked reservations, kept for the retention so an operator could put them back.
+      purged = await ctx.acts.purgeQuarantine({ cluster: ctx.cluster, node: ctx.node, retentionS: Math.floor(ctx.input.retentionMs / 1000), runs: planned.purge, audit: ctx.audit });
+      if (purged.gone.length) ctx.resumed.push('purge');
+    }
+    return { releases: out, purged };
   },
 
-  async verifyNode(planned, releases, ctx) {
+  async verifyNode(planned, { releases, purged }, ctx) {
     const after = await ctx.acts.listHostLocal({ cluster: ctx.cluster, node: ctx.node });
     recordListing(ctx.cluster, ctx.node, after, graceOf(ctx.input));
-    const problems = problemsAfterRelease(planned, releases, after);
+    const problems = [...problemsAfterRelease(planned, releases, after), ...(purged ? problemsAfterPurge(purged, after) : [])];
     if (problems.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `${ctx.node} after the release: ${problems.join('; ')}`, nonRetryable: true });
     const releasedCount = releases.reduce((a, r) => a + r.released.length + r.already.length, 0);
     const quarantine = `${QUARANTINE_DIR}/${ctx.runTag}`;
     return {
-      result: { name: ctx.node, releasedCount, quarantine, networks: releases },
-      detail: `${releasedCount} leaked address(es) released into ${quarantine}`,
+      result: { name: ctx.node, releasedCount, quarantine, networks: releases, ...(purged ? { purged } : {}) },
+      detail: `${releasedCount} leaked address(es) released into ${quarantine}${purged?.purged.length ? `; ${purged.purged.length} earlier quarantine(s) deleted past the retention` : ''}`,
       record: {
         action: `verified: the ${releasedCount} released address(es) are free or held by a live sandbox; the ${planned.live.length} live sandbox file(s) are as they were`,
         before: { networks: planned.networks },
-        after: { releasedCount, perNetwork: releases.map((r) => ({ network: r.network, released: r.released.length + r.already.length, kept: r.kept.length, gone: r.gone.length })), quarantine },
+        after: { releasedCount, perNetwork: releases.map((r) => ({ network: r.network, released: r.released.length + r.already.length, kept: r.kept.length, gone: r.gone.length })), quarantine, ...(purged ? { purged } : {}) },
       },
     };
   },

@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { SshConnector } from '../../activities/ssh';
 import { decideNode, type NodeIpamDecision, type ReleaseCandidate } from '../../lib/ipam-gc';
-import { listingArgv, parseListing, parseRelease, parseRestore, releaseArgv, restoreArgv, IpamScriptExit } from '../../lib/ipam-gc-scripts';
+import { listingArgv, parseListing, parsePurge, parseRelease, parseRestore, PURGE_SCRIPT, purgeArgv, releaseArgv, restoreArgv, IpamScriptExit } from '../../lib/ipam-gc-scripts';
 import type { NodeTarget } from '../../lib/config';
 import { CNI_BIN, CniPluginError, podAdd, podForget } from '../lab/cni';
 import { down, type LabState, LIVE_PODS_PER_NODE, Patience, up } from '../lab/lab';
@@ -259,4 +259,47 @@ test('restore puts the files back byte for byte, refusing the addresses in use a
 test('the files ipam-gc cannot read as reservations were left as they were', async () => {
   const now = await snapshot(NET);
   for (const name of ['10.244.0.255', 'notes.txt', 'lock']) expect([name, now.get(name)]).toEqual([name, before.get(name)]);
+});
+
+test('the retention purge: the listing sees each run\'s quarantine; only one old enough and unchanged since is deleted, never through a symlink', async () => {
+  const Q = '/var/lib/kubemend/ipam-quarantine';
+  // Four runs' quarantines: old, old but changed after the listing, young, and a symlink to a directory that must survive.
+  await sh(
+    `mkdir -p ${Q}/run-old/cbr0 ${Q}/run-changed/cbr0 ${Q}/run-young/cbr0 /tmp/keep-me && printf x > /tmp/keep-me/f && ` +
+      `for r in old changed young; do printf "%s\\r\\neth0" ${'a'.repeat(64)} > ${Q}/run-$r/cbr0/10.244.9.1; printf y > ${Q}/run-$r/cbr0/10.244.9.2; done && ` +
+      `ln -sfn /tmp/keep-me ${Q}/run-link && touch -d "10 days ago" ${Q}/run-old ${Q}/run-old/cbr0 ${Q}/run-changed ${Q}/run-changed/cbr0 && touch -d "1 hour ago" ${Q}/run-young ${Q}/run-young/cbr0`,
+  );
+  const marker = 'f00dfeedf00dfeedf00d';
+  const listing = parseListing((await run(listingArgv(marker))).stdout, marker);
+  if ('error' in listing) throw new Error(listing.error);
+  const byTag = new Map((listing.quarantine ?? []).map((q) => [q.runTag, q]));
+  expect(byTag.get('run-old')).toEqual({ runTag: 'run-old', mtime: expect.any(Number), files: 2 });
+  expect(listing.now - byTag.get('run-old')!.mtime).toBeGreaterThanOrEqual(10 * 86_400);
+  expect(byTag.has('run-link')).toBe(false);
+  expect(listing.problems).toContain("1 entry in /var/lib/kubemend/ipam-quarantine that are not a run's directory: left alone");
+
+  // After the listing, run-changed gets a file restored out of it (its network directory changes).
+  await sh(`rm ${Q}/run-changed/cbr0/10.244.9.2`);
+  const asked = ['run-old', 'run-changed', 'run-young'].map((t) => byTag.get(t)!);
+  const r = await run(purgeArgv(7 * 86_400, [...asked, { runTag: 'run-link', mtime: 0 }, { runTag: 'run-never', mtime: 0 }]));
+  expect(r.stderr).toBe('');
+  expect(r.exitCode).toBe(0);
+  const report = parsePurge(r.stdout, [...asked, { runTag: 'run-link' }, { runTag: 'run-never' }]);
+  expect(report.complete).toBe(true);
+  expect(report.outcomes).toEqual([
+    { runTag: 'run-old', result: 'purged', files: 2 },
+    { runTag: 'run-changed', result: 'kept', reason: 'changed' },
+    { runTag: 'run-young', result: 'kept', reason: 'young' },
+    { runTag: 'run-link', result: 'kept', reason: 'odd' },
+    { runTag: 'run-never', result: 'gone' },
+  ]);
+  // (The earlier tests' runs, ipam-gc-run-*, are not this test's.)
+  expect((await sh(`ls ${Q} | grep '^run-'; cat /tmp/keep-me/f`)).split('\n')).toEqual(['run-changed', 'run-link', 'run-young', 'x']);
+  // Run again: what was purged is gone, nothing else changes.
+  const again = parsePurge((await run(purgeArgv(7 * 86_400, [asked[0]]))).stdout, [asked[0]]);
+  expect(again.outcomes).toEqual([{ runTag: 'run-old', result: 'gone' }]);
+  // A tag the worker would refuse is refused by the script too, before anything.
+  const bad = await run(['sh', '-c', PURGE_SCRIPT, 'kubemend-ipam-purge', '0', '../../tmp/keep-me', '0']);
+  expect(bad.exitCode).toBe(IpamScriptExit.BadInput);
+  await sh(`rm -rf ${Q}/run-changed ${Q}/run-young ${Q}/run-link /tmp/keep-me`);
 });
