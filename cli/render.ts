@@ -5,7 +5,7 @@ import type { MachineIdResult } from '../lib/remediation-input';
 import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
 import type { StaleCniResult } from '../workflows/stale-cni';
-import type { IpamGcPlan, IpamGcRestoreResult } from '../lib/ipam-gc-plan';
+import { type IpamGcPlan, type IpamGcRestoreResult, RESULT_CANDIDATES_MAX } from '../lib/ipam-gc-plan';
 import type { RunStatus } from '../lib/run-status';
 import type { RunbookPlan } from '../lib/runbook';
 import type { IpRoute } from '../lib/node-facts';
@@ -150,11 +150,12 @@ export function ipamGcText(r: IpamGcResult, runId: string): string {
         lines.push(`  candidates on ${n.name} ${net} (${cands.length}):`);
         for (const c of cands) lines.push(`    ${c.ip.padEnd(16)} container ${c.containerId.slice(0, 12)}  age ${n.now - c.mtime} s`);
       }
+      if (n.omitted?.candidates) lines.push(`  ${n.omitted.candidates} more candidate(s) on ${n.name} not listed: a run's result lists at most ${RESULT_CANDIDATES_MAX} (the pools above count them all; run with fewer --node to list them)`);
     }
   }
   for (const n of r.nodes) {
     lines.push(`  ${n.name}: released ${n.releasedCount} address(es) into ${n.quarantine}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
-    for (const x of n.networks) lines.push(`    ${x.network}: released ${x.released.length + x.already.length}, kept ${x.kept.length}${x.kept.length ? ` (${[...new Set(x.kept.map((k) => k.reason))].join(', ')})` : ''}, gone meanwhile ${x.gone.length}`);
+    for (const x of n.networks) lines.push(`    ${x.network}: released ${x.releasedCount}, kept ${x.keptCount}${x.keptCount ? ` (${[...new Set(x.kept.map((k) => k.reason))].join(', ')})` : ''}, gone meanwhile ${x.goneCount}`);
     if (n.purged) lines.push(`    quarantine past the retention: deleted ${n.purged.purged.map((p) => `${p.runTag} (${p.files} file(s))`).join(', ') || 'none'}${n.purged.kept.length ? `; kept ${n.purged.kept.map((k) => `${k.runTag} (${k.reason})`).join(', ')}` : ''}`);
   }
   if (r.nodes.length) lines.push(`  to put them back: kubemend ipam-gc restore ${runId}`);

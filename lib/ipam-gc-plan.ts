@@ -40,6 +40,33 @@ export interface IpamGcNode extends PlannedNode {
   unparsable: Array<{ network: string; name: string; problem: string }>;
   /** Earlier runs' quarantines past the retention: deleted after the release (absent in plans made before the purge existed). */
   purge?: QuarantineRun[];
+  /** In a run's result only: candidates and live files left out of the lists above to keep the result small (planForResult). */
+  omitted?: { candidates: number; live: number };
+}
+
+/** Candidates a run's result lists in full, over all nodes; past it, the result gives counts (the audit records list every address). */
+export const RESULT_CANDIDATES_MAX = 1000;
+
+/**
+ * The plan as a run's result carries it. Temporal refuses a result over 2 MB, and a plan of
+ * 50 nodes with full ranges is about 1.6 MB of candidates: past RESULT_CANDIDATES_MAX the
+ * lists are cut (in plan order) and each node says how many it left out. Live files are only
+ * for verify: the result counts them.
+ */
+export function planForResult(plan: IpamGcPlan, max = RESULT_CANDIDATES_MAX): IpamGcPlan {
+  let room = max;
+  const nodes = plan.nodes.map((n) => {
+    const candidates: Record<string, ReleaseCandidate[]> = {};
+    let cut = 0;
+    for (const [net, list] of Object.entries(n.candidates)) {
+      const kept = list.slice(0, Math.max(0, room));
+      room -= kept.length;
+      cut += list.length - kept.length;
+      candidates[net] = kept;
+    }
+    return { ...n, candidates, live: [], omitted: { candidates: cut, live: n.live.length } };
+  });
+  return { ...plan, nodes };
 }
 
 export interface IpamGcPlan extends RunbookPlan {
@@ -216,9 +243,30 @@ export interface IpamGcFixed {
   /** Addresses moved into the quarantine by this run (with those an earlier attempt moved). */
   releasedCount: number;
   quarantine: string;
-  networks: NetworkRelease[];
+  /** Per network, counts: the addresses themselves are in the network's audit record (a result has a size limit). */
+  networks: NetworkOutcome[];
   /** Earlier runs' quarantines deleted past the retention (absent when none was). */
   purged?: QuarantinePurge;
+}
+
+/** A network's release as a run's result gives it. */
+export interface NetworkOutcome {
+  network: string;
+  /** Moved into the quarantine by this run (with those an earlier attempt moved). */
+  releasedCount: number;
+  /** Of those, moved by an earlier attempt (found in the quarantine on a retry). */
+  alreadyCount: number;
+  /** Candidates the release kept (live again, changed, ...), the first KEPT_IN_RESULT of them. */
+  kept: Array<{ ip: string; containerId: string; reason: string }>;
+  keptCount: number;
+  /** Files gone before the release (host-local's own DEL). */
+  goneCount: number;
+}
+
+const KEPT_IN_RESULT = 50;
+
+export function networkOutcome(r: NetworkRelease): NetworkOutcome {
+  return { network: r.network, releasedCount: r.released.length + r.already.length, alreadyCount: r.already.length, kept: r.kept.slice(0, KEPT_IN_RESULT), keptCount: r.kept.length, goneCount: r.gone.length };
 }
 
 /** What the retention purge did on a node. */

@@ -35,6 +35,8 @@ import {
   type NetworkRelease,
   NO_DRAIN_WHY,
   planIpamGc,
+  networkOutcome,
+  planForResult,
   problemsAfterPurge,
   problemsAfterRelease,
   type QuarantinePurge,
@@ -88,6 +90,7 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, Applied, I
   name: 'ipam-gc',
   disruption: { outOfService: false, reboots: false, why: NO_DRAIN_WHY },
   lanes: (input) => input.parallel,
+  planForResult,
 
   gather: (run) => listNodes(run, run.selected),
 
@@ -133,7 +136,7 @@ export const ipamGcRemediation: Remediation<Input, Facts, IpamGcPlan, Applied, I
     const releasedCount = releases.reduce((a, r) => a + r.released.length + r.already.length, 0);
     const quarantine = `${QUARANTINE_DIR}/${ctx.runTag}`;
     return {
-      result: { name: ctx.node, releasedCount, quarantine, networks: releases, ...(purged ? { purged } : {}) },
+      result: { name: ctx.node, releasedCount, quarantine, networks: releases.map(networkOutcome), ...(purged ? { purged } : {}) },
       detail: `${releasedCount} leaked address(es) released into ${quarantine}${purged?.purged.length ? `; ${purged.purged.length} earlier quarantine(s) deleted past the retention` : ''}`,
       record: {
         action: `verified: the ${releasedCount} released address(es) are free or held by a live sandbox; the ${planned.live.length} live sandbox file(s) are as they were`,

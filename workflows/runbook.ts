@@ -106,6 +106,8 @@ export interface Remediation<In extends Parsed, F, P extends RunbookPlan, A, N e
   detect(facts: F, run: RunContext<In>): Finding[];
   /** Nodes to fix, in order, with their exact steps; excluded and unselected nodes go to `skipped`. */
   plan(facts: F, findings: Finding[], run: RunContext<In>): P;
+  /** The plan as the run's result carries it (default: the plan itself); a result must stay under Temporal's 2 MB. */
+  planForResult?(plan: P): P;
   /** Status lines for nodes of the plan that are shown but not fixed (e.g. a group's keeper). */
   planStatus?(plan: P): Record<string, NodeStatus>;
   /**
@@ -201,7 +203,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       await record({ node: '', step: 'refused', action: 'none', before: { findings }, outcome: 'refused', error: `${Failure.NodeStateUnexpected}: ${message}` });
       throw ApplicationFailure.create({ type: Failure.NodeStateUnexpected, message, nonRetryable: true });
     }
-    const result: RunbookResult<P, FixedByRunbook<N>> = { cluster, remediation: r.name, outcome: 'nothing to do', planId: plan.id, plan, approvedBy: null, findings, nodes: [], remaining: [] };
+    const result: RunbookResult<P, FixedByRunbook<N>> = { cluster, remediation: r.name, outcome: 'nothing to do', planId: plan.id, plan: r.planForResult ? r.planForResult(plan) : plan, approvedBy: null, findings, nodes: [], remaining: [] };
     await record({
       node: '',
       step: 'plan',

@@ -153,7 +153,7 @@ test('the approved run (--grace 0s) releases every leaked file into the quaranti
   expect(result.outcome).toBe('fixed');
   const [n1] = result.nodes;
   expect(n1).toMatchObject({ name: 'node1', releasedCount: LEAKED, quarantine: `${QUARANTINE}/${gcRun}`, resumed: [] });
-  expect(n1.networks.map((x) => [x.network, x.released.length, x.already.length, x.kept.length, x.gone.length])).toEqual([['cbr0', LEAKED, 0, 0, 0]]);
+  expect(n1.networks.map((x) => [x.network, x.releasedCount, x.alreadyCount, x.keptCount, x.goneCount])).toEqual([['cbr0', LEAKED, 0, 0, 0]]);
 
   // As an SRE checks it over ssh: the live files, lock and last_reserved_ip as they were (inode too), the rest in the quarantine as it was.
   const after = snapshot(NET);
@@ -236,7 +236,7 @@ test('the worker SIGKILLed after each kind of step: the run still releases every
     // The release's retry found every file in this run's quarantine: nothing moved twice.
     const [n1] = result!.nodes;
     expect(n1.resumed).toEqual(['release cbr0']);
-    expect(n1.networks.map((x) => [x.released.length, x.already.length, x.kept.length, x.gone.length])).toEqual([[0, LEAKED, 0, 0]]);
+    expect(n1.networks.map((x) => [x.releasedCount, x.alreadyCount, x.keptCount, x.goneCount])).toEqual([[LEAKED, LEAKED, 0, 0]]);
     expect(n1.releasedCount).toBe(LEAKED);
     const trail = await auditOf(workflowId);
     expect(trail.map((x) => [x.step, x.outcome])).toEqual([
@@ -258,3 +258,44 @@ test('the worker SIGKILLed after each kind of step: the run still releases every
     await close();
   }
 }, 600_000);
+
+test('two nodes at once (--parallel 2): both are collected, and their steps start together, not one node after the other', async () => {
+  worker ??= await startWorker(loadTestConfig(config));
+  const node2 = (cmd: string) => labSsh(dir, state.nodes.find((n) => n.name === 'node2')!.port, cmd);
+  // Five leaked files on each node, of sandboxes no runtime has (noclobber: a live file is never overwritten).
+  const leak = (run: (cmd: string) => string) =>
+    run(`set -C; mkdir -p ${NET} && : >> ${NET}/lock && for k in 240 241 242 243 244; do printf "%s\\r\\neth0" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')" > ${NET}/10.244.0.$k; done`);
+  leak(ssh);
+  leak(node2);
+  const r = await runCli(['--config', config, 'run', 'ipam-gc', '--cluster', 'lab', '--node', 'node1', '--node', 'node2', '--grace', '0s', '--parallel', '2', '--auto-approve', '--json'], {}, 300_000);
+  expect(r.stderr).not.toMatch(/run failed/);
+  expect(r.code).toBe(0);
+  const result = JSON.parse(r.stdout) as IpamGcResult;
+  expect(result.outcome).toBe('fixed');
+  expect(result.plan!.summary).toContain('Up to 2 node(s) at once; after a node fails, no other node starts.');
+  // node2 also holds the scenario's own leaked files (its range is not full): each node releases what its plan named.
+  const candidates = (node: string) => result.plan!.pools.filter((p) => p.node === node).reduce((a, p) => a + p.candidates, 0);
+  expect(candidates('node1')).toBe(5);
+  expect(candidates('node2')).toBeGreaterThanOrEqual(5);
+  expect(result.nodes.map((n) => [n.name, n.releasedCount])).toEqual([
+    ['node1', 5],
+    ['node2', candidates('node2')],
+  ]);
+  // From the run's history: both nodes' first step (the exclusion check) was scheduled before either finished.
+  const { client, close } = await testClient();
+  try {
+    const events = (await client.workflow.getHandle(runIdFrom(r.stderr)).fetchHistory()).events ?? [];
+    const scheduled = new Map<string, number>();
+    let firstDone = Infinity;
+    for (const [i, e] of events.entries()) {
+      const s = e.activityTaskScheduledEventAttributes;
+      if (s?.activityType?.name === 'checkExcluded') scheduled.set(String(e.eventId), i);
+      const done = e.activityTaskCompletedEventAttributes;
+      if (done && scheduled.has(String(done.scheduledEventId))) firstDone = Math.min(firstDone, i);
+    }
+    expect(scheduled.size).toBe(2);
+    expect(Math.max(...scheduled.values())).toBeLessThan(firstDone);
+  } finally {
+    await close();
+  }
+}, 400_000);

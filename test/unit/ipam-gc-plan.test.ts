@@ -1,5 +1,5 @@
 import type { HostLocalEntry, NodeIpamListing } from '../../lib/ipam-gc';
-import { detectLeaks, GRACE_WARN_S, type IpamGcFacts, leakLines, type NetworkRelease, planIpamGc, problemsAfterRelease, runTagOf } from '../../lib/ipam-gc-plan';
+import { detectLeaks, GRACE_WARN_S, type IpamGcFacts, leakLines, type NetworkRelease, networkOutcome, planForResult, planIpamGc, problemsAfterRelease, RESULT_CANDIDATES_MAX, runTagOf } from '../../lib/ipam-gc-plan';
 import { parseQuarantineList, quarantineListArgv, RELEASE_BATCH } from '../../lib/ipam-gc-scripts';
 
 const NOW = 1_800_000_000;
@@ -145,4 +145,37 @@ test('the quarantine listing: argv validated, output parsed, anything odd an err
   expect(parseQuarantineList('done\n')).toEqual({ networks: [] });
   expect(parseQuarantineList('net cbr0 250\n')).toEqual({ error: 'the quarantine listing was cut short' });
   expect(parseQuarantineList('net ../x 1\ndone\n')).toEqual({ error: expect.stringMatching(/^unexpected line/) });
+});
+
+describe('the plan and the release in a run\'s result (Temporal refuses results over 2 MB)', () => {
+  test('50 nodes with 250 leaked files each: the result lists the first 1000 candidates, counts the rest, and stays far below 2 MB', () => {
+    const facts: IpamGcFacts = { nodes: Array.from({ length: 50 }, (_, i) => ({ node: `n${i}`, listing: listing(250) })) };
+    const plan = planIpamGc(facts, { ...opts, selected: facts.nodes.map((n) => n.node) });
+    expect(JSON.stringify(plan).length).toBeGreaterThan(2_000_000 * 0.6);
+    const small = planForResult(plan);
+    const listed = small.nodes.reduce((a, n) => a + Object.values(n.candidates).reduce((b, c) => b + c.length, 0), 0);
+    expect(listed).toBe(RESULT_CANDIDATES_MAX);
+    expect(small.nodes.reduce((a, n) => a + n.omitted!.candidates, 0)).toBe(50 * 250 - RESULT_CANDIDATES_MAX);
+    expect(small.nodes[0].omitted).toEqual({ candidates: 0, live: 1 });
+    expect(small.nodes[4].omitted).toEqual({ candidates: 250, live: 1 });
+    expect(small.nodes.every((n) => n.live.length === 0)).toBe(true);
+    expect(small.id).toBe(plan.id);
+    expect(small.pools).toEqual(plan.pools);
+    expect(JSON.stringify(small).length).toBeLessThan(300_000);
+  });
+  test('a small plan keeps every candidate', () => {
+    const plan = planIpamGc({ nodes: [{ node: 'node1', listing: listing(3) }] }, opts);
+    expect(planForResult(plan).nodes[0].candidates).toEqual(plan.nodes[0].candidates);
+  });
+  test('a network\'s release as counts, with the first kept ones named', () => {
+    const r: NetworkRelease = {
+      network: 'cbr0',
+      released: [{ ip: '10.244.0.3', containerId: NEW, ageS: 1 }],
+      already: [{ ip: '10.244.0.4', containerId: NEW, ageS: 1 }],
+      kept: Array.from({ length: 60 }, (_, k) => ({ ip: `10.244.1.${k}`, containerId: NEW, reason: 'live' })),
+      gone: ['10.244.0.5'],
+    };
+    const o = networkOutcome(r);
+    expect({ ...o, kept: o.kept.length }).toEqual({ network: 'cbr0', releasedCount: 2, alreadyCount: 1, kept: 50, keptCount: 60, goneCount: 1 });
+  });
 });

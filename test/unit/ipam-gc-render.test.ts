@@ -26,7 +26,7 @@ test('the fixed run: released per network, and the restore command', () => {
     ...base,
     outcome: 'fixed',
     approvedBy: 'sre',
-    nodes: [{ name: 'node1', releasedCount: 1, quarantine: '/var/lib/kubemend/ipam-quarantine/ipam-gc-lab-1', networks: [{ network: 'cbr0', released: [{ ip: '10.244.0.3', containerId: GONE, ageS: 3600 }], already: [], kept: [{ ip: '10.244.0.9', containerId: GONE, reason: 'live' }], gone: [] }], uncordoned: false, resumed: [] }],
+    nodes: [{ name: 'node1', releasedCount: 1, quarantine: '/var/lib/kubemend/ipam-quarantine/ipam-gc-lab-1', networks: [{ network: 'cbr0', releasedCount: 1, alreadyCount: 0, kept: [{ ip: '10.244.0.9', containerId: GONE, reason: 'live' }], keptCount: 1, goneCount: 0 }], uncordoned: false, resumed: [] }],
   };
   const text = ipamGcText(fixed, 'ipam-gc-lab-1');
   expect(text).toContain('  node1: released 1 address(es) into /var/lib/kubemend/ipam-quarantine/ipam-gc-lab-1\n    cbr0: released 1, kept 1 (live), gone meanwhile 0\n');
