@@ -79,7 +79,7 @@ export function buildProgram(out: NodeJS.WritableStream = process.stdout): { pro
     .option('--drain-timeout <duration>', 'give up a drain after this long (default: policy.drainTimeout)')
     .option('--reboot-timeout <duration>', 'a rebooted node must be back (SSH, Node Ready) within this (default 10m)')
     .option('--route-timeout <duration>', "default-route: wait this long for the default route after re-applying the node's configuration (default 2m)")
-    .option('--pod-timeout <duration>', "default-route: wait this long for the node's new CNI pod Ready (default 5m)")
+    .option('--pod-timeout <duration>', "default-route, stale-cni: wait this long for the node's new CNI pod Ready and subnet.env (default 5m)")
     .option('--grace <duration>', 'ipam-gc: a host-local file must be at least this old to be released (default 15m; 0s on demand, for a node that is not starting pods)')
     .option('--parallel <n>', 'ipam-gc: collect on up to this many nodes at once (default 4; 1 to 64)')
     .option('--retention <duration>', "ipam-gc: keep a run's quarantine this long after its last change, then a later run deletes it (default 168h)")

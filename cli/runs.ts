@@ -16,7 +16,7 @@ import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
 import type { ProbeInput, ProbeReport } from '../lib/probe';
 import { parseDuration } from '../lib/duration';
-import type { DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult } from '../lib/remediation-input';
+import type { DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult, StaleCniInput } from '../lib/remediation-input';
 import { lockId } from '../lib/lock-id';
 import type { AuditInput } from '../lib/audit';
 import { AuditStore } from '../activities/audit-store';
@@ -28,14 +28,15 @@ import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
 import { diagnoseText } from './diagnose';
 import type { DiagnoseReport } from '../lib/diagnose';
-import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor } from './render';
+import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor, staleCniText } from './render';
 import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
+import type { StaleCniResult } from '../workflows/stale-cni';
 import type { IpamGcRestoreResult } from '../lib/ipam-gc-plan';
 
-export const REMEDIATIONS = ['probe', 'machine-id', 'default-route', 'ipam-gc'] as const;
+export const REMEDIATIONS = ['probe', 'machine-id', 'default-route', 'ipam-gc', 'stale-cni'] as const;
 /** The workflow type that runs each remediation. */
-const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc' };
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc', 'stale-cni': 'remediateStaleCni' };
 /** Workflow types of earlier versions, still shown by status and list (workflows/legacy/). */
 const LEGACY_TYPES: Record<string, string> = { machineId: 'machine-id' };
 /** Workflow types that are not `kubemend run`'s but belong to a remediation (shown by status and list). */
@@ -173,7 +174,8 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
     throw new CliError('probe is read-only: --dry-run, --auto-approve, --include-keeper, --force and --delete-emptydir-data do not apply');
   }
   if (args.remediation !== 'machine-id' && args.includeKeeper) throw new CliError('--include-keeper applies to machine-id only');
-  if (args.remediation !== 'default-route' && (args.routeTimeout !== undefined || args.podTimeout !== undefined)) throw new CliError('--route-timeout and --pod-timeout apply to default-route only');
+  if (args.remediation !== 'default-route' && args.routeTimeout !== undefined) throw new CliError('--route-timeout applies to default-route only');
+  if (args.remediation !== 'default-route' && args.remediation !== 'stale-cni' && args.podTimeout !== undefined) throw new CliError('--pod-timeout applies to default-route and stale-cni only');
   if (args.remediation !== 'ipam-gc' && (args.grace !== undefined || args.parallel !== undefined || args.retention !== undefined)) throw new CliError('--grace, --parallel and --retention apply to ipam-gc only');
   const grace = (v: string | undefined) => {
     if (v === undefined) return 15 * 60_000;
@@ -191,8 +193,10 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
         ? { routeTimeoutMs: duration('route-timeout', args.routeTimeout, 120_000, 3_600_000), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
         : args.remediation === 'ipam-gc'
           ? { graceMs: grace(args.grace), retentionMs: retention(args.retention), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
-          : {};
-  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput =
+          : args.remediation === 'stale-cni'
+            ? { podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
+            : {};
+  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput | StaleCniInput =
     args.remediation === 'probe'
       ? { cluster: args.cluster, nodes: args.node, requestedBy, reason: args.reason }
       : {
@@ -244,9 +248,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       }
       return ExitCode.Ok;
     }
-    let result: MachineIdResult | DefaultRouteResult | IpamGcResult;
+    let result: MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult;
     try {
-      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult>(handle, args.json, workflowId);
+      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult>(handle, args.json, workflowId);
     } catch (err) {
       throw endedBadly(err);
     }
@@ -257,7 +261,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
           ? defaultRouteText(result as DefaultRouteResult)
           : args.remediation === 'ipam-gc'
             ? ipamGcText(result as IpamGcResult, workflowId)
-            : machineIdText(result as MachineIdResult),
+            : args.remediation === 'stale-cni'
+              ? staleCniText(result as StaleCniResult)
+              : machineIdText(result as MachineIdResult),
     );
     return ExitCode.Ok;
   } finally {
@@ -380,6 +386,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'machine-id') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'default-route') out.write(`\n${defaultRouteText(view.result as DefaultRouteResult)}`);
     if (view.result && d.type === WORKFLOW_TYPE['ipam-gc']) out.write(`\n${ipamGcText(view.result as IpamGcResult, d.workflowId)}`);
+    if (view.result && d.type === WORKFLOW_TYPE['stale-cni']) out.write(`\n${staleCniText(view.result as StaleCniResult)}`);
     if (view.result && d.type === 'restoreIpamQuarantine') out.write(`\n${ipamGcRestoreText(view.result as IpamGcRestoreResult)}`);
     return ExitCode.Ok;
   });

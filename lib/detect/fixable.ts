@@ -6,7 +6,7 @@ export const REMEDIATION_FIXABLE = {
   'machine-id': true, // seed 000
   'node-address': false, // seed 001
   'default-route': true, // seed 002
-  'stale-cni': false, // seed 003: stale cni0/flannel.1, missing subnet.env, wrong CNI config
+  'stale-cni': true, // seed 003: stale cni0/flannel.1, missing subnet.env (light level; a wrong CNI config is refused with the manual step)
   'ipam-gc': true, // seed 003: host-local files of sandboxes that are gone
   'calico-orphans': false, // seed 004
 } as const;

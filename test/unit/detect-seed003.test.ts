@@ -10,7 +10,7 @@ test('seed 003, SSH facts only: cni0 outside the subnet host-local allocates fro
     node: 'node2',
     signature: '"cni0" already has an IP address different from the node\'s pod subnet',
     evidence: ['cni0 has 10.244.102.1/24, but every host-local reservation in /var/lib/cni/networks/cbr0 is outside 10.244.102.0/24 (e.g. 10.244.1.10)', '/run/flannel/subnet.env is missing'],
-    fixable: false,
+    fixable: true,
   });
 });
 
