@@ -8,6 +8,7 @@ import { deleteOutcome, detectStaleCniFindings, expectedFor, manualProcedure, pl
 import { DELETE_STALE_DEVICE_SCRIPT, deleteStaleDeviceArgv, parseDeleteOutput } from '../../lib/stale-cni-scripts';
 import { commandLine } from '../../lib/shell';
 import { factsOf } from '../helpers/diagnose-fixtures';
+import { staleCniText } from '../../cli/render';
 
 /**
  * The lab's all-five capture with its control plane: node1 (control plane) and, with the
@@ -349,5 +350,25 @@ describe('the delete script', () => {
       }
     });
 
+  });
+});
+
+describe('staleCniText: the CLI result', () => {
+  test('a fixed node: what was deleted, the restart, what the devices carry, the probe, the uncordon; a dry run prints the plan', () => {
+    const p = plan(lab({ joined: true, released: true }), { selected: ['node2'] });
+    const base = { cluster: 'lab', remediation: 'stale-cni', planId: p.id, plan: p, approvedBy: 'alice', findings: [], remaining: [] };
+    const fixed = staleCniText({
+      ...base,
+      outcome: 'fixed',
+      nodes: [{ name: 'node2', podCidr: '10.244.1.0/24', deleted: ['cni0'], alreadyGone: ['flannel.1'], restartedPods: ['kube-flannel/kube-flannel-ds-abcde'], newPods: ['kube-flannel/kube-flannel-ds-fghij'], flannelSubnet: '10.244.1.1/24', probeIp: '10.244.1.7', cni0: ['10.244.1.1/24'], flannel1: ['10.244.1.0/32'], uncordoned: true, resumed: ['delete-flannel.1'] }],
+    });
+    expect(fixed).toBe(
+      'stale-cni on cluster lab: fixed (approved by alice)\n' +
+        '  node2: deleted cni0, flannel.1 already gone; restarted kube-flannel/kube-flannel-ds-abcde -> kube-flannel/kube-flannel-ds-fghij; cni0 10.244.1.1/24, flannel.1 10.244.1.0/32, subnet 10.244.1.1/24; probe pod got 10.244.1.7 (podCIDR 10.244.1.0/24), uncordoned (found done on retry: delete-flannel.1)\n',
+    );
+    const dry = staleCniText({ ...base, approvedBy: null, outcome: 'planned (dry run)', nodes: [], remaining: ['node2: cni0 has 10.244.102.1/24'] });
+    expect(dry).toContain(`plan ${p.id}\n`);
+    expect(dry).toContain('  1. node2 (worker)\n       ip link delete cni0: only if it still carries exactly 10.244.102.1/24');
+    expect(dry.endsWith('  still stale: node2: cni0 has 10.244.102.1/24\n')).toBe(true);
   });
 });
