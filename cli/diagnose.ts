@@ -4,14 +4,14 @@
  * the API could not be read, 2 bad input.
  */
 import { z } from 'zod';
-import { type Config, findCluster, selectNodes } from '../lib/config';
+import type { Config } from '../lib/config';
 import type { DiagnoseInput, DiagnoseReport } from '../lib/diagnose';
 import { ExitCode } from '../lib/failures';
 import { fixCommand } from '../lib/findings';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
 import { connectClient } from './connect';
-import { CliError } from './errors';
 import { actorName, endedBadly, newRunId, parseArgs, startRun } from './runs';
+import { pickNodes } from './targets';
 
 const DiagnoseArgs = z.object({
   cluster: clusterName,
@@ -50,16 +50,13 @@ export function diagnoseText(r: DiagnoseReport): string {
 
 export async function diagnoseCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
   const args = parseArgs(DiagnoseArgs, raw);
-  const cluster = findCluster(cfg, args.cluster);
-  if (!cluster) throw new CliError(`--cluster: no cluster ${JSON.stringify(args.cluster)} in the config (it has: ${cfg.clusters.map((c) => c.name).join(', ')})`);
-  const picked = selectNodes(cluster, args.node);
-  if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
+  const nodes = pickNodes(cfg, args.cluster, args.node);
   const input: DiagnoseInput = { cluster: args.cluster, nodes: args.node, requestedBy: actorName(), reason: args.reason };
 
   const { client, connection } = await connectClient(cfg);
   try {
     const workflowId = newRunId('diagnose', args.cluster);
-    const handle = await startRun(client, cfg, { type: 'diagnose', workflowId, input, cluster: args.cluster, nodes: picked.nodes, remediation: 'diagnose', requestedBy: input.requestedBy, reason: args.reason });
+    const handle = await startRun(client, cfg, { type: 'diagnose', workflowId, input, cluster: args.cluster, nodes, remediation: 'diagnose', requestedBy: input.requestedBy, reason: args.reason });
     let report: DiagnoseReport;
     try {
       report = await handle.result();

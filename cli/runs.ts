@@ -26,6 +26,7 @@ import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { refuseIfBreakerOpen } from './breaker';
 import { connectClient } from './connect';
 import { CliError, REFUSAL_TYPES } from './errors';
+import { pickNodes } from './targets';
 import { diagnoseText } from './diagnose';
 import type { DiagnoseReport } from '../lib/diagnose';
 import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor, staleCniText } from './render';
@@ -159,10 +160,7 @@ async function follow<T>(handle: WorkflowHandle, quiet: boolean, runId?: string)
 
 export async function runCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
   const args = parseArgs(RunArgs, raw);
-  const cluster = findCluster(cfg, args.cluster);
-  if (!cluster) throw new CliError(`--cluster: no cluster ${JSON.stringify(args.cluster)} in the config (it has: ${cfg.clusters.map((c) => c.name).join(', ')})`);
-  const picked = selectNodes(cluster, args.node);
-  if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
+  const nodes = pickNodes(cfg, args.cluster, args.node);
 
   const duration = (flag: string, v: string | undefined, fallback: number, maxMs: number) => {
     if (v === undefined) return fallback;
@@ -223,11 +221,11 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       await refuseIfBreakerOpen(cfg, args.cluster, {
         record: (error) => recordByCli(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node: '', remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started (circuit breaker open)', before: null, after: null, outcome: 'refused', error }),
       });
-      await refuseIfLocked(client, args.cluster, picked.nodes, workflowId, (node, error) =>
+      await refuseIfLocked(client, args.cluster, nodes, workflowId, (node, error) =>
         recordByCli(cfg, { idempotencyKey: `${workflowId}/refused`, actor: requestedBy, reason: args.reason ?? '', cluster: args.cluster, node, remediation: args.remediation, workflowId, runId: '', step: 'refused', action: 'none: not started', before: null, after: null, outcome: 'refused', error }),
       );
     }
-    const handle = await startRun(client, cfg, { type: WORKFLOW_TYPE[args.remediation], workflowId, input, cluster: args.cluster, nodes: picked.nodes, remediation: args.remediation, requestedBy, reason: args.reason });
+    const handle = await startRun(client, cfg, { type: WORKFLOW_TYPE[args.remediation], workflowId, input, cluster: args.cluster, nodes, remediation: args.remediation, requestedBy, reason: args.reason });
     await warnIfNoWorker(client, cfg, process.stderr);
     if (args.detach) {
       out.write(args.json ? `${JSON.stringify({ runId: workflowId })}\n` : `${workflowId}\n`);

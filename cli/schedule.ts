@@ -7,7 +7,7 @@
  */
 import { type Client, ScheduleAlreadyRunning, type ScheduleDescription, ScheduleNotFoundError, ScheduleOverlapPolicy } from '@temporalio/client';
 import { z } from 'zod';
-import { type Config, findCluster, selectNodes } from '../lib/config';
+import type { Config } from '../lib/config';
 import { formatDuration, parseDuration } from '../lib/duration';
 import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
@@ -17,6 +17,7 @@ import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { connectClient } from './connect';
 import { CliError } from './errors';
 import { actorName, parseArgs, recordByCli, retentionMs } from './runs';
+import { pickNodes } from './targets';
 
 /** The workflow type each schedulable remediation starts. */
 const WORKFLOW_TYPE: Record<Schedulable, string> = { 'ipam-gc': 'remediateIpamGc' };
@@ -68,10 +69,7 @@ export function windowFromFlags(f: { windowDays?: string; windowStart?: string; 
 
 export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unknown>, out: NodeJS.WritableStream): Promise<number> {
   const args = parseArgs(CreateArgs, raw);
-  const cluster = findCluster(cfg, args.cluster);
-  if (!cluster) throw new CliError(`--cluster: no cluster ${JSON.stringify(args.cluster)} in the config (it has: ${cfg.clusters.map((c) => c.name).join(', ')})`);
-  const picked = selectNodes(cluster, args.node);
-  if ('error' in picked) throw new CliError(`--node: ${picked.error}`);
+  const nodes = pickNodes(cfg, args.cluster, args.node);
   const every = parseDuration(args.every);
   if (every === undefined || every < MIN_EVERY_MS || every > MAX_EVERY_MS) throw new CliError(`--every: ${JSON.stringify(args.every)} is not a duration from 1m to 168h (e.g. 15m, 1h)`);
   const graceMs = args.grace === undefined ? undefined : parseDuration(args.grace);
@@ -84,7 +82,7 @@ export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unk
   // Every run's input is fixed here and validated as the workflow will validate it.
   const input = IpamGcInput.safeParse({
     cluster: args.cluster,
-    nodes: args.node.length ? picked.nodes : [],
+    nodes: args.node.length ? nodes : [],
     requestedBy: `${createdBy} (schedule ${id})`.slice(0, 200),
     reason: args.reason ?? `scheduled ${args.remediation} every ${formatDuration(every)}`,
     scheduledBy: { scheduleId: id, createdBy, createdAt },
@@ -112,7 +110,7 @@ export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unk
           args: [input.data],
           typedSearchAttributes: [
             { key: SA_CLUSTER, value: args.cluster },
-            { key: SA_NODE, value: picked.nodes },
+            { key: SA_NODE, value: nodes },
             { key: SA_REMEDIATION, value: args.remediation },
           ],
           memo: { requestedBy: input.data.requestedBy, reason: input.data.reason ?? '' },
