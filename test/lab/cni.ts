@@ -135,7 +135,7 @@ export function netnsName(sandboxId: string): string {
 }
 
 /** The node's holder pid (its namespaces); a node that is down is an error. */
-function holderPid(dir: string, node: string): number {
+export function holderPid(dir: string, node: string): number {
   const state = readState(dir);
   if (!state) throw new CniInputError('the lab is down');
   if (!state.nodes.some((n) => n.name === node)) throw new CniInputError(`no lab node ${JSON.stringify(node)}`);
@@ -146,7 +146,7 @@ function holderPid(dir: string, node: string): number {
 
 
 /** Runs argv inside the node's network, mount, UTS and PID namespaces. */
-function nodeExec(pid: number, argv: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function nodeExec(pid: number, argv: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn('nsenter', ['-t', String(pid), '-n', '-m', '-u', '-p', '--', ...argv], {
       env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
@@ -181,12 +181,12 @@ async function nodeRun(pid: number, argv: string[]): Promise<void> {
  * Files are read and written inside the node (never through /proc/<pid>/root, where an
  * absolute symlink on the node would resolve on the host).
  */
-async function nodeRead(pid: number, path: string): Promise<string | undefined> {
+export async function nodeRead(pid: number, path: string): Promise<string | undefined> {
   const r = await nodeExec(pid, ['cat', '--', path]);
   return r.code === 0 ? r.stdout : undefined;
 }
 
-async function nodeList(pid: number, path: string): Promise<string[]> {
+export async function nodeList(pid: number, path: string): Promise<string[]> {
   const r = await nodeExec(pid, ['ls', '-1', '--', path]);
   return r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
 }
@@ -197,13 +197,13 @@ async function nodeList(pid: number, path: string): Promise<string[]> {
  * old one, so a reader (e.g. a StopPodSandbox looking up its record while another rewrites
  * the records) sees the old or the new file, never a truncated one.
  */
-async function nodeWrite(pid: number, path: string, text: string, append = false): Promise<void> {
+export async function nodeWrite(pid: number, path: string, text: string, append = false): Promise<void> {
   const write = append ? 'cat >> "$1"' : 'cat > "$1.kmlab-tmp.$$" && mv -f -- "$1.kmlab-tmp.$$" "$1"';
   const r = await nodeExec(pid, ['sh', '-c', `umask 077 && mkdir -p -- "$(dirname -- "$1")" && ${write}`, 'kmlab-write', path], { input: text });
   if (r.code !== 0) throw new LabError(`writing ${path} on the node: ${r.stderr.trim()}`);
 }
 
-async function nodeExists(pid: number, path: string): Promise<boolean> {
+export async function nodeExists(pid: number, path: string): Promise<boolean> {
   return (await nodeExec(pid, ['test', '-e', path])).code === 0;
 }
 
@@ -300,7 +300,7 @@ export function maskCidr(cidr: string): string {
 
 const LOOPBACK = { cniVersion: '0.3.1', name: 'cni-loopback', type: 'loopback' };
 const FLANNEL_DATA = '/var/lib/cni/flannel';
-const CRI_DB = '/var/lib/kmlab/cri';
+export const CRI_DB = '/var/lib/kmlab/cri';
 /** What a sandbox made by `crictl runp` was asked for (labels, annotations, namespace options), one JSON file each. */
 const CRI_CONFIGS = '/var/lib/kmlab/sandboxes';
 
@@ -358,7 +358,7 @@ export async function sandboxRecords(dir: string, node: string): Promise<Sandbox
   return recordsOf(holderPid(dir, node));
 }
 
-async function recordsOf(pid: number): Promise<SandboxRecord[]> {
+export async function recordsOf(pid: number): Promise<SandboxRecord[]> {
   return ((await nodeRead(pid, CRI_DB)) ?? '')
     .split('\n')
     .map(parseRecordLine)
@@ -373,18 +373,18 @@ async function findSandbox(pid: number, node: string, pod: PodRef): Promise<Sand
 
 /** Record changes on one node are serialized within this process (read, filter, write back). */
 const recordLocks = new Map<number, Promise<unknown>>();
-function withRecordLock<T>(pid: number, fn: () => Promise<T>): Promise<T> {
+export function withRecordLock<T>(pid: number, fn: () => Promise<T>): Promise<T> {
   const next = (recordLocks.get(pid) ?? Promise.resolve()).then(fn, fn);
   recordLocks.set(pid, next.catch(() => undefined));
   return next;
 }
 
-async function forgetSandboxRecord(pid: number, id: string): Promise<void> {
+export async function forgetSandboxRecord(pid: number, id: string): Promise<void> {
   return withRecordLock(pid, () => rewriteRecords(pid, id, 'forget'));
 }
 
 /** Rewrites the sandbox's pod line with `change`; with 'forget', the line and its containers' go. */
-async function rewriteRecords(pid: number, id: string, change: ((r: SandboxRecord) => SandboxRecord) | 'forget'): Promise<void> {
+export async function rewriteRecords(pid: number, id: string, change: ((r: SandboxRecord) => SandboxRecord) | 'forget'): Promise<void> {
   const text = await nodeRead(pid, CRI_DB);
   if (text === undefined) return;
   const kept: string[] = [];

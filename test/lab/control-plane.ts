@@ -23,7 +23,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
-import { type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
+import { type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
 
 export { KUBELET_LABEL } from './manifests';
 import type { LabState } from './lab';
@@ -248,6 +248,8 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
     // must leave them alone: its pod-ready stage would mark each new one Running and Ready the
     // moment it is bound, before any flanneld ran (kwok then ignores them wholly, deletion included).
     ...(state.realFlannel ? [`--disregard-status-with-label-selector=${FLANNEL_POD_LABEL.key}=${FLANNEL_POD_LABEL.value}`] : []),
+    // orphan-calico: seed 004's pods are the lab's kubelet's (calico-kubelet.ts), which reports their Calico address.
+    ...(state.scenarios.includes('orphan-calico') ? [`--disregard-status-with-label-selector=${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`] : []),
   ]);
 
   const api = adminApi(dir);

@@ -341,10 +341,20 @@ function omitEmpty(config: PodSandboxConfig): unknown {
 }
 
 /**
+ * The part of the pause container's OCI runtime spec that containerd's sandbox info carries
+ * and the lab simulates: linux.namespaces in containerd's default order (pid, ipc, uts, mount,
+ * network), the network entry with the sandbox's netns path (a tool maps a sandbox to its
+ * netns with it). The rest of the spec (process, root, mounts, cgroups) is not simulated.
+ */
+export function sandboxRuntimeSpec(r: Pick<SandboxRecord, 'netns'>): { linux: { namespaces: Array<{ type: string; path?: string }> } } {
+  return { linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: r.netns }] } };
+}
+
+/**
  * `crictl inspectp -o json`: crictl marshals {"info", "status"} through Go maps, so every
  * object's keys come out sorted. status is the CRI PodSandboxStatus as protojson writes it
- * with defaults; info is containerd's sandbox info, of which the lab has the config and
- * whether the netns is closed.
+ * with defaults; info is containerd's sandbox info, of which the lab has the config, whether
+ * the netns is closed, and the runtime spec's namespaces (sandboxRuntimeSpec).
  */
 export function inspectpJson(r: SandboxRecord, config: PodSandboxConfig | undefined): string {
   const ns = config?.linux?.security_context?.namespace_options;
@@ -359,7 +369,7 @@ export function inspectpJson(r: SandboxRecord, config: PodSandboxConfig | undefi
     runtimeHandler: '',
     state: r.state,
   };
-  const info: Record<string, unknown> = { netNamespaceClosed: r.state !== 'SANDBOX_READY' };
+  const info: Record<string, unknown> = { netNamespaceClosed: r.state !== 'SANDBOX_READY', runtimeSpec: sandboxRuntimeSpec(r) };
   if (config) info.config = omitEmpty(config);
   return `${goJson({ info, status })}\n`;
 }

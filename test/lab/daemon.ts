@@ -9,6 +9,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { kubeletStarted, setKubelet } from './control-plane';
+import { runCalicoKubelets } from './calico-kubelet';
 import { serveCriRequests } from './cri';
 import { runFlannelKubelets } from './flannel-kubelet';
 import { readState, rebootNode } from './lab';
@@ -17,6 +18,9 @@ async function main(dir: string): Promise<void> {
   const busy = new Set<string>();
   // With --real-flannel, the nodes' kubelets run kube-flannel's pods as the real flanneld, beside the requests below.
   if (readState(dir)?.realFlannel) void runFlannelKubelets(dir).catch((err) => console.error(`lab daemon: flannel kubelets stopped: ${(err as Error).stack}`));
+  // With orphan-calico and the control plane, the nodes' kubelets run seed 004's pods (Calico-style sandboxes).
+  const st = readState(dir);
+  if (st?.controlPlane && st.scenarios.includes('orphan-calico')) void runCalicoKubelets(dir).catch((err) => console.error(`lab daemon: calico kubelets stopped: ${(err as Error).stack}`));
   for (;;) {
     const state = readState(dir);
     if (!state) return; // the lab is gone

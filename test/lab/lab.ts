@@ -25,12 +25,11 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { calicoVethName } from '../../lib/calico';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { sshdConfig } from './sshd';
-import { calicoPodIp, calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
+import { calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
 import { labCnis } from './manifests';
 
@@ -392,8 +391,9 @@ export function readState(dir: string): LabState | undefined {
 /** What the crictl stand-in reports for a node, gathered from every scenario, written once. */
 class CriRecords {
   private readonly lines: string[] = ['# kubemend lab: what the crictl stand-in reports. pod <sandbox-id> <name> <namespace> <state> | container <id> <sandbox-id> <name> <pod> <state>'];
-  pod(name: string, namespace: string, sandbox = randomBytes(32).toString('hex')): string {
-    this.lines.push(`pod ${sandbox} ${name} ${namespace} SANDBOX_READY`);
+  pod(name: string, namespace: string, sandbox = randomBytes(32).toString('hex'), ip?: string): string {
+    // With an address, the full record (no uid: the pod's kubelet gives it its pod's, calico-kubelet.ts).
+    this.lines.push(`pod ${sandbox} ${name} ${namespace} SANDBOX_READY${ip ? ` - 0 ${Date.now()} ${ip}` : ''}`);
     this.lines.push(`container ${randomBytes(32).toString('hex')} ${sandbox} app ${name} CONTAINER_RUNNING`);
     return sandbox;
   }
@@ -417,25 +417,6 @@ async function writeStaleCni(nodeDir: string, index: number, name: string, cri: 
   files.push(['last_reserved_ip.0', `${prefix}.254`], ['lock', '']);
   // Written side by side, off the event loop: 255 small files cost seconds here, one after another.
   await Promise.all(files.map(([f, text]) => writeFile(join(cbr0, f), text)));
-}
-
-/**
- * seed 004, in the kernel: cali veths (host side named as Calico names them, a /32 route to
- * the pod each) for the pods that have one and for pods that are gone; the pods without a
- * veth exist only in the runtime. The pod ends live in the hub: a node's reboot takes its
- * veths down with it, as a real reboot does.
- */
-function orphanCalicoInterfaces(b: BootBatches, index: number, name: string): void {
-  const pods = calicoPods(name);
-  [...pods.withVeth, ...pods.vethOnly].forEach((pod, k) => {
-    const host = calicoVethName(pods.namespace, pod);
-    const podEnd = `p${index}x${k}`;
-    // Made from the hub's side (its batch runs first), the host end moved into the node.
-    b.hub.add('link', 'add', podEnd, 'type', 'veth', 'peer', 'name', host, 'netns', String(b.holderPid));
-    b.hub.add('link', 'set', podEnd, 'up');
-    b.node.add('link', 'set', host, 'up');
-    b.node.add('route', 'add', `${calicoPodIp(index, k)}/32`, 'dev', host, 'scope', 'link');
-  });
 }
 
 /**
@@ -630,6 +611,8 @@ export async function up(opts: UpOptions): Promise<LabState> {
   if (opts.realFlannel) {
     if (!opts.controlPlane) throw new LabError('--real-flannel needs the control plane: flanneld and the kube-flannel pods live on its API (drop --no-control-plane)');
     if (!labCnis(scenarios).includes('flannel')) throw new LabError(`--real-flannel needs a lab that runs flannel; scenarios ${scenarios.join(', ')} run ${labCnis(scenarios).join(', ')}`);
+    // kwok takes one label selector for the pods it leaves to the lab's kubelets (control-plane.ts).
+    if (scenarios.includes('orphan-calico')) throw new LabError('--real-flannel with orphan-calico: kwok can leave only one set of pods to the lab (one label selector); bring them up in separate labs');
     if (!existsSync(join(TOOLS_BIN, 'flanneld'))) throw new LabError(`--real-flannel: missing ${join(TOOLS_BIN, 'flanneld')}: run \`bash scripts/build-flannel.sh\` (or \`npm run setup\`)`);
   }
   await down(opts.dir);
@@ -652,9 +635,12 @@ export async function up(opts: UpOptions): Promise<LabState> {
       const staleCni = scenarios.includes('stale-cni');
       const orphanCalico = scenarios.includes('orphan-calico');
       if (staleCni) await writeStaleCni(nodeDir, i, prepared.name, cri);
-      if (orphanCalico) {
-        const pods = calicoPods(prepared.name);
-        for (const pod of [...pods.withVeth, ...pods.withoutVeth]) cri.pod(pod, pods.namespace);
+      // seed 004: the runtime's records of the pods that have a sandbox, and what a Calico-style DEL needs (calico-cni.ts).
+      const calicoSeeds = orphanCalico ? (await import('./calico-cni')).seedSandboxes(prepared, calicoPods(prepared.name).namespace) : [];
+      for (const s of calicoSeeds.filter((x) => x.kind !== 'vethOnly')) {
+        mkdirSync(join(nodeDir, 'varlib.upper', 'kmlab', 'calico'), { recursive: true });
+        writeFileSync(join(nodeDir, 'varlib.upper', 'kmlab', 'calico', s.id), `${JSON.stringify(s.data)}\n`);
+        cri.pod(s.pod, calicoPods(prepared.name).namespace, s.id, s.ip);
       }
       cri.write(nodeDir);
       // seed 001: `kubeadm init` without --apiserver-advertise-address on a NAT box advertised
@@ -665,11 +651,12 @@ export async function up(opts: UpOptions): Promise<LabState> {
       const port = ports[i - 1];
       const leftovers = (b: BootBatches) => {
         if (staleCni) staleCniInterfaces(b.node, i);
-        if (orphanCalico) orphanCalicoInterfaces(b, i, prepared.name);
       };
       const uplinkDown = uplinkStaysDown(scenarios, i);
       const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni && !opts.realFlannel, leftovers };
-      return { ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 };
+      const booted = { ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 };
+      if (calicoSeeds.length) await (await import('./calico-cni')).seedOrphanCalico(markedPid(opts.dir, nodeMarker(opts.dir, prepared.name))!, calicoSeeds);
+      return booted;
     });
     await Promise.all(nodes.map((n) => waitForSsh(n)));
     state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, controlPlane: !!opts.controlPlane, ...(opts.realFlannel ? { realFlannel: true } : {}), nodes };
@@ -683,6 +670,11 @@ export async function up(opts: UpOptions): Promise<LabState> {
       // Loaded here, not at the top: flannel-kubelet.ts reaches this module through flannel.ts.
       const { waitForFlannelPodsSettled } = await import('./flannel-kubelet');
       await waitForFlannelPodsSettled(opts.dir);
+    }
+    if (opts.controlPlane && scenarios.includes('orphan-calico')) {
+      // seed 004's pods are run by the daemon's kubelet (calico-kubelet.ts): up returns once each reports Running.
+      const { waitForCalicoPodsRunning } = await import('./calico-kubelet');
+      await waitForCalicoPodsRunning(opts.dir);
     }
   } catch (err) {
     await down(opts.dir);

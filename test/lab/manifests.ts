@@ -17,6 +17,11 @@ import { calicoPodIp, calicoPods, joinedAtUp, NAT_ADDRESS, podCidrPrefix } from 
 export const WORKER_USER = 'kubemend-worker';
 /** kwok plays the kubelet of Nodes labelled running (see control-plane.ts). */
 export const KUBELET_LABEL = 'lab.kubemend.io/kubelet';
+/**
+ * Pods whose kubelet is the lab's own (calico-kubelet.ts), not kwok: kwok is told to disregard
+ * pods with this label (control-plane.ts). orphan-calico's web and db pods carry it.
+ */
+export const LAB_KUBELET_POD_LABEL = { key: 'lab.kubemend.io/kubelet-pods', value: 'lab' };
 export const KUBERNETES_VERSION = 'v1.34.4';
 export const APP_NAMESPACE = 'demo';
 
@@ -165,9 +170,11 @@ const podsOf = (state: Pick<LabState, 'nodes' | 'scenarios'>) => state.nodes.map
 
 /**
  * Calico in KDD mode: the default pool, one affine /26 block per node, and an allocation
- * with its handle for every pod that has an address on the node: the pods with a veth and,
- * under orphan-calico, the pods that are gone but whose veth and address remain (seed 004).
- * The orphan-calico pods themselves are bare pods bound to their node.
+ * with its handle for every pod that has an address on the node (calicoSeedAddresses): the
+ * pods with a veth, the pods that are gone but whose veth and address remain, and the pods
+ * that run without their veth (seed 004). The lab's kubelet (calico-kubelet.ts) runs these
+ * pods: web-<node>-a/b and db-<node>-1 are bare pods bound to their node, db-<node>-0 is the
+ * one pod of the StatefulSet db-<node>, pinned to the node, so an eviction has it recreated there.
  */
 function calicoObjects(state: Pick<LabState, 'nodes' | 'scenarios'>): Obj[] {
   const crd = (kind: string, name: string, spec: Record<string, unknown>): Obj => ({ apiVersion: 'crd.projectcalico.org/v1', kind, metadata: { name }, spec });
@@ -178,25 +185,64 @@ function calicoObjects(state: Pick<LabState, 'nodes' | 'scenarios'>): Obj[] {
   ];
   if (!state.scenarios.includes('orphan-calico')) return out;
   for (const { node, pods } of podsOf(state)) {
-    const blockBase = `192.168.${200 + node.index}.0`;
-    const cidr = `${blockBase}/26`;
-    const blockName = `${blockBase.replace(/\./g, '-')}-26`;
+    const cidr = calicoBlockCidr(node.index);
+    const blockName = calicoBlockName(node.index);
     const allocations: Array<number | null> = Array.from({ length: 64 }, () => null);
     const attributes: Array<{ handle_id: string; secondary: Record<string, string> }> = [];
-    [...pods.withVeth, ...pods.vethOnly].forEach((pod, k) => {
-      const handle = `k8s-pod-network.${sandboxId(node.name, pod)}`;
-      allocations[Number(calicoPodIp(node.index, k).split('.')[3])] = attributes.length;
+    for (const { pod, ip } of calicoSeedAddresses(node)) {
+      const handle = calicoHandleId(sandboxId(node.name, pod));
+      allocations[Number(ip.split('.')[3])] = attributes.length;
       attributes.push({ handle_id: handle, secondary: { namespace: pods.namespace, node: node.name, pod, timestamp: '2026-01-01 00:00:00 +0000 UTC' } });
       out.push(crd('IPAMHandle', handle.toLowerCase(), { handleID: handle, block: { [cidr]: 1 } }));
-    });
+    }
     out.push(crd('BlockAffinity', `${node.name}-${blockName}`, { cidr, node: node.name, state: 'confirmed', deleted: 'false' }));
     out.push(crd('IPAMBlock', blockName, { cidr, affinity: `host:${node.name}`, strictAffinity: false, allocations, unallocated: allocations.flatMap((a, i) => (a === null ? [i] : [])), attributes }));
-    for (const pod of [...pods.withVeth, ...pods.withoutVeth]) {
-      out.push({ apiVersion: 'v1', kind: 'Pod', metadata: { namespace: pods.namespace, name: pod, labels: { app: pod.replace(/-.*/, '') } }, spec: { nodeName: node.name, containers: [container('app', 'nginx:1.27')], terminationGracePeriodSeconds: 5 } });
+    const labels = (pod: string) => ({ app: pod.replace(/-.*/, ''), [LAB_KUBELET_POD_LABEL.key]: LAB_KUBELET_POD_LABEL.value });
+    const podSpec = { containers: [container('app', 'nginx:1.27')], terminationGracePeriodSeconds: 5 };
+    const [owned, ...bare] = pods.withoutVeth;
+    for (const pod of [...pods.withVeth, ...bare]) {
+      out.push({ apiVersion: 'v1', kind: 'Pod', metadata: { namespace: pods.namespace, name: pod, labels: labels(pod) }, spec: { nodeName: node.name, ...podSpec } });
     }
+    // db-<node>-0: a StatefulSet's pod (the set's name plus ordinal 0). Its selector names the set
+    // alone, so it never adopts the bare db-<node>-1 (whose name has the set's name and ordinal 1).
+    const set = owned.replace(/-0$/, '');
+    const selector = { [CALICO_STATEFULSET_LABEL]: set };
+    out.push({
+      apiVersion: 'apps/v1',
+      kind: 'StatefulSet',
+      metadata: { namespace: pods.namespace, name: set, labels: { app: 'db' } },
+      spec: {
+        replicas: 1,
+        serviceName: set,
+        selector: { matchLabels: selector },
+        template: {
+          metadata: { labels: { ...labels(owned), ...selector } },
+          spec: { ...podSpec, nodeSelector: { 'kubernetes.io/hostname': node.name }, tolerations: [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }] },
+        },
+      },
+    });
   }
   return out;
 }
+
+/** The label that ties db-<node>-0 to its StatefulSet (and nothing else). */
+export const CALICO_STATEFULSET_LABEL = 'lab.kubemend.io/statefulset';
+
+/**
+ * The seed's addresses on a node, in the order they were allocated: the pods with a veth,
+ * the pods that are gone (their veth and allocation remain), the pods running without a veth.
+ */
+export function calicoSeedAddresses(node: { name: string; index: number }): Array<{ pod: string; ip: string; kind: 'withVeth' | 'vethOnly' | 'withoutVeth' }> {
+  const pods = calicoPods(node.name);
+  const all = [...pods.withVeth.map((pod) => ({ pod, kind: 'withVeth' as const })), ...pods.vethOnly.map((pod) => ({ pod, kind: 'vethOnly' as const })), ...pods.withoutVeth.map((pod) => ({ pod, kind: 'withoutVeth' as const }))];
+  return all.map((x, k) => ({ ...x, ip: calicoPodIp(node.index, k) }));
+}
+
+/** The node's affine block (192.168.200+index.0/26) and its object name, as Calico names blocks. */
+export const calicoBlockCidr = (index: number) => `192.168.${200 + index}.0/26`;
+export const calicoBlockName = (index: number) => `192-168-${200 + index}-0-26`;
+/** calico-ipam's handle for a sandbox: "<network name>.<container id>", the network k8s-pod-network. */
+export const calicoHandleId = (sandbox: string) => `k8s-pod-network.${sandbox}`;
 
 /** A stable stand-in for a pod's sandbox id (64 hex digits, as containerd's). */
 export const sandboxId = (node: string, pod: string) => createHash('sha256').update(`${node}/${pod}`).digest('hex');

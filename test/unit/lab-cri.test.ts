@@ -121,12 +121,21 @@ describe("crictl's output", () => {
     expect(doc.status).toMatchObject({ id: r.id, state: 'SANDBOX_READY', metadata: { attempt: 1, name: 'kubemend-probe', namespace: 'default', uid: PROBE.metadata.uid }, network: { additionalIps: [], ip: '10.244.1.5' }, linux: { namespaces: {} }, labels: { app: 'kubemend' }, annotations: {}, runtimeHandler: '' });
     expect(doc.status.createdAt).toMatch(/^2026-01-14T09:50:18\.822(Z|[+-]\d\d:\d\d)$/);
     // containerd's info carries the config as Go's omitempty marshals it: no empty linux fields dropped, a zero attempt would be.
-    expect(doc.info).toEqual({ config: { ...PROBE, labels: { app: 'kubemend' } }, netNamespaceClosed: false });
+    // ...and the pause container's runtime spec, of which the lab has the namespaces: the network one names the sandbox's netns.
+    expect(doc.info).toEqual({
+      config: { ...PROBE, labels: { app: 'kubemend' } },
+      netNamespaceClosed: false,
+      runtimeSpec: { linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-x' }] } },
+    });
+    expect(Object.keys(doc.info)).toEqual(['config', 'netNamespaceClosed', 'runtimeSpec']);
+    expect(out).toContain('{\n            "path": "/var/run/netns/cni-x",\n            "type": "network"\n          }');
     expect(out).toContain('\n  "status": {\n    "annotations": {},\n');
     const stopped = JSON.parse(inspectpJson({ ...r, state: 'SANDBOX_NOTREADY', attempt: 0 }, { ...PROBE, metadata: { ...PROBE.metadata, attempt: 0 } }));
     expect(stopped.status).toMatchObject({ state: 'SANDBOX_NOTREADY', network: { additionalIps: [], ip: '' }, metadata: { attempt: 0 } });
     expect(stopped.info.config.metadata).toEqual({ name: 'kubemend-probe', namespace: 'default', uid: PROBE.metadata.uid });
     expect(stopped.info.netNamespaceClosed).toBe(true);
+    expect(stopped.info.runtimeSpec.linux.namespaces).toContainEqual({ type: 'network', path: '/var/run/netns/cni-x' }); // the spec keeps its path once the netns is closed
+    expect(JSON.parse(inspectpJson(r, undefined)).info).toEqual({ netNamespaceClosed: false, runtimeSpec: expect.objectContaining({ linux: expect.anything() }) }); // a sandbox the lab made itself: no config
   });
 
   test("Go's encoding/json escapes HTML characters", () => {

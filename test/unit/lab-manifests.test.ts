@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { readManifest } from '../lab/control-plane';
-import { KUBELET_LABEL, labCnis, labObjects, WORKER_USER } from '../lab/manifests';
+import { KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labCnis, labObjects, sandboxId, WORKER_USER } from '../lab/manifests';
 import type { LabNode } from '../lab/lab';
 import { REPO_ROOT } from '../../worker/paths';
 
@@ -62,16 +62,29 @@ test('system workloads and an app with a budget', () => {
   expect(setup.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata?.name)).toEqual(expect.arrayContaining(['ipamblocks.crd.projectcalico.org', 'ipamhandles.crd.projectcalico.org', 'blockaffinities.crd.projectcalico.org', 'ippools.crd.projectcalico.org']));
 });
 
-test('orphan-calico (seed 004): one block per node, an allocation per address that has a veth, pods that exist', () => {
+test('orphan-calico (seed 004): one block per node, an allocation per address a pod has or had, the pods the lab kubelet runs', () => {
   const { workloads } = labObjects({ nodes, scenarios: ['orphan-calico'] }, rbac, crds);
   const block = find(workloads, 'IPAMBlock', '192-168-202-0-26');
   expect(block.spec.affinity).toBe('host:node2');
   expect(block.spec.allocations).toHaveLength(64);
   const used = block.spec.allocations.flatMap((a: number | null, i: number) => (a === null ? [] : [i]));
-  expect(used).toEqual([10, 11, 12, 13, 14]); // 2 pods with a veth, 3 veths whose pod is gone
-  expect(block.spec.unallocated).toHaveLength(64 - 5);
-  expect(block.spec.attributes.map((a: { secondary: { pod: string } }) => a.secondary.pod)).toEqual(['web-node2-a', 'web-node2-b', 'gone-node2-x', 'gone-node2-y', 'gone-node2-z']);
-  for (const a of block.spec.attributes) expect(find(workloads, 'IPAMHandle', a.handle_id.toLowerCase())?.spec.block).toEqual({ '192.168.202.0/26': 1 });
-  const pods = workloads.filter((o) => o.kind === 'Pod' && (o as Any).spec.nodeName === 'node2').map((o) => o.metadata?.name);
-  expect(pods).toEqual(['web-node2-a', 'web-node2-b', 'db-node2-0', 'db-node2-1']);
+  expect(used).toEqual([10, 11, 12, 13, 14, 15, 16]); // 2 pods with a veth, 3 veths whose pod is gone, 2 pods without a veth
+  expect(block.spec.unallocated).toHaveLength(64 - 7);
+  expect(block.spec.attributes.map((a: { secondary: { pod: string } }) => a.secondary.pod)).toEqual(['web-node2-a', 'web-node2-b', 'gone-node2-x', 'gone-node2-y', 'gone-node2-z', 'db-node2-0', 'db-node2-1']);
+  for (const a of block.spec.attributes) {
+    expect(a.handle_id).toBe(`k8s-pod-network.${sandboxId('node2', a.secondary.pod)}`);
+    expect(find(workloads, 'IPAMHandle', a.handle_id.toLowerCase())?.spec).toEqual({ handleID: a.handle_id, block: { '192.168.202.0/26': 1 } });
+  }
+  const pods = workloads.filter((o) => o.kind === 'Pod' && (o as Any).spec.nodeName === 'node2');
+  expect(pods.map((o) => o.metadata?.name)).toEqual(['web-node2-a', 'web-node2-b', 'db-node2-1']);
+  for (const p of pods) expect(p.metadata?.labels).toMatchObject({ [LAB_KUBELET_POD_LABEL.key]: LAB_KUBELET_POD_LABEL.value });
+  // db-node2-0 is the pod of a StatefulSet pinned to node2, whose selector matches its own pod only (not the bare db-node2-1).
+  const set = find(workloads, 'StatefulSet', 'db-node2');
+  expect(set.metadata.namespace).toBe('default');
+  expect(set.spec.replicas).toBe(1);
+  expect(set.spec.template.spec.nodeSelector).toEqual({ 'kubernetes.io/hostname': 'node2' });
+  expect(set.spec.template.spec.tolerations).toContainEqual({ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' });
+  expect(set.spec.template.metadata.labels).toMatchObject({ app: 'db', [LAB_KUBELET_POD_LABEL.key]: LAB_KUBELET_POD_LABEL.value, ...set.spec.selector.matchLabels });
+  const bare = find(workloads, 'Pod', 'db-node2-1');
+  expect(Object.entries(set.spec.selector.matchLabels).every(([k, v]) => bare.metadata.labels[k] === v)).toBe(false);
 });
