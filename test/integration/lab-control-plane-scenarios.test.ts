@@ -89,11 +89,19 @@ test('seed 004: Calico IPAM lives in CRDs the API validates, readable with the w
   type Block = { metadata: { name: string }; spec: { affinity: string; attributes: Array<{ secondary: { pod: string } }> } };
   const blocks = json<{ items: Block[] }>(['get', 'ipamblocks.crd.projectcalico.org'], 'worker').items;
   expect(blocks.map((b) => b.spec.affinity).sort()).toEqual(['host:node1', 'host:node2', 'host:node3']);
-  // The pods with an address: those that exist, and those that are gone but kept their veth.
+  // The pods with an address: those with a veth, those that are gone but kept their veth, those without a veth.
   const b2 = blocks.find((b) => b.spec.affinity === 'host:node2')!;
-  expect(b2.spec.attributes.map((a) => a.secondary.pod)).toEqual(['web-node2-a', 'web-node2-b', 'gone-node2-x', 'gone-node2-y', 'gone-node2-z']);
+  expect(b2.spec.attributes.map((a) => a.secondary.pod)).toEqual(['web-node2-a', 'web-node2-b', 'gone-node2-x', 'gone-node2-y', 'gone-node2-z', 'db-node2-0', 'db-node2-1']);
+  // node2 never joined (seed 001): its bare pods are bound to it; db-node2-0, its StatefulSet's, cannot be placed without the Node.
   const pods = json<{ items: Array<{ metadata: { name: string } }> }>(['get', 'pods', '-n', 'default', '--field-selector', 'spec.nodeName=node2']).items.map((p) => p.metadata.name).sort();
-  expect(pods).toEqual(['db-node2-0', 'db-node2-1', 'web-node2-a', 'web-node2-b']);
+  expect(pods).toEqual(['db-node2-1', 'web-node2-a', 'web-node2-b']);
+  const pending = json<{ status: { phase: string }; spec: { nodeName?: string } }>(['get', 'pod', '-n', 'default', 'db-node2-0']);
+  expect(pending.status.phase).toBe('Pending');
+  expect(pending.spec.nodeName).toBeUndefined();
+  // On node1 (joined), the lab's kubelet runs them with their Calico addresses.
+  const node1 = json<{ items: Array<{ metadata: { name: string }; status: { phase: string; podIP?: string } }> }>(['get', 'pods', '-n', 'default', '--field-selector', 'spec.nodeName=node1']).items;
+  expect(node1.map((p) => [p.metadata.name, p.status.phase]).sort()).toEqual([['db-node1-0', 'Running'], ['db-node1-1', 'Running'], ['web-node1-a', 'Running'], ['web-node1-b', 'Running']]);
+  for (const p of node1) expect(p.status.podIP).toMatch(/^192\.168\.201\.\d+$/);
   // A malformed block is refused by the CRD's schema, as on a cluster with Calico installed.
   const badBlock = 'apiVersion: crd.projectcalico.org/v1\nkind: IPAMBlock\nmetadata: {name: bad}\nspec: {cidr: 192.168.99.0/26, allocations: "all"}\n';
   // kubectl checks against the schema the API server publishes for the CRD...
