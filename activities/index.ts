@@ -17,6 +17,7 @@ import { createMachineIdActivities } from './machine-id';
 import { createDefaultRouteActivities } from './default-route';
 import { createIpamGcActivities } from './ipam-gc';
 import { createStaleCniActivities } from './stale-cni';
+import { createCalicoOrphansActivities } from './calico-orphans';
 import { createDiagnoseActivities } from './diagnose';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import { createNotifyActivities } from './notify';
@@ -62,6 +63,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createDefaultRouteActivities({ ssh: deps.ssh, target, kube, record }),
     ...createIpamGcActivities({ ssh: deps.ssh, target, record }),
     ...createStaleCniActivities({ ssh: deps.ssh, target, record }),
+    ...createCalicoOrphansActivities({ ssh: deps.ssh, target, kube, record }),
     ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),
     ...createNotifyActivities(deps), ...createBreakerActivities(deps),
 

@@ -5,6 +5,7 @@ import type { MachineIdResult } from '../lib/remediation-input';
 import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
 import type { StaleCniResult } from '../workflows/stale-cni';
+import type { CalicoOrphansResult } from '../workflows/calico-orphans';
 import { type IpamGcPlan, type IpamGcRestoreResult, RESULT_CANDIDATES_MAX } from '../lib/ipam-gc-plan';
 import type { RunStatus } from '../lib/run-status';
 import type { RunbookPlan } from '../lib/runbook';
@@ -122,6 +123,24 @@ export function staleCniText(r: StaleCniResult): string {
     lines.push(`  ${n.name}: ${gone.join(', ') || 'no device deleted'}${n.restartedPods.length ? `; restarted ${n.restartedPods.join(', ')} -> ${n.newPods.join(', ')}` : ''}; cni0 ${n.cni0?.join(' ') ?? '-'}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}, subnet ${n.flannelSubnet ?? '-'}; probe pod got ${n.probeIp} (podCIDR ${n.podCidr})${n.uncordoned ? ', uncordoned' : ''}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
   }
   for (const x of r.remaining) lines.push(`  still stale: ${x}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function calicoOrphansText(r: CalicoOrphansResult): string {
+  const lines = [`calico-orphans on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
+  if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
+  for (const n of r.nodes) {
+    const parts = [
+      `released ${n.released.length} handle(s)${n.released.length ? ` (${n.released.join(', ')})` : ''}`,
+      `deleted ${n.vethsDeleted.length} veth(s)${n.vethsDeleted.length ? ` (${n.vethsDeleted.join(', ')})` : ''}`,
+      ...(n.restarted.length ? [`restarted ${n.restarted.join(', ')} -> ${n.newPods.join(', ')}`] : []),
+      ...n.keptAtRelease.map((k) => `kept ${k}`),
+      ...n.vethsKept.map((k) => `kept ${k}`),
+      ...n.reported.map((x) => `reported: ${x}`),
+    ];
+    lines.push(`  ${n.name}: ${parts.join('; ')}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+  }
+  for (const x of r.remaining) lines.push(`  still orphaned: ${x}`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -16,7 +16,7 @@ import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
 import type { ProbeInput, ProbeReport } from '../lib/probe';
 import { parseDuration } from '../lib/duration';
-import type { DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult, StaleCniInput } from '../lib/remediation-input';
+import type { CalicoOrphansInput, DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult, StaleCniInput } from '../lib/remediation-input';
 import { lockId } from '../lib/lock-id';
 import type { AuditInput } from '../lib/audit';
 import { AuditStore } from '../activities/audit-store';
@@ -29,15 +29,16 @@ import { CliError, REFUSAL_TYPES } from './errors';
 import { pickNodes } from './targets';
 import { diagnoseText } from './diagnose';
 import type { DiagnoseReport } from '../lib/diagnose';
-import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor, staleCniText } from './render';
+import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor, staleCniText, calicoOrphansText } from './render';
 import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
 import type { StaleCniResult } from '../workflows/stale-cni';
+import type { CalicoOrphansResult } from '../workflows/calico-orphans';
 import type { IpamGcRestoreResult } from '../lib/ipam-gc-plan';
 
-export const REMEDIATIONS = ['probe', 'machine-id', 'default-route', 'ipam-gc', 'stale-cni'] as const;
+export const REMEDIATIONS = ['probe', 'machine-id', 'default-route', 'ipam-gc', 'stale-cni', 'calico-orphans'] as const;
 /** The workflow type that runs each remediation. */
-const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc', 'stale-cni': 'remediateStaleCni' };
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc', 'stale-cni': 'remediateStaleCni', 'calico-orphans': 'remediateCalicoOrphans' };
 /** Workflow types of earlier versions, still shown by status and list (workflows/legacy/). */
 const LEGACY_TYPES: Record<string, string> = { machineId: 'machine-id' };
 /** Workflow types that are not `kubemend run`'s but belong to a remediation (shown by status and list). */
@@ -173,8 +174,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   }
   if (args.remediation !== 'machine-id' && args.includeKeeper) throw new CliError('--include-keeper applies to machine-id only');
   if (args.remediation !== 'default-route' && args.routeTimeout !== undefined) throw new CliError('--route-timeout applies to default-route only');
-  if (args.remediation !== 'default-route' && args.remediation !== 'stale-cni' && args.podTimeout !== undefined) throw new CliError('--pod-timeout applies to default-route and stale-cni only');
-  if (args.remediation !== 'ipam-gc' && (args.grace !== undefined || args.parallel !== undefined || args.retention !== undefined)) throw new CliError('--grace, --parallel and --retention apply to ipam-gc only');
+  if (args.remediation !== 'default-route' && args.remediation !== 'stale-cni' && args.remediation !== 'calico-orphans' && args.podTimeout !== undefined) throw new CliError('--pod-timeout applies to default-route, stale-cni and calico-orphans only');
+  if (args.remediation !== 'ipam-gc' && args.remediation !== 'calico-orphans' && (args.grace !== undefined || args.parallel !== undefined)) throw new CliError('--grace and --parallel apply to ipam-gc and calico-orphans only');
+  if (args.remediation !== 'ipam-gc' && args.retention !== undefined) throw new CliError('--retention applies to ipam-gc only');
   const grace = (v: string | undefined) => {
     if (v === undefined) return 15 * 60_000;
     const ms = parseDuration(v);
@@ -193,8 +195,10 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
           ? { graceMs: grace(args.grace), retentionMs: retention(args.retention), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
           : args.remediation === 'stale-cni'
             ? { podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
-            : {};
-  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput | StaleCniInput =
+            : args.remediation === 'calico-orphans'
+              ? { graceMs: grace(args.grace), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
+              : {};
+  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput | StaleCniInput | CalicoOrphansInput =
     args.remediation === 'probe'
       ? { cluster: args.cluster, nodes: args.node, requestedBy, reason: args.reason }
       : {
@@ -246,9 +250,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       }
       return ExitCode.Ok;
     }
-    let result: MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult;
+    let result: MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult | CalicoOrphansResult;
     try {
-      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult>(handle, args.json, workflowId);
+      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult | CalicoOrphansResult>(handle, args.json, workflowId);
     } catch (err) {
       throw endedBadly(err);
     }
@@ -261,7 +265,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
             ? ipamGcText(result as IpamGcResult, workflowId)
             : args.remediation === 'stale-cni'
               ? staleCniText(result as StaleCniResult)
-              : machineIdText(result as MachineIdResult),
+              : args.remediation === 'calico-orphans'
+                ? calicoOrphansText(result as CalicoOrphansResult)
+                : machineIdText(result as MachineIdResult),
     );
     return ExitCode.Ok;
   } finally {
@@ -385,6 +391,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'default-route') out.write(`\n${defaultRouteText(view.result as DefaultRouteResult)}`);
     if (view.result && d.type === WORKFLOW_TYPE['ipam-gc']) out.write(`\n${ipamGcText(view.result as IpamGcResult, d.workflowId)}`);
     if (view.result && d.type === WORKFLOW_TYPE['stale-cni']) out.write(`\n${staleCniText(view.result as StaleCniResult)}`);
+    if (view.result && d.type === WORKFLOW_TYPE['calico-orphans']) out.write(`\n${calicoOrphansText(view.result as CalicoOrphansResult)}`);
     if (view.result && d.type === 'restoreIpamQuarantine') out.write(`\n${ipamGcRestoreText(view.result as IpamGcRestoreResult)}`);
     return ExitCode.Ok;
   });

@@ -11,7 +11,7 @@ import type { Config } from '../lib/config';
 import { formatDuration, parseDuration } from '../lib/duration';
 import { ExitCode } from '../lib/failures';
 import { clusterName, freeText, nodeName } from '../lib/patterns';
-import { IpamGcInput } from '../lib/remediation-input';
+import { CalicoOrphansInput, IpamGcInput } from '../lib/remediation-input';
 import { MaintenanceWindow, parseDays, SCHEDULABLE, type Schedulable, SCHEDULE_ID, scheduleId, windowText } from '../lib/schedule';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import { connectClient } from './connect';
@@ -20,7 +20,7 @@ import { actorName, parseArgs, recordByCli, retentionMs } from './runs';
 import { pickNodes } from './targets';
 
 /** The workflow type each schedulable remediation starts. */
-const WORKFLOW_TYPE: Record<Schedulable, string> = { 'ipam-gc': 'remediateIpamGc' };
+const WORKFLOW_TYPE: Record<Schedulable, string> = { 'ipam-gc': 'remediateIpamGc', 'calico-orphans': 'remediateCalicoOrphans' };
 /** Runs missed while the server was down are not made up later than this (the next one comes). */
 const CATCHUP_WINDOW_MS = 60_000;
 const MIN_EVERY_MS = 60_000;
@@ -80,7 +80,9 @@ export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unk
   const createdBy = actorName(args.actor);
   const createdAt = new Date().toISOString();
   // Every run's input is fixed here and validated as the workflow will validate it.
-  const input = IpamGcInput.safeParse({
+  if (args.remediation !== 'ipam-gc' && args.retention !== undefined) throw new CliError('--retention applies to ipam-gc only');
+  const schema = args.remediation === 'ipam-gc' ? IpamGcInput : CalicoOrphansInput;
+  const input = schema.safeParse({
     cluster: args.cluster,
     nodes: args.node.length ? nodes : [],
     requestedBy: `${createdBy} (schedule ${id})`.slice(0, 200),
@@ -135,7 +137,7 @@ export async function scheduleCreateCommand(cfg: Config, raw: Record<string, unk
       step: 'schedule-create',
       action: `create schedule ${id}: ${args.remediation} every ${formatDuration(every)}, overlap SKIP${window ? `, window ${windowText(window)}` : ''}${args.paused ? ', paused' : ''}`,
       before: null,
-      after: { nodes: input.data.nodes, graceMs: input.data.graceMs, parallel: input.data.parallel, retentionMs: input.data.retentionMs, window: window ?? null },
+      after: { nodes: input.data.nodes, graceMs: input.data.graceMs, parallel: input.data.parallel, ...('retentionMs' in input.data ? { retentionMs: input.data.retentionMs } : {}), window: window ?? null },
       outcome: 'approved',
       error: '',
     });

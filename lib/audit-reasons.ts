@@ -15,5 +15,6 @@ export const AuditReason = {
   InterfaceDeleted: 'InterfaceDeleted',
   NetworkConfigApplied: 'NetworkConfigApplied',
   CniPodRestarted: 'CniPodRestarted',
+  PodEvicted: 'PodEvicted',
 } as const;
 

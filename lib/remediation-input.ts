@@ -71,6 +71,18 @@ export const IpamGcInput = RunbookInput.extend({
 }).strict();
 export type IpamGcInput = z.input<typeof IpamGcInput>;
 
+/**
+ * calico-orphans (seed 004): the grace a leaked allocation whose node still exists waits after
+ * detection (default 15 min, Calico's own leak grace period; 0 allowed on demand), nodes
+ * worked at once (in service), and how long a restarted pod's successor may take.
+ */
+export const CalicoOrphansInput = RunbookInput.extend({
+  graceMs: z.number().int().min(0).max(7 * 86_400_000).default(15 * 60_000),
+  parallel: z.number().int().min(1).max(64).default(4),
+  podTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+}).strict();
+export type CalicoOrphansInput = z.input<typeof CalicoOrphansInput>;
+
 /** `kubemend ipam-gc restore <run>`: put what an ipam-gc run quarantined back. */
 export const IpamGcRestoreInput = z
   .object({

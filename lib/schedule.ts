@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { freeText } from './patterns';
 
 /** Remediations that may run on a schedule: those that keep nodes in service. */
-export const SCHEDULABLE = ['ipam-gc'] as const;
+export const SCHEDULABLE = ['ipam-gc', 'calico-orphans'] as const;
 export type Schedulable = (typeof SCHEDULABLE)[number];
 
 export const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;

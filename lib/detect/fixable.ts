@@ -8,7 +8,7 @@ export const REMEDIATION_FIXABLE = {
   'default-route': true, // seed 002
   'stale-cni': true, // seed 003: stale cni0/flannel.1, missing subnet.env (light level; a wrong CNI config is refused with the manual step)
   'ipam-gc': true, // seed 003: host-local files of sandboxes that are gone
-  'calico-orphans': false, // seed 004
+  'calico-orphans': true, // seed 004: IPAM allocations, cali veths and pods without a veth
 } as const;
 export type RemediationName = keyof typeof REMEDIATION_FIXABLE;
 
