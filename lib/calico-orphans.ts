@@ -361,6 +361,10 @@ export function planCalicoOrphans(facts: CalicoOrphansFacts, opts: PlanOptions):
   const skipped: CalicoOrphansPlan['skipped'] = [];
   const notBefore = facts.detectedAtMs + facts.graceMs;
   for (const o of found.nodes) {
+    if (!selected.has(o.node)) {
+      skipped.push({ name: o.node, reason: 'not selected (--node)' });
+      continue;
+    }
     if (excluded.has(o.node)) {
       skipped.push({ name: o.node, reason: 'labelled kubemend.io/exclude=true' });
       continue;
@@ -394,7 +398,6 @@ export function planCalicoOrphans(facts: CalicoOrphansFacts, opts: PlanOptions):
     ...nodes.flatMap((n) => [...n.reported, ...n.undecided].map((l) => `${n.name}: ${l}`)),
     'undo: a released allocation cannot be given back safely once its address is re-used; each release records the IPAMBlock and IPAMHandle as they were. A deleted veth has no undo: its peer was in no live sandbox, it carried no traffic.',
   ];
-  for (const n of nodes) if (!selected.has(n.name)) throw new Error(`internal: planned node ${n.name} was not selected`);
   const content = { nodes: nodes.map((n) => ({ name: n.name, steps: n.steps })), skipped, graceMs: facts.graceMs };
   return { id: planId(content), nodes, skipped, summary, graceMs: facts.graceMs };
 }
