@@ -119,7 +119,7 @@ describe('a lab with all five scenarios', () => {
   test('seed 004: allocations and veths of pods that are gone, running pods without a veth', () => {
     for (const node of ['node1', 'node2', 'node3']) {
       const [f] = on(report, '004', node);
-      expect(f.remediation).toBe('calico-orphans');
+      expect(f).toMatchObject({ remediation: 'calico-orphans', fixable: true });
       for (const gone of ['x', 'y', 'z']) {
         expect(f.evidence).toContainEqual(expect.stringMatching(new RegExp(`^IPAM 192\\.168\\.\\d+\\.\\d+ \\(block 192\\.168\\.20\\d\\.0/26, handle k8s-pod-network\\.[0-9a-f]{64}\\) is allocated to default/gone-${node}-${gone}, which does not exist$`)));
       }
@@ -137,6 +137,7 @@ describe('a lab with all five scenarios', () => {
     expect(r.stdout).toContain('  fix: kubemend run machine-id --cluster lab --node node1 --node node2 --node node3\n');
     expect(r.stdout).toContain('[seed 003] node1: no IP addresses available in network: cbr0\n');
     expect(r.stdout).toContain('  fix: kubemend run ipam-gc --cluster lab --node node1\n');
+    expect(r.stdout).toContain('  fix: kubemend run calico-orphans --cluster lab --node node1\n');
     expect(r.stdout).toMatch(/\n\d+ finding\(s\) on 3 node\(s\)\n$/);
   });
 

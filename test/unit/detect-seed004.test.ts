@@ -5,9 +5,9 @@ import { factsOf } from '../helpers/diagnose-fixtures';
 test('seed 004 on the lab: IPAM and veths of the gone pods on every node; on the joined node, running pods without a veth', () => {
   const found = detectOrphanCalico(factsOf('cp-all-five'));
   expect(found.map((x) => [x.node, x.remediation, x.fixable])).toEqual([
-    ['node1', 'calico-orphans', false],
-    ['node2', 'calico-orphans', false],
-    ['node3', 'calico-orphans', false],
+    ['node1', 'calico-orphans', true],
+    ['node2', 'calico-orphans', true],
+    ['node3', 'calico-orphans', true],
   ]);
   for (const x of found) {
     const node = x.node;
