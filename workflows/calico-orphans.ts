@@ -107,7 +107,7 @@ export const calicoOrphansRemediation: Remediation<Input, CalicoOrphansFacts, Ca
         const r = await ctx.acts.releaseCalicoHandle({ ...base, release });
         if (r.outcome === 'kept') out.keptAtRelease.push(`${r.handleID}: ${r.why}`);
         else out.released.push(r.handleID);
-        if (r.outcome === 'already-done') ctx.resumed.push(`release ${r.handleID}`);
+        if (r.outcome === 'already-done' && r.reused.length === 0) ctx.resumed.push(`release ${r.handleID}`);
         if (r.reused.length) out.keptAtRelease.push(...r.reused.map((x) => `${r.handleID}: ${x}`));
       }
     }
