@@ -103,7 +103,8 @@ test('bad input is refused with the flag named, exit 2, and no schedule is creat
   const cases: Array<[string[], RegExp]> = [
     [['schedule', 'create', 'ipam-gc', '--cluster', 'lab', '--every', '10s'], /--every: "10s" is not a duration from 1m to 168h/],
     [['schedule', 'create', 'ipam-gc', '--cluster', 'lab', '--every', '1h', '--grace', '0s'], /--grace: "0s" is not a duration from 1m to 168h for a schedule/],
-    [['schedule', 'create', 'machine-id', '--cluster', 'lab', '--every', '1h'], /"machine-id" cannot run on a schedule; schedulable: ipam-gc/],
+    [['schedule', 'create', 'machine-id', '--cluster', 'lab', '--every', '1h'], /"machine-id" cannot run on a schedule; schedulable: ipam-gc, calico-orphans/],
+    [['schedule', 'create', 'calico-orphans', '--cluster', 'lab', '--every', '1h', '--retention', '24h'], /--retention applies to ipam-gc only/],
     [['schedule', 'create', 'ipam-gc', '--cluster', 'nope', '--every', '1h'], /--cluster: no cluster "nope"/],
     [['schedule', 'create', 'ipam-gc', '--cluster', 'lab', '--every', '1h', '--time-zone', 'Mars/Base'], /--time-zone: "Mars\/Base" must be an IANA time zone/],
     [['schedule', 'create', 'ipam-gc', '--cluster', 'lab', '--every', '1h', '--window-days', 'workdays'], /--window-days: "workdays" is not a day of the week/],
