@@ -29,6 +29,7 @@ import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { sshdConfig } from './sshd';
+import { listensOn } from './tcp-listen';
 import { calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
 import { labCnis } from './manifests';
@@ -492,13 +493,14 @@ export const NAT_NETNS = '/run/kmlab-nat.netns';
 /**
  * Runs inside a booting node: the NAT gateway's namespace and its veth pair (nat0 there,
  * enp0s3 in the node: "netns 1" is the node's PID 1, its holder), then the node's batch on
- * stdin, then sshd. $0 sshd, $1 its config, $2 NAT_NETNS, $3 the gateway's address/len.
+ * stdin, then sshd. $0 sshd, $1 its config, $2 NAT_NETNS, $3 the gateway's address/len, $4 sshd's
+ * log (its errors, in the node's ssh directory).
  */
 const NODE_BOOT = [
   'touch "$2" && unshare --net="$2" true',
   'nsenter --net="$2" sh -c \'ip link set lo up && ip link add nat0 type veth peer name enp0s3 netns 1 && ip addr add "$0" dev nat0 && ip link set nat0 up\' "$3"',
   'ip -batch -',
-  'exec "$0" -f "$1"',
+  'exec "$0" -f "$1" -E "$4"',
 ].join(' && ');
 
 async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string; bootMachineId: string }> {
@@ -535,7 +537,7 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
 
   await ipBatch(hubPid, b.hub);
   // The node's interfaces, then its sshd (which daemonizes), in one exec inside the node.
-  await exec('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', 'sh', '-c', NODE_BOOT, SSHD, join(nodeDir, 'ssh', 'sshd_config'), NAT_NETNS, `${NAT_GATEWAY}/24`], b.node.text).catch((err) => {
+  await exec('nsenter', ['-t', String(holderPid), '-n', '-u', '-m', '-p', '--', 'sh', '-c', NODE_BOOT, SSHD, join(nodeDir, 'ssh', 'sshd_config'), NAT_NETNS, `${NAT_GATEWAY}/24`, join(nodeDir, 'ssh', 'sshd.log')], b.node.text).catch((err) => {
     throw b.node.explain(err);
   });
 
@@ -562,27 +564,102 @@ function writePeers(state: LabState): void {
   for (const n of state.nodes) writeFileSync(join(state.dir, 'nodes', n.name, 'control', 'peers'), `${text}\n`);
 }
 
-async function waitForSsh(node: LabNode, timeoutMs = 15_000): Promise<void> {
-  const patience = new Patience(timeoutMs);
-  const { createConnection } = await import('node:net');
-  while (!patience.exhausted) {
-    const attempt = new Promise<string>((resolve) => {
-      const s = createConnection({ host: '127.0.0.1', port: node.port });
-      let data = '';
-      s.setTimeout(1000);
-      s.on('data', (d) => {
-        data += d;
-        s.destroy();
-      });
-      s.on('close', () => resolve(data));
-      s.on('timeout', () => s.destroy());
-      s.on('error', () => resolve(''));
-    });
-    const banner = await patience.charge(attempt, 1000);
-    if (banner.startsWith('SSH-2.0-')) return;
-    await patience.sleep(50);
+/**
+ * Banner checks through the forwarders at once, across the lab's nodes. Each check is a fork
+ * chain (socat, nsenter, socat) and an sshd child that re-executes sshd: some 65 ms of CPU on
+ * this 2-core machine, so 50 at once keep both cores busy for well over a second.
+ */
+const SSH_CHECK_CONCURRENCY = 4;
+
+/** At most `limit` jobs run at once; the others wait their turn, in order. */
+class Slots {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    if (this.running < this.limit) this.running++;
+    else await new Promise<void>((r) => this.waiting.push(r)); // the slot is handed over, running unchanged
+    try {
+      return await job();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
   }
-  throw new LabError(`${node.name}: sshd did not answer through 127.0.0.1:${node.port} within ${timeoutMs} ms of waiting`);
+}
+const sshChecks = new Slots(SSH_CHECK_CONCURRENCY);
+
+/**
+ * Waits until a node's sshd answers through its forwarder. First the kernel, which costs
+ * no process: sshd listening on the node's address in the node's network namespace
+ * (/proc/<holder>/net/tcp) and the forwarder listening on 127.0.0.1. Then one SSH banner
+ * through the forwarder, SSH_CHECK_CONCURRENCY nodes at a time, each waited for until it
+ * comes or the connection closes. A check is never given up for being slow: giving up and
+ * starting over (a new fork chain and sshd child each time, the old ones still running) only
+ * added load until no check finished in time (50 nodes here, each check cut off after 1 s:
+ * `up` failed its 15 s wait; given 120 s, it took 178 s and 3,216 cut-off checks).
+ */
+async function waitForSsh(dir: string, node: LabNode, timeoutMs = 15_000): Promise<void> {
+  const patience = new Patience(timeoutMs);
+  const holderPid = markedPid(dir, nodeMarker(dir, node.name));
+  if (holderPid === undefined) throw new LabError(`${node.name} is down (no holder) while its sshd was awaited`);
+  const fail = (what: string) => new LabError(`${node.name}: ${what} within ${timeoutMs} ms of waiting${sshdLogTail(dir, node.name)}`);
+  for (;;) {
+    let nodeTable: string;
+    try {
+      nodeTable = readFileSync(`/proc/${holderPid}/net/tcp`, 'utf8');
+    } catch {
+      throw new LabError(`${node.name} went down while its sshd was awaited`);
+    }
+    const sshdListens = listensOn(nodeTable, node.address, 22);
+    const forwarderListens = listensOn(readFileSync('/proc/self/net/tcp', 'utf8'), '127.0.0.1', node.port);
+    if (sshdListens && forwarderListens) break;
+    if (patience.exhausted) throw fail(sshdListens ? `its forwarder did not listen on 127.0.0.1:${node.port}` : `sshd did not listen on ${node.address}:22 in the node`);
+    await patience.sleep(20);
+  }
+  for (;;) {
+    const banner = await sshChecks.run(() => sshBanner(node.port, patience));
+    if (banner.startsWith('SSH-2.0-')) return;
+    if (patience.exhausted) throw fail(`sshd did not answer through 127.0.0.1:${node.port}${banner ? ` (it sent ${JSON.stringify(banner.slice(0, 40))})` : ''}`);
+    await patience.sleep(100);
+  }
+}
+
+/**
+ * What the server behind a loopback port sends first ('' if the connection closes before
+ * anything comes, or the patience runs out). Waited for in slices charged at most 100 ms
+ * each, so time the event loop spent blocked costs at most one slice.
+ */
+async function sshBanner(port: number, patience: Patience): Promise<string> {
+  const { createConnection } = await import('node:net');
+  let data = '';
+  let closed = false;
+  const s = createConnection({ host: '127.0.0.1', port });
+  const done = new Promise<void>((resolve) => {
+    s.on('data', (d) => {
+      data += d.toString();
+      if (data.length >= 8) s.destroy(); // enough for "SSH-2.0-"
+    });
+    s.on('error', () => undefined); // 'close' follows
+    s.on('close', () => {
+      closed = true;
+      resolve();
+    });
+  });
+  while (!closed && !patience.exhausted) await patience.charge(Promise.race([done, sleep(100)]), 100);
+  s.destroy();
+  return data;
+}
+
+/** The end of the node's sshd log (sshd -E, errors only), for an error message. */
+function sshdLogTail(dir: string, name: string): string {
+  try {
+    const text = readFileSync(join(dir, 'nodes', name, 'ssh', 'sshd.log'), 'utf8').trim();
+    return text ? `; its sshd.log ends: ${text.slice(-1000)}` : '';
+  } catch {
+    return '';
+  }
 }
 
 export interface UpOptions {
@@ -658,7 +735,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
       if (calicoSeeds.length) await (await import('./calico-cni')).seedOrphanCalico(markedPid(opts.dir, nodeMarker(opts.dir, prepared.name))!, calicoSeeds);
       return booted;
     });
-    await Promise.all(nodes.map((n) => waitForSsh(n)));
+    await Promise.all(nodes.map((n) => waitForSsh(opts.dir, n)));
     state = { dir: opts.dir, rebootDowntimeMs: opts.rebootDowntimeMs ?? 1000, scenarios, controlPlane: !!opts.controlPlane, ...(opts.realFlannel ? { realFlannel: true } : {}), nodes };
     writeState(state);
     writePeers(state);
@@ -853,7 +930,7 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
     await killNode(dir, node); // nothing half-booted stays behind
     throw err;
   }
-  await waitForSsh(node);
+  await waitForSsh(dir, node);
   // The kubelet starts at boot if the node is joined (kubeadm left it a kubelet.conf).
   if (state.controlPlane && kubeletConfigured(dir, name)) await setKubelet(dir, name, true, { machineId: node.bootMachineId, bootId: node.bootId });
   // Other nodes may have rebooted meanwhile: update this node in the current state only
