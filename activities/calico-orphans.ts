@@ -49,12 +49,15 @@ interface Deps {
   record: Recorder;
 }
 
-/** The node's cali veths, named netns and sandboxes, read in one SSH session (read-only). */
-export async function readNode(s: SshSession, node: string): Promise<NodeCalicoFacts> {
+/**
+ * The node's cali veths, named netns and sandboxes, read in one SSH session (read-only).
+ * `vethsOnly` skips the netns and the runtime (a wait for a veth to appear needs only links).
+ */
+export async function readNode(s: SshSession, node: string, vethsOnly = false): Promise<NodeCalicoFacts> {
   const links = await s.run(['ip', '-j', '-d', 'link', 'show', 'type', 'veth']);
   const routes = await s.run(['ip', '-j', 'route', 'show']);
-  const netns = await s.run(['ip', '-j', 'netns', 'list-id']);
-  const ids = await s.run(['crictl', 'pods', '-q']);
+  const netns = vethsOnly ? { stdout: '[]' } : await s.run(['ip', '-j', 'netns', 'list-id']);
+  const ids = vethsOnly ? { stdout: '' } : await s.run(['crictl', 'pods', '-q']);
   const sandboxes = [];
   for (const id of ids.stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
     if (!SANDBOX_ID.test(id)) throw fail(Failure.NodeStateUnexpected, `${node}: crictl pods -q printed ${JSON.stringify(id.slice(0, 80))}, not a sandbox id`);
@@ -224,10 +227,11 @@ export function createCalicoOrphansActivities(d: Deps) {
             const deleted: string[] = [];
             const gone: string[] = [];
             const kept: string[] = [];
+            // Read once, right before the deletes: the pods the API places on the node, and the node.
+            const pods = (await api(`listing the pods on ${input.node}`, () => kube.core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${input.node}` }))).items.map(calicoPodOf);
+            const now = await readNode(s, input.node);
             for (const v of input.veths) {
               const step = `${input.node}/delete-veth/${v.name}`;
-              const pods = (await api(`listing the pods on ${input.node}`, () => kube.core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${input.node}` }))).items.map(calicoPodOf);
-              const now = await readNode(s, input.node);
               const link = now.veths.find((x) => x.name === v.name);
               if (!link || link.ifindex !== v.ifindex) {
                 gone.push(v.name);
@@ -269,7 +273,7 @@ export function createCalicoOrphansActivities(d: Deps) {
     async evictPodsWithoutVeth(input: { cluster: string; node: string; pods: PodRestart[]; audit: AuditContext }): Promise<{ evicted: string[]; already: string[]; kept: string[] }> {
       for (const p of input.pods) if (!CALI_VETH.test(p.veth)) throw fail(Failure.BadInput, `not a Calico veth name: ${JSON.stringify(p.veth)}`);
       const kube = d.kube(input.cluster);
-      const now = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node), signal));
+      const now = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, true), signal));
       const evicted: string[] = [];
       const already: string[] = [];
       const kept: string[] = [];
@@ -319,7 +323,7 @@ export function createCalicoOrphansActivities(d: Deps) {
         for (let round = 0; ; round++) {
           signal.throwIfAborted();
           const all = (await api('listing the pods', () => kube.core.listPodForAllNamespaces({}))).items.map(calicoPodOf);
-          const node = await d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node), signal);
+          const node = await d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, true), signal);
           const ready: string[] = [];
           const waiting: string[] = [];
           for (const old of input.pods) {
