@@ -28,8 +28,8 @@ import { stringify } from 'yaml';
 import { weavePeerMac } from '../../lib/weave';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
-import { sshdConfig } from './sshd';
-import { listensOn } from './tcp-listen';
+import { freeLowPort, sshdConfig } from './sshd';
+import { listeningInode, listensOn } from './tcp-listen';
 import { calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
 import { labCnis } from './manifests';
@@ -324,21 +324,6 @@ async function boundedAll<T, R>(items: readonly T[], limit: number, fn: (item: T
   return results;
 }
 
-/** `n` distinct free loopback ports, all held until every one is found. */
-async function freePorts(n: number): Promise<number[]> {
-  const { createServer } = await import('node:net');
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<import('node:net').Server>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => resolve(srv));
-    })),
-  );
-  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
-  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
-  return ports;
-}
-
 async function keygen(path: string): Promise<string> {
   await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kubemend-test', '-f', path]);
   return readFileSync(`${path}.pub`, 'utf8').trim();
@@ -503,7 +488,7 @@ const NODE_BOOT = [
   'exec "$0" -f "$1" -E "$4"',
 ].join(' && ');
 
-async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number, boot: BootOptions): Promise<{ bootId: string; weaveMac: string; bootMachineId: string }> {
+async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' | 'address' | 'index'>, port: number | (() => Promise<number>), boot: BootOptions): Promise<{ port: number; bootId: string; weaveMac: string; bootMachineId: string }> {
   const { name, address } = node;
   const nodeDir = join(dir, 'nodes', name);
   const bootId = randomUUID();
@@ -541,17 +526,25 @@ async function bootNode(dir: string, hubPid: number, node: Pick<LabNode, 'name' 
     throw b.node.explain(err);
   });
 
+  // socat's errors (a failed bind first of all) go to the node's forwarder.log, new each boot.
+  const forwarderLog = join(nodeDir, 'forwarder.log');
+  rmSync(forwarderLog, { force: true });
+  // At `up`, the port is picked now, milliseconds before socat binds it, not when the lab
+  // starts (50 nodes take many seconds to boot), and below the kernel's ephemeral range, so no
+  // outgoing connection on the machine takes it meanwhile: one that holds it makes socat's
+  // bind fail ("Address already in use") and the forwarder exit. A reboot keeps the node's port.
+  const forwarderPort = typeof port === 'number' ? port : await port();
   detached('bash', [
     '-c',
     'exec -a "kmlab-fwd $1 $2" socat "TCP-LISTEN:$3,bind=127.0.0.1,reuseaddr,fork" "EXEC:nsenter -t $4 -n -- socat STDIO TCP\\:$5\\:22"',
     'kmlab-fwd',
     dir,
     name,
-    String(port),
+    String(forwarderPort),
     String(holderPid),
     address,
-  ]);
-  return { bootId, weaveMac, bootMachineId: machineIdFile.trim() };
+  ], forwarderLog);
+  return { port: forwarderPort, bootId, weaveMac, bootMachineId: machineIdFile.trim() };
 }
 
 /**
@@ -593,7 +586,8 @@ const sshChecks = new Slots(SSH_CHECK_CONCURRENCY);
 /**
  * Waits until a node's sshd answers through its forwarder. First the kernel, which costs
  * no process: sshd listening on the node's address in the node's network namespace
- * (/proc/<holder>/net/tcp) and the forwarder listening on 127.0.0.1. Then one SSH banner
+ * (/proc/<holder>/net/tcp) and the node's own forwarder, not some other process, listening on
+ * 127.0.0.1 (a forwarder that failed is reported at once, with its log). Then one SSH banner
  * through the forwarder, SSH_CHECK_CONCURRENCY nodes at a time, each waited for until it
  * comes or the connection closes. A check is never given up for being slow: giving up and
  * starting over (a new fork chain and sshd child each time, the old ones still running) only
@@ -613,9 +607,19 @@ async function waitForSsh(dir: string, node: LabNode, timeoutMs = 15_000): Promi
       throw new LabError(`${node.name} went down while its sshd was awaited`);
     }
     const sshdListens = listensOn(nodeTable, node.address, 22);
-    const forwarderListens = listensOn(readFileSync('/proc/self/net/tcp', 'utf8'), '127.0.0.1', node.port);
+    // The port's listener must be the node's own forwarder: another process may hold the port.
+    const inode = listeningInode(readFileSync('/proc/self/net/tcp', 'utf8'), '127.0.0.1', node.port);
+    const forwarder = inode === undefined ? undefined : forwarderPid(dir, node.name);
+    const forwarderListens = forwarder !== undefined && holdsSocket(forwarder, inode!);
+    if (!forwarderListens) {
+      const log = readTail(join(dir, 'nodes', node.name, 'forwarder.log'));
+      if (log) throw new LabError(`${node.name}: its forwarder on 127.0.0.1:${node.port} failed: ${log}`);
+    }
     if (sshdListens && forwarderListens) break;
-    if (patience.exhausted) throw fail(sshdListens ? `its forwarder did not listen on 127.0.0.1:${node.port}` : `sshd did not listen on ${node.address}:22 in the node`);
+    if (patience.exhausted) {
+      if (!sshdListens) throw fail(`sshd did not listen on ${node.address}:22 in the node`);
+      throw fail(inode === undefined ? `its forwarder did not listen on 127.0.0.1:${node.port}` : `127.0.0.1:${node.port} is held by a process other than its forwarder`);
+    }
     await patience.sleep(20);
   }
   for (;;) {
@@ -654,12 +658,41 @@ async function sshBanner(port: number, patience: Patience): Promise<string> {
 
 /** The end of the node's sshd log (sshd -E, errors only), for an error message. */
 function sshdLogTail(dir: string, name: string): string {
+  const text = readTail(join(dir, 'nodes', name, 'ssh', 'sshd.log'));
+  return text ? `; its sshd.log ends: ${text}` : '';
+}
+
+/** The last 1000 characters of a log, trimmed; '' if it is empty or missing. */
+function readTail(path: string): string {
   try {
-    const text = readFileSync(join(dir, 'nodes', name, 'ssh', 'sshd.log'), 'utf8').trim();
-    return text ? `; its sshd.log ends: ${text.slice(-1000)}` : '';
+    return readFileSync(path, 'utf8').trim().slice(-1000);
   } catch {
     return '';
   }
+}
+
+/** The node's forwarder: a child of this process, which booted the node (bootNode). */
+function forwarderPid(dir: string, name: string): number | undefined {
+  const marker = `kmlab-fwd ${dir} ${name}`;
+  const kids = childrenOf(process.pid);
+  return kids === undefined ? markedPid(dir, marker) : kids.find((k) => argv0Of(k) === marker);
+}
+
+/** Whether one of the process's descriptors is the socket with this inode. */
+function holdsSocket(pid: number, inode: string): boolean {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false; // exited
+  }
+  return fds.some((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`;
+    } catch {
+      return false;
+    }
+  });
 }
 
 export interface UpOptions {
@@ -703,7 +736,16 @@ export async function up(opts: UpOptions): Promise<LabState> {
   let state: LabState;
   try {
     const hubPid = await startHolder(opts.dir, hubMarker(opts.dir), HUB_SETUP, [opts.dir], ['--net']);
-    const ports = await freePorts(opts.nodes);
+    // Each node's forwarder port is picked as the forwarder starts (bootNode), distinct within the lab.
+    const taken = new Set<number>();
+    const pickPort = async (): Promise<number> => {
+      for (;;) {
+        const port = await freeLowPort();
+        if (taken.has(port)) continue;
+        taken.add(port);
+        return port;
+      }
+    };
     const indexes = Array.from({ length: opts.nodes }, (_, k) => k + 1);
     const nodes = await boundedAll(indexes, BOOT_CONCURRENCY, async (i): Promise<LabNode> => {
       const prepared = await prepareNode(opts.dir, i, clientPub, clonedId);
@@ -725,13 +767,12 @@ export async function up(opts: UpOptions): Promise<LabState> {
       const natAdvertise = scenarios.includes('nat-advertise');
       const cpAddress = `${HOSTONLY_PREFIX}.11`;
       writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, joinedAtUp(scenarios, prepared.role));
-      const port = ports[i - 1];
       const leftovers = (b: BootBatches) => {
         if (staleCni) staleCniInterfaces(b.node, i);
       };
       const uplinkDown = uplinkStaysDown(scenarios, i);
       const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni && !opts.realFlannel, leftovers };
-      const booted = { ...prepared, port, ...(await bootNode(opts.dir, hubPid, prepared, port, boot)), boots: 1 };
+      const booted = { ...prepared, ...(await bootNode(opts.dir, hubPid, prepared, pickPort, boot)), boots: 1 };
       if (calicoSeeds.length) await (await import('./calico-cni')).seedOrphanCalico(markedPid(opts.dir, nodeMarker(opts.dir, prepared.name))!, calicoSeeds);
       return booted;
     });

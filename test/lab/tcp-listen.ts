@@ -21,15 +21,23 @@ export function tcpTableEndpoint(address: string, port: number, littleEndian = e
   return `${hex}:${port.toString(16).padStart(4, '0')}`.toUpperCase();
 }
 
-/** Whether `table` (the text of a /proc/.../net/tcp) has a socket listening on exactly address:port. */
-export function listensOn(table: string, address: string, port: number, littleEndian = endianness() === 'LE'): boolean {
+/**
+ * The inode of the socket in `table` (the text of a /proc/.../net/tcp) listening on exactly
+ * address:port, or undefined. A process holds it if one of its /proc/<pid>/fd links reads
+ * "socket:[<inode>]".
+ */
+export function listeningInode(table: string, address: string, port: number, littleEndian = endianness() === 'LE'): string | undefined {
   const want = tcpTableEndpoint(address, port, littleEndian);
-  // "  sl  local_address rem_address   st ...", then "   0: 0100007F:A151 00000000:0000 0A ..."
-  return table
-    .split('\n')
-    .slice(1)
-    .some((line) => {
-      const f = line.trim().split(/\s+/);
-      return f[1] === want && f[3] === LISTEN;
-    });
+  // "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+  // then "   0: 0100007F:A151 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4846 ..."
+  for (const line of table.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === want && f[3] === LISTEN) return f[9];
+  }
+  return undefined;
+}
+
+/** Whether `table` has a socket listening on exactly address:port. */
+export function listensOn(table: string, address: string, port: number, littleEndian = endianness() === 'LE'): boolean {
+  return listeningInode(table, address, port, littleEndian) !== undefined;
 }
