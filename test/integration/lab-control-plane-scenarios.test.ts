@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ProbeReport } from '../../lib/probe';
 import { TOOLS_BIN } from '../../worker/paths';
+import { isRunning, waitForLabPods } from '../lab/calico-kubelet';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { down, type LabState, up } from '../lab/lab';
 import { labSsh, labTestConfig } from '../helpers/lab';
@@ -85,19 +86,17 @@ test('seed 000: the kubelets report the same machine-id the nodes share', () => 
   expect(ids).toEqual(new Set([labSsh(dir, state.nodes[0].port, 'cat /etc/machine-id').trim()]));
 });
 
-test('seed 004: Calico IPAM lives in CRDs the API validates, readable with the worker identity', () => {
+test('seed 004: Calico IPAM lives in CRDs the API validates, readable with the worker identity', async () => {
   type Block = { metadata: { name: string }; spec: { affinity: string; attributes: Array<{ secondary: { pod: string } }> } };
   const blocks = json<{ items: Block[] }>(['get', 'ipamblocks.crd.projectcalico.org'], 'worker').items;
   expect(blocks.map((b) => b.spec.affinity).sort()).toEqual(['host:node1', 'host:node2', 'host:node3']);
   // The pods with an address: those with a veth, those that are gone but kept their veth, those without a veth.
   const b2 = blocks.find((b) => b.spec.affinity === 'host:node2')!;
   expect(b2.spec.attributes.map((a) => a.secondary.pod)).toEqual(['web-node2-a', 'web-node2-b', 'gone-node2-x', 'gone-node2-y', 'gone-node2-z', 'db-node2-0', 'db-node2-1']);
-  // node2 never joined (seed 001): its bare pods are bound to it; db-node2-0, its StatefulSet's, cannot be placed without the Node.
-  const pods = json<{ items: Array<{ metadata: { name: string } }> }>(['get', 'pods', '-n', 'default', '--field-selector', 'spec.nodeName=node2']).items.map((p) => p.metadata.name).sort();
-  expect(pods).toEqual(['db-node2-1', 'web-node2-a', 'web-node2-b']);
-  const pending = json<{ status: { phase: string }; spec: { nodeName?: string } }>(['get', 'pod', '-n', 'default', 'db-node2-0']);
-  expect(pending.status.phase).toBe('Pending');
-  expect(pending.spec.nodeName).toBeUndefined();
+  // node2 joined in the test above (seed 001's fix): the StatefulSet's db-node2-0 was placed there beside the bare pods,
+  // and node2's kubelet (the lab's, for these pods) runs them in the sandboxes `up` made, with their Calico addresses.
+  const onNode2 = await waitForLabPods(dir, "node2's seed 004 pods Running", (ps) => ['db-node2-0', 'db-node2-1', 'web-node2-a', 'web-node2-b'].every((n) => ps.some((p) => p.metadata.name === n && p.spec.nodeName === 'node2' && isRunning(p))));
+  expect(onNode2.filter((p) => p.spec.nodeName === 'node2').map((p) => p.status?.podIP).sort()).toEqual(['192.168.202.10', '192.168.202.11', '192.168.202.15', '192.168.202.16']);
   // On node1 (joined), the lab's kubelet runs them with their Calico addresses.
   const node1 = json<{ items: Array<{ metadata: { name: string }; status: { phase: string; podIP?: string } }> }>(['get', 'pods', '-n', 'default', '--field-selector', 'spec.nodeName=node1']).items;
   expect(node1.map((p) => [p.metadata.name, p.status.phase]).sort()).toEqual([['db-node1-0', 'Running'], ['db-node1-1', 'Running'], ['web-node1-a', 'Running'], ['web-node1-b', 'Running']]);
