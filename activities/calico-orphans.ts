@@ -50,23 +50,37 @@ interface Deps {
 }
 
 /**
- * The node's cali veths, named netns and sandboxes, read in one SSH session (read-only).
- * `vethsOnly` skips the netns and the runtime (a wait for a veth to appear needs only links).
+ * The node's cali veths, named netns and sandboxes, read in one SSH session (read-only). The
+ * netns and the runtime (one `crictl inspectp` per sandbox) are read only when some cali veth
+ * is not in `knownVeths` (the veths of the pods the API places on the node): a veth a pod owns
+ * needs neither. `vethsOnly` reads links and routes alone (a wait for a veth, a check after).
  */
-export async function readNode(s: SshSession, node: string, vethsOnly = false): Promise<NodeCalicoFacts> {
+export async function readNode(s: SshSession, node: string, opts: { vethsOnly?: boolean; knownVeths?: readonly string[] } = {}): Promise<NodeCalicoFacts> {
   const links = await s.run(['ip', '-j', '-d', 'link', 'show', 'type', 'veth']);
   const routes = await s.run(['ip', '-j', 'route', 'show']);
-  const netns = vethsOnly ? { stdout: '[]' } : await s.run(['ip', '-j', 'netns', 'list-id']);
-  const ids = vethsOnly ? { stdout: '' } : await s.run(['crictl', 'pods', '-q']);
+  let veths;
+  try {
+    veths = parseVeths(links.stdout, routes.stdout);
+  } catch (err) {
+    throw fail(Failure.NodeStateUnexpected, `${node}: cannot parse ip's JSON: ${(err as Error).message}`);
+  }
+  const known = opts.knownVeths ? new Set(opts.knownVeths) : null;
+  if (opts.vethsOnly || (known && veths.every((v) => known.has(v.name)))) return { node, veths, netns: [], sandboxes: [], runtimeRead: false };
+  const netns = await s.run(['ip', '-j', 'netns', 'list-id']);
+  const ids = await s.run(['crictl', 'pods', '-q']);
   const sandboxes = [];
   for (const id of ids.stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
     if (!SANDBOX_ID.test(id)) throw fail(Failure.NodeStateUnexpected, `${node}: crictl pods -q printed ${JSON.stringify(id.slice(0, 80))}, not a sandbox id`);
     const r = await s.run(['crictl', 'inspectp', '-o', 'json', id], { check: false });
     if (r.exitCode !== 0) continue; // removed between the listing and now
-    sandboxes.push(parseInspectp(r.stdout));
+    try {
+      sandboxes.push(parseInspectp(r.stdout));
+    } catch (err) {
+      throw fail(Failure.NodeStateUnexpected, `${node}: cannot parse crictl inspectp ${id}: ${(err as Error).message}`);
+    }
   }
   try {
-    return { node, veths: parseVeths(links.stdout, routes.stdout), netns: parseNetnsIds(netns.stdout), sandboxes };
+    return { node, veths, netns: parseNetnsIds(netns.stdout), sandboxes, runtimeRead: true };
   } catch (err) {
     throw fail(Failure.NodeStateUnexpected, `${node}: cannot parse ip's JSON: ${(err as Error).message}`);
   }
@@ -115,8 +129,8 @@ export function createCalicoOrphansActivities(d: Deps) {
     },
 
     /** One node's cali veths (with their peers' netns ids and routes), named netns and sandboxes (read-only). */
-    async readCalicoNode(input: { cluster: string; node: string }): Promise<NodeCalicoFacts> {
-      return whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node), signal));
+    async readCalicoNode(input: { cluster: string; node: string; knownVeths?: string[]; vethsOnly?: boolean }): Promise<NodeCalicoFacts> {
+      return whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, input), signal));
     },
 
     /**
@@ -273,7 +287,7 @@ export function createCalicoOrphansActivities(d: Deps) {
     async evictPodsWithoutVeth(input: { cluster: string; node: string; pods: PodRestart[]; audit: AuditContext }): Promise<{ evicted: string[]; already: string[]; kept: string[] }> {
       for (const p of input.pods) if (!CALI_VETH.test(p.veth)) throw fail(Failure.BadInput, `not a Calico veth name: ${JSON.stringify(p.veth)}`);
       const kube = d.kube(input.cluster);
-      const now = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, true), signal));
+      const now = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, { vethsOnly: true }), signal));
       const evicted: string[] = [];
       const already: string[] = [];
       const kept: string[] = [];
@@ -323,7 +337,7 @@ export function createCalicoOrphansActivities(d: Deps) {
         for (let round = 0; ; round++) {
           signal.throwIfAborted();
           const all = (await api('listing the pods', () => kube.core.listPodForAllNamespaces({}))).items.map(calicoPodOf);
-          const node = await d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, true), signal);
+          const node = await d.ssh.withSession(d.target(input.cluster, input.node), (s) => readNode(s, input.node, { vethsOnly: true }), signal);
           const ready: string[] = [];
           const waiting: string[] = [];
           for (const old of input.pods) {

@@ -120,6 +120,8 @@ export interface NodeCalicoFacts {
   veths: NodeVeth[];
   netns: Array<{ nsid: number; name: string }>;
   sandboxes: NodeSandbox[];
+  /** False when the netns and the runtime were not read (every veth was a known pod's, or only links were asked for). */
+  runtimeRead?: boolean;
 }
 
 export type NodeRead = NodeCalicoFacts | { node: string; error: string };
@@ -231,6 +233,7 @@ export type VethVerdict = { orphan: true; why: string } | { orphan: false; why: 
 export function vethVerdict(v: NodeVeth, node: NodeCalicoFacts, podsOnNode: readonly CalicoPod[]): VethVerdict {
   const pod = podsOnNode.find((p) => p.veth === v.name);
   if (pod) return { orphan: false, why: `pod ${podKey(pod.namespace, pod.name)}'s` };
+  if (node.runtimeRead === false) return { orphan: false, undecided: true, why: 'the runtime was not read' };
   const sandbox = node.sandboxes.find((s) => s.veth === v.name);
   if (sandbox) return { orphan: false, why: `the runtime still has sandbox ${sandbox.id.slice(0, 13)} of ${podKey(sandbox.namespace, sandbox.name)}` };
   if (v.peerNetnsId === null) return { orphan: false, undecided: true, why: 'its peer is not in another network namespace: not a pod veth as Calico makes them' };

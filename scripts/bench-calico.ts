@@ -34,6 +34,7 @@ import { startDevServer, stopProcess } from '../test/helpers/temporal-dev';
 import { waitForCalicoPodsRunning } from '../test/lab/calico-kubelet';
 import { adminRequest, controlPlaneInfo } from '../test/lab/control-plane';
 import { down, type LabState, up } from '../test/lab/lab';
+import { LAB_KUBELET_POD_LABEL } from '../test/lab/manifests';
 import { REPO_ROOT } from '../worker/paths';
 
 const TASK_QUEUE = 'bench-calico';
@@ -48,22 +49,28 @@ interface Block {
 }
 
 /** From a run's history: its span (first to last event) and the time at least one activity was in flight. */
-function historySplit(json: string): { spanMs: number; inActivitiesMs: number; activities: number } {
+function historySplit(json: string): { spanMs: number; inActivitiesMs: number; activities: number; byType: Map<string, { n: number; ms: number; maxMs: number }> } {
   interface Event {
     eventId: string;
     eventTime: string;
-    activityTaskScheduledEventAttributes?: unknown;
+    activityTaskScheduledEventAttributes?: { activityType: { name: string } };
     activityTaskCompletedEventAttributes?: { scheduledEventId: string };
   }
   const events = (JSON.parse(json) as { events: Event[] }).events;
   const at = (e: Event) => Date.parse(e.eventTime);
-  const scheduled = new Map<string, number>();
+  const scheduled = new Map<string, { type: string; at: number }>();
+  const byType = new Map<string, { n: number; ms: number; maxMs: number }>();
   const spans: Array<[number, number]> = [];
   for (const e of events) {
-    if (e.activityTaskScheduledEventAttributes) scheduled.set(String(e.eventId), at(e));
+    if (e.activityTaskScheduledEventAttributes) scheduled.set(String(e.eventId), { type: e.activityTaskScheduledEventAttributes.activityType.name, at: at(e) });
     const done = e.activityTaskCompletedEventAttributes;
-    const from = done && scheduled.get(String(done.scheduledEventId));
-    if (from !== undefined && done) spans.push([from, at(e)]);
+    const sc = done && scheduled.get(String(done.scheduledEventId));
+    if (sc) {
+      const ms = at(e) - sc.at;
+      const x = byType.get(sc.type) ?? { n: 0, ms: 0, maxMs: 0 };
+      byType.set(sc.type, { n: x.n + 1, ms: x.ms + ms, maxMs: Math.max(x.maxMs, ms) });
+      spans.push([sc.at, at(e)]);
+    }
   }
   spans.sort((a, b) => a[0] - b[0]);
   let inActivitiesMs = 0;
@@ -73,7 +80,7 @@ function historySplit(json: string): { spanMs: number; inActivitiesMs: number; a
     inActivitiesMs += b - Math.max(a, end);
     end = b;
   }
-  return { spanMs: at(events[events.length - 1]) - at(events[0]), inActivitiesMs, activities: spans.length };
+  return { spanMs: at(events[events.length - 1]) - at(events[0]), inActivitiesMs, activities: spans.length, byType };
 }
 
 async function main(): Promise<void> {
@@ -207,13 +214,16 @@ async function main(): Promise<void> {
         `history ${s(split.spanMs)}, ${s(split.inActivitiesMs)} with an activity in flight (${split.activities} activities); worker RSS ${mib(before)} before, peak ${mib(peak)} (sampled every 100 ms)`,
     );
 
+    console.log(`  activities (count, summed time, longest): ${[...split.byType].sort((a, b) => b[1].ms - a[1].ms).map(([k, v]) => `${k} ${v.n}, ${s(v.ms)}, ${s(v.maxMs)}`).join('; ')}`);
+
     // The end state, by calicoctl ipam check's checks: only the bare pods' allocations are left to a person.
     const check = checkCalicoIpam({
       pools: await list(`${GROUP}/ippools`),
       blocks: await list(`${GROUP}/ipamblocks`),
       handles: await list(`${GROUP}/ipamhandles`),
       affinities: await list(`${GROUP}/blockaffinities`),
-      pods: await list('/api/v1/pods'),
+      // The pods on Calico's network: the lab's others (coredns, demo/web) are kwok's, with podCIDR addresses no pool has.
+      pods: (await list<{ metadata: { labels?: Record<string, string> } }>('/api/v1/pods')).filter((p) => p.metadata.labels?.[LAB_KUBELET_POD_LABEL.key] === LAB_KUBELET_POD_LABEL.value),
       nodes: await list('/api/v1/nodes'),
     } as Parameters<typeof checkCalicoIpam>[0]);
     if (!check.ok) for (const p of check.problems.slice(0, 10)) bad(`ipam check: ${p}`);

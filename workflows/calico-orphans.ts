@@ -27,6 +27,7 @@ import { isCancellation, sleep } from '@temporalio/workflow';
 import { mapLimit } from '../lib/async';
 import { ApplicationFailure } from '@temporalio/workflow';
 import {
+  type CalicoApiFacts,
   calicoOrphanLines,
   type CalicoOrphansFacts,
   type CalicoOrphansFixed,
@@ -49,10 +50,12 @@ const Step = { WaitingOutGrace: 'WaitingOutGrace', ReleasingIpam: 'ReleasingIpam
 /** How many nodes are read at once. */
 const READ_CONCURRENCY = 8;
 
-async function readNodes(run: RunContext<Input>, nodes: readonly string[]): Promise<NodeRead[]> {
+async function readNodes(run: RunContext<Input>, nodes: readonly string[], api: CalicoApiFacts): Promise<NodeRead[]> {
   return mapLimit(nodes, READ_CONCURRENCY, async (node) => {
     try {
-      return await run.acts.readCalicoNode({ cluster: run.cluster, node });
+      // The runtime is read only where a cali veth is not one of these pods'.
+      const knownVeths = api.pods.filter((p) => p.node === node).map((p) => p.veth);
+      return await run.acts.readCalicoNode({ cluster: run.cluster, node, knownVeths });
     } catch (err) {
       if (isCancellation(err)) throw err;
       return { node, error: describe(err) };
@@ -63,7 +66,7 @@ async function readNodes(run: RunContext<Input>, nodes: readonly string[]): Prom
 async function gather(run: RunContext<Input>): Promise<CalicoOrphansFacts> {
   const detectedAtMs = Date.now();
   const api = await run.acts.readCalicoState({ cluster: run.cluster });
-  return { detectedAtMs, graceMs: run.input.graceMs, api, nodes: await readNodes(run, run.selected) };
+  return { detectedAtMs, graceMs: run.input.graceMs, api, nodes: await readNodes(run, run.selected, api) };
 }
 
 interface Applied {
@@ -136,7 +139,7 @@ export const calicoOrphansRemediation: Remediation<Input, CalicoOrphansFacts, Ca
 
   async verifyNode(planned, applied, ctx) {
     const api = await ctx.acts.readCalicoState({ cluster: ctx.cluster });
-    const node = await ctx.acts.readCalicoNode({ cluster: ctx.cluster, node: ctx.node });
+    const node = await ctx.acts.readCalicoNode({ cluster: ctx.cluster, node: ctx.node, vethsOnly: true });
     const after: CalicoOrphansFacts = { detectedAtMs: Date.now(), graceMs: ctx.input.graceMs, api, nodes: [node] };
     const problems = problemsAfter(planned, applied, after);
     if (problems.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `${ctx.node} after its fix: ${problems.join('; ')}`, nonRetryable: true });

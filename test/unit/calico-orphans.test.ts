@@ -84,6 +84,9 @@ describe('vethVerdict', () => {
   });
   test('unmatched, peer in an unnamed netns: orphan', () => expect(vethVerdict(veth(calicoVethName('default', 'gone-x'), 5), nodeFacts(), [p]).orphan).toBe(true));
   test("unmatched, but its peer is in a live sandbox's netns: kept", () => expect(vethVerdict(veth(calicoVethName('default', 'gone-x'), 0), nodeFacts(), [p]).orphan).toBe(false));
+  test('a node read without its runtime: an unmatched veth is undecided, never an orphan', () => {
+    expect(vethVerdict(veth(calicoVethName('default', 'gone-x'), 1), nodeFacts({ sandboxes: [], netns: [], runtimeRead: false }), [p])).toMatchObject({ orphan: false, undecided: true });
+  });
   test('peer in the node itself: undecided, kept', () => {
     const v = vethVerdict(veth(calicoVethName('default', 'gone-x'), null), nodeFacts(), [p]);
     expect(v).toMatchObject({ orphan: false, undecided: true });
