@@ -120,7 +120,8 @@ export function createCalicoOrphansActivities(d: Deps) {
         ]);
         return {
           nodes: nodes.items.map((n) => n.metadata?.name ?? '').filter(Boolean),
-          pods: pods.items.filter((p) => p.spec?.nodeName && !p.spec.hostNetwork).map(calicoPodOf),
+          // Every pod, scheduled or not: an allocation's pod that exists but is Pending is not gone (Calico's rules).
+          pods: pods.items.map(calicoPodOf),
           pools: (pools as Array<{ spec?: { cidr?: string } }>).map((p) => p.spec?.cidr ?? '').filter(Boolean),
           blocks: (blocks as Parameters<typeof calicoBlockOf>[0][]).map(calicoBlockOf),
           handles: (handles as Parameters<typeof calicoHandleOf>[0][]).map(calicoHandleOf),

@@ -29,7 +29,7 @@ export function detectOrphanCalico(f: DiagnoseFacts): Finding[] {
       const p = pods.get(podKey(a.namespace, a.pod));
       const node = a.node ?? '';
       if (!p) add(node, `IPAM ${a.ip} (block ${b.cidr}, handle ${a.handle ?? 'none'}) is allocated to ${podKey(a.namespace, a.pod)}, which does not exist`);
-      else if (a.node && p.node !== a.node) add(node, `IPAM ${a.ip} (block ${b.cidr}) is allocated to ${podKey(a.namespace, a.pod)} on ${a.node}, but that pod runs on ${p.node}`);
+      else if (a.node && p.node && p.node !== a.node) add(node, `IPAM ${a.ip} (block ${b.cidr}) is allocated to ${podKey(a.namespace, a.pod)} on ${a.node}, but that pod runs on ${p.node}`);
     }
   }
 

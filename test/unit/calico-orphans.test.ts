@@ -37,6 +37,7 @@ describe('allocationVerdict: Calico kube-controllers rules', () => {
     ['pod does not exist', alloc(), undefined, true, true, false],
     ['pod runs on another node', alloc(), pod({ node: 'node2' }), true, true, false],
     ['pod reported no IP yet', alloc(), pod({ ips: [] }), true, false, undefined],
+    ['pod recreated and still Pending, unscheduled', alloc(), pod({ node: '', phase: 'Pending', ips: [] }), true, false, undefined],
     ['pod has other IPs', alloc(), pod({ ips: ['192.168.201.11'] }), true, true, false],
   ] as const)('%s', (_what, a, p, nodeExists, leaked, confirmed) => {
     const v = allocationVerdict(a, p, nodeExists);
