@@ -16,71 +16,31 @@
  *
  * Needs root and the built tools (npm run setup). Run: npm run bench:calico -- [nodes] [leaks]
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
-import { parse, stringify } from 'yaml';
 import { mapLimit } from '../lib/async';
 import { checkCalicoIpam } from '../lib/calico-ipam-check';
 import type { CalicoOrphansInput } from '../lib/remediation-input';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import type { CalicoOrphansResult } from '../workflows/calico-orphans';
-import { startDevServer, stopProcess } from '../test/helpers/temporal-dev';
+import { stopProcess } from '../test/helpers/temporal-dev';
 import { waitForCalicoPodsRunning } from '../test/lab/calico-kubelet';
 import { adminRequest, controlPlaneInfo } from '../test/lab/control-plane';
-import { down, type LabState, up } from '../test/lab/lab';
+import { down, up } from '../test/lab/lab';
 import { LAB_KUBELET_POD_LABEL } from '../test/lab/manifests';
-import { REPO_ROOT } from '../worker/paths';
+import { historySplit, mib, rssKiB, s, sampleRss, startBenchWorker } from './bench-common';
 
 const TASK_QUEUE = 'bench-calico';
 const GROUP = '/apis/crd.projectcalico.org/v1';
-const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-const rssKiB = (pid: number, field: 'VmRSS' | 'VmHWM') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
 
 interface Block {
   metadata: { name: string; resourceVersion: string };
   spec: { cidr: string; affinity: string; allocations: Array<number | null>; unallocated: number[]; attributes: Array<{ handle_id: string; secondary?: Record<string, string> }> };
-}
-
-/** From a run's history: its span (first to last event) and the time at least one activity was in flight. */
-function historySplit(json: string): { spanMs: number; inActivitiesMs: number; activities: number; byType: Map<string, { n: number; ms: number; maxMs: number }> } {
-  interface Event {
-    eventId: string;
-    eventTime: string;
-    activityTaskScheduledEventAttributes?: { activityType: { name: string } };
-    activityTaskCompletedEventAttributes?: { scheduledEventId: string };
-  }
-  const events = (JSON.parse(json) as { events: Event[] }).events;
-  const at = (e: Event) => Date.parse(e.eventTime);
-  const scheduled = new Map<string, { type: string; at: number }>();
-  const byType = new Map<string, { n: number; ms: number; maxMs: number }>();
-  const spans: Array<[number, number]> = [];
-  for (const e of events) {
-    if (e.activityTaskScheduledEventAttributes) scheduled.set(String(e.eventId), { type: e.activityTaskScheduledEventAttributes.activityType.name, at: at(e) });
-    const done = e.activityTaskCompletedEventAttributes;
-    const sc = done && scheduled.get(String(done.scheduledEventId));
-    if (sc) {
-      const ms = at(e) - sc.at;
-      const x = byType.get(sc.type) ?? { n: 0, ms: 0, maxMs: 0 };
-      byType.set(sc.type, { n: x.n + 1, ms: x.ms + ms, maxMs: Math.max(x.maxMs, ms) });
-      spans.push([sc.at, at(e)]);
-    }
-  }
-  spans.sort((a, b) => a[0] - b[0]);
-  let inActivitiesMs = 0;
-  let end = -Infinity;
-  for (const [a, b] of spans) {
-    if (b <= end) continue;
-    inActivitiesMs += b - Math.max(a, end);
-    end = b;
-  }
-  return { spanMs: at(events[events.length - 1]) - at(events[0]), inActivitiesMs, activities: spans.length, byType };
 }
 
 async function main(): Promise<void> {
@@ -89,7 +49,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || !Number.isInteger(leakCount) || leakCount < 0) throw new Error('usage: bench-calico [nodes] [leaks]: whole numbers');
   const tmp = mkdtempSync('/tmp/bench-calico-');
   const dir = join(tmp, 'lab');
-  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
+  let server: Awaited<ReturnType<typeof startBenchWorker>>['server'] | undefined;
   let worker: ChildProcess | undefined;
   let connection: Connection | undefined;
   let wrong = 0;
@@ -100,15 +60,7 @@ async function main(): Promise<void> {
   try {
     console.log(`bench:calico on ${nodeCount} lab node(s), ${leakCount} extra leaked allocations, this machine ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s/gm)?.length ?? '?'} cores`);
     let t = performance.now();
-    let state: LabState | undefined;
-    for (let attempt = 1; !state; attempt++) {
-      try {
-        state = await up({ dir, nodes: nodeCount, controlPlane: true, scenarios: ['orphan-calico'], rebootDowntimeMs: 300 });
-      } catch (err) {
-        if (attempt >= 3 || !/did not answer/.test((err as Error).message)) throw err;
-        console.log(`lab up, attempt ${attempt}: ${(err as Error).message}; trying again`);
-      }
-    }
+    const state = await up({ dir, nodes: nodeCount, controlPlane: true, scenarios: ['orphan-calico'], rebootDowntimeMs: 300 });
     console.log(`lab up (control plane): ${s(performance.now() - t)}`);
     t = performance.now();
     await waitForCalicoPodsRunning(dir, 600_000);
@@ -153,19 +105,7 @@ async function main(): Promise<void> {
     const allocated = (await list<Block>(`${GROUP}/ipamblocks`)).reduce((a, b) => a + b.spec.allocations.filter((x) => x !== null).length, 0);
     console.log(`leaks written (${leakCount} handles and ${perNode.size} blocks through the API): ${s(performance.now() - t)}; now ${allocated} allocations for ${pods.filter((p) => p.spec.nodeName && !p.spec.hostNetwork).length} pod-network pods`);
 
-    server = await startDevServer(join(tmp, 'temporal.db'));
-    const config = join(tmp, 'kubemend.yaml');
-    const labConfig = parse(readFileSync(join(dir, 'kubemend.yaml'), 'utf8')) as { clusters: unknown };
-    writeFileSync(config, stringify({ temporal: { address: server.address, taskQueue: TASK_QUEUE }, audit: { store: 'sqlite', path: join(tmp, 'audit.db') }, clusters: labConfig.clusters }));
-    worker = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'kubemend'), '--config', config, 'worker'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let log = '';
-    const keep = (d: Buffer) => (log = (log + d.toString()).slice(-8000));
-    worker.stdout!.on('data', keep);
-    worker.stderr!.on('data', keep);
-    while (!log.includes('kubemend worker started')) {
-      if (worker.exitCode !== null) throw new Error(`the worker exited (${worker.exitCode}): ${log}`);
-      await sleep(50);
-    }
+    ({ server, worker } = await startBenchWorker(tmp, dir, TASK_QUEUE));
     const workerPid = worker.pid!;
     connection = await Connection.connect({ address: server.address });
     const client = new Client({ connection });
@@ -174,14 +114,8 @@ async function main(): Promise<void> {
     const workflowId = `calico-orphans-bench-${randomBytes(6).toString('hex')}`;
     const input: CalicoOrphansInput = { cluster: 'lab', nodes: all, requestedBy: 'bench-calico', reason: 'npm run bench:calico', graceMs: 0, autoApprove: true, podTimeoutMs: 600_000 };
     const before = rssKiB(workerPid, 'VmRSS');
+    const sampler = sampleRss(workerPid);
     let peak = before;
-    const sampler = setInterval(() => {
-      try {
-        peak = Math.max(peak, rssKiB(workerPid, 'VmRSS'));
-      } catch {
-        // the worker is gone: the run fails and says so
-      }
-    }, 100);
     const t0 = performance.now();
     let result: CalicoOrphansResult;
     try {
@@ -198,7 +132,7 @@ async function main(): Promise<void> {
       });
       result = (await handle.result()) as CalicoOrphansResult;
     } finally {
-      clearInterval(sampler);
+      peak = sampler.stop();
     }
     const wallMs = performance.now() - t0;
     const split = historySplit(historyToJSON(await client.workflow.getHandle(workflowId).fetchHistory()));

@@ -24,15 +24,13 @@
  *
  * Needs root and the built tools (npm run setup). Run: npm run bench:gc -- [nodes]
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
-import { parse, stringify } from 'yaml';
 import { SshConnector } from '../activities/ssh';
 import { mapLimit } from '../lib/async';
 import type { NodeTarget } from '../lib/config';
@@ -40,10 +38,10 @@ import { QUARANTINE_DIR, runTagOf } from '../lib/ipam-gc-plan';
 import { IpamGcInput } from '../lib/remediation-input';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import type { IpamGcResult } from '../workflows/ipam-gc';
-import { startDevServer, stopProcess } from '../test/helpers/temporal-dev';
+import { stopProcess } from '../test/helpers/temporal-dev';
 import { podAdd } from '../test/lab/cni';
-import { down, type LabState, up } from '../test/lab/lab';
-import { REPO_ROOT } from '../worker/paths';
+import { down, up } from '../test/lab/lab';
+import { historySplit, mib, rssKiB, s, sampleRss, startBenchWorker } from './bench-common';
 
 const LIVE_NODE1 = 10;
 const LIVE_OTHERS = 2;
@@ -95,43 +93,7 @@ interface EndState {
   live: string[];
 }
 
-const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rssKiB = (pid: number, field: 'VmRSS' | 'VmHWM') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
-
-/** From a run's history: its span (first to last event) and the time at least one activity was in flight. */
-function historySplit(json: string): { spanMs: number; inActivitiesMs: number; activities: number; byType: Map<string, number> } {
-  interface Event {
-    eventId: string;
-    eventTime: string;
-    activityTaskScheduledEventAttributes?: { activityType: { name: string } };
-    activityTaskCompletedEventAttributes?: { scheduledEventId: string };
-  }
-  const events = (JSON.parse(json) as { events: Event[] }).events;
-  const at = (e: Event) => Date.parse(e.eventTime);
-  const scheduled = new Map<string, { type: string; at: number }>();
-  const byType = new Map<string, number>();
-  const spans: Array<[number, number]> = [];
-  for (const e of events) {
-    if (e.activityTaskScheduledEventAttributes) scheduled.set(String(e.eventId), { type: e.activityTaskScheduledEventAttributes.activityType.name, at: at(e) });
-    const done = e.activityTaskCompletedEventAttributes;
-    const sc = done && scheduled.get(String(done.scheduledEventId));
-    if (sc) {
-      byType.set(sc.type, (byType.get(sc.type) ?? 0) + at(e) - sc.at);
-      spans.push([sc.at, at(e)]);
-    }
-  }
-  spans.sort((a, b) => a[0] - b[0]);
-  let inActivitiesMs = 0;
-  let end = -Infinity;
-  for (const [a, b] of spans) {
-    if (b <= end) continue;
-    inActivitiesMs += b - Math.max(a, end);
-    end = b;
-  }
-  return { spanMs: at(events[events.length - 1]) - at(events[0]), inActivitiesMs, activities: spans.length, byType };
-}
 
 async function main(): Promise<void> {
   const nodeCount = Number(process.argv[2] ?? 50);
@@ -141,7 +103,7 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync('/tmp/bench-gc-');
   const dir = join(tmp, 'lab');
   const ssh = new SshConnector({ connectTimeoutMs: 10_000, commandTimeoutMs: 600_000 });
-  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
+  let server: Awaited<ReturnType<typeof startBenchWorker>>['server'] | undefined;
   let worker: ChildProcess | undefined;
   let connection: Connection | undefined;
   let wrong = 0;
@@ -152,17 +114,7 @@ async function main(): Promise<void> {
   try {
     console.log(`bench:gc on ${nodeCount} lab node(s), this machine ${readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s/gm)?.length ?? '?'} cores`);
     let t = performance.now();
-    let state: LabState | undefined;
-    // A busy 2-core machine (other builds and labs) sometimes keeps a node's sshd past the lab's
-    // 15 s deadline while 50 boot; up takes the lab down then, and it is tried again.
-    for (let attempt = 1; !state; attempt++) {
-      try {
-        state = await up({ dir, nodes: nodeCount, controlPlane: true, rebootDowntimeMs: 300 });
-      } catch (err) {
-        if (attempt >= 3 || !/did not answer/.test((err as Error).message)) throw err;
-        console.log(`lab up, attempt ${attempt}: ${(err as Error).message}; trying again`);
-      }
-    }
+    const state = await up({ dir, nodes: nodeCount, controlPlane: true, rebootDowntimeMs: 300 });
     console.log(`lab up (control plane, kwok): ${s(performance.now() - t)}`);
     const targets: NodeTarget[] = state.nodes.map((n) => ({ cluster: 'lab', name: n.name, role: 'worker', host: '127.0.0.1', port: n.port, user: 'root', privateKeyPath: join(dir, 'id_ed25519'), knownHostsPath: join(dir, 'known_hosts') }));
     const node1 = targets[0];
@@ -199,22 +151,10 @@ async function main(): Promise<void> {
     await sh(node1, BACKUP_CBR0);
 
     // Temporal and the worker.
-    server = await startDevServer(join(tmp, 'temporal.db'));
-    const config = join(tmp, 'kubemend.yaml');
-    const labConfig = parse(readFileSync(join(dir, 'kubemend.yaml'), 'utf8')) as { clusters: unknown };
-    writeFileSync(config, stringify({ temporal: { address: server.address, taskQueue: TASK_QUEUE }, audit: { store: 'sqlite', path: join(tmp, 'audit.db') }, clusters: labConfig.clusters }));
     t = performance.now();
-    worker = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'kubemend'), '--config', config, 'worker'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let log = '';
-    const keep = (d: Buffer) => (log = (log + d.toString()).slice(-8000));
-    worker.stdout!.on('data', keep);
-    worker.stderr!.on('data', keep);
-    while (!log.includes('kubemend worker started')) {
-      if (worker.exitCode !== null) throw new Error(`the worker exited (${worker.exitCode}): ${log}`);
-      await sleep(50);
-    }
+    ({ server, worker } = await startBenchWorker(tmp, dir, TASK_QUEUE));
     const workerPid = worker.pid!;
-    console.log(`worker (kubemend worker, its own process, pid ${workerPid}) polling after ${s(performance.now() - t)}, RSS ${mib(rssKiB(workerPid, 'VmRSS'))}`);
+    console.log(`dev server and worker (kubemend worker, its own process, pid ${workerPid}) polling after ${s(performance.now() - t)}, RSS ${mib(rssKiB(workerPid, 'VmRSS'))}`);
     connection = await Connection.connect({ address: server.address });
     const client = new Client({ connection });
 
@@ -222,14 +162,8 @@ async function main(): Promise<void> {
     const kubemend = async (nodes: string[], parallel?: number) => {
       const workflowId = `ipam-gc-bench-${randomBytes(6).toString('hex')}`;
       const input: IpamGcInput & { parallel?: number } = { cluster: 'lab', nodes, requestedBy: 'bench-gc', reason: 'npm run bench:gc', graceMs: 0, autoApprove: true, ...(parallel === undefined ? {} : { parallel }) };
-      let peak = rssKiB(workerPid, 'VmRSS');
-      const sampler = setInterval(() => {
-        try {
-          peak = Math.max(peak, rssKiB(workerPid, 'VmRSS'));
-        } catch {
-          // the worker is gone: the run fails and says so
-        }
-      }, 100);
+      const sampler = sampleRss(workerPid);
+      let peak = 0;
       const t0 = performance.now();
       let result: IpamGcResult;
       try {
@@ -246,7 +180,7 @@ async function main(): Promise<void> {
         });
         result = (await handle.result()) as IpamGcResult;
       } finally {
-        clearInterval(sampler);
+        peak = sampler.stop();
       }
       const wallMs = performance.now() - t0;
       const split = historySplit(historyToJSON(await client.workflow.getHandle(workflowId).fetchHistory()));
@@ -291,7 +225,7 @@ async function main(): Promise<void> {
       if (k.result.outcome !== 'fixed' || released(k.result) !== LEAKED) bad(`kubemend, round ${round}: outcome ${k.result.outcome}, ${released(k.result)} released`);
       if (kProblem) bad(`kubemend, round ${round}: ${kProblem}`);
       rows.push({ round, seedMs, kubemendMs: k.wallMs, spanMs: k.split.spanMs, inActivitiesMs: k.split.inActivitiesMs, activities: k.split.activities });
-      const types = [...k.split.byType].sort((a, b) => b[1] - a[1]).map(([x, ms]) => `${x} ${s(ms)}`).join(', ');
+      const types = [...k.split.byType].sort((a, b) => b[1].ms - a[1].ms).map(([x, v]) => `${x} ${s(v.ms)}`).join(', ');
       console.log(
         `  round ${round}: seed loop ${s(seedMs)} (${LEAKED + LIVE_NODE1} crictl pods, ${LEAKED} grep -irl); kubemend ${s(k.wallMs)} start to result ` +
           `(history: ${s(k.split.spanMs)}, ${s(k.split.inActivitiesMs)} with one of its ${k.split.activities} activities in flight: ${types}); ratio ${(seedMs / k.wallMs).toFixed(1)}x`,
