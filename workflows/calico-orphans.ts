@@ -69,14 +69,8 @@ async function gather(run: RunContext<Input>): Promise<CalicoOrphansFacts> {
   return { detectedAtMs, graceMs: run.input.graceMs, api, nodes: await readNodes(run, run.selected, api) };
 }
 
-interface Applied {
-  released: string[];
-  keptAtRelease: string[];
-  vethsDeleted: string[];
-  vethsKept: string[];
-  restarted: string[];
-  newPods: string[];
-}
+/** What a node's steps did: its result but for the name and the bare pods the plan reported. */
+type Applied = Omit<CalicoOrphansFixed, 'name' | 'reported'>;
 
 export const calicoOrphansRemediation: Remediation<Input, CalicoOrphansFacts, CalicoOrphansPlan, Applied, CalicoOrphansFixed> = {
   name: 'calico-orphans',
