@@ -95,22 +95,23 @@ function say(text: string): void {
   console.error(`${new Date().toISOString()} calico-kubelet: ${text}`);
 }
 
-async function api(dir: string, method: string, path: string, body?: { contentType: string; data: unknown }): Promise<{ status: number; body: string }> {
+export async function api(dir: string, method: string, path: string, body?: { contentType: string; data: unknown }): Promise<{ status: number; body: string }> {
   const info = controlPlaneInfo(dir);
   if (!info) throw new LabError('the lab has no control plane');
   return adminRequest(dir, Number(new URL(info.server).port), method, path, body);
 }
 
-async function getList<T>(dir: string, path: string): Promise<T[]> {
+export async function getList<T>(dir: string, path: string): Promise<T[]> {
   const r = await api(dir, 'GET', path);
   if (r.status !== 200) throw new LabError(`GET ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
   return (JSON.parse(r.body) as { items: T[] }).items;
 }
 
-const podsPath = `/api/v1/pods?labelSelector=${encodeURIComponent(`${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`)}`;
+// calico-node's pods carry the label too where the lab runs them (nat-advertise, nat-node-ip): calico-node.ts is their kubelet.
+const podsPath = `/api/v1/pods?labelSelector=${encodeURIComponent(`${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value},k8s-app!=calico-node`)}`;
 
 /** Holder pids of the lab's nodes that are up, by name. */
-function holders(dir: string): Map<string, number> {
+export function holders(dir: string): Map<string, number> {
   const out = new Map<string, number>();
   const prefix = `kmlab-node ${dir} `;
   for (const p of labProcesses(dir)) if (p.argv0.startsWith(prefix)) out.set(p.argv0.slice(prefix.length), p.pid);
@@ -142,6 +143,13 @@ export async function runCalicoKubelets(dir: string): Promise<void> {
   }
 }
 
+/** A kubelet finishes a pod's deletion once its containers are gone: grace 0, that uid only (a newer pod of the same name stays). */
+export async function finishDeletion(dir: string, p: Pick<ApiPod, 'metadata'>): Promise<void> {
+  const body = { kind: 'DeleteOptions', apiVersion: 'v1', gracePeriodSeconds: 0, preconditions: { uid: p.metadata.uid } };
+  const r = await api(dir, 'DELETE', `/api/v1/namespaces/${p.metadata.namespace}/pods/${p.metadata.name}`, { contentType: 'application/json', data: body });
+  if (r.status !== 200 && r.status !== 404 && r.status !== 409) throw new LabError(`deleting pod ${p.metadata.name}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
+}
+
 /** One sync of a node's kubelet for its labelled pods. */
 async function sync(dir: string, node: ApiNode, pods: ApiPod[]): Promise<void> {
   const name = node.metadata.name;
@@ -155,9 +163,7 @@ async function sync(dir: string, node: ApiNode, pods: ApiPod[]): Promise<void> {
       say(`${name}: ${p.metadata.namespace}/${p.metadata.name} deleted: DEL of sandbox ${r.id.slice(0, 13)}`);
       await calicoDelete(dir, name, r.id);
     }
-    const body = { kind: 'DeleteOptions', apiVersion: 'v1', gracePeriodSeconds: 0, preconditions: { uid: p.metadata.uid } };
-    const r = await api(dir, 'DELETE', `/api/v1/namespaces/${p.metadata.namespace}/pods/${p.metadata.name}`, { contentType: 'application/json', data: body });
-    if (r.status !== 200 && r.status !== 404 && r.status !== 409) throw new LabError(`deleting pod ${p.metadata.name}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
+    await finishDeletion(dir, p);
   }
 
   // Sandboxes of pods the API no longer has (deleted with grace 0 before this kubelet saw them).

@@ -105,8 +105,8 @@ export interface PodRef {
 }
 
 /** The kubelet's CrashLoopBackOff message: "back-off 10s restarting failed container=kube-flannel pod=<name>_<namespace>(<uid>)". */
-export function crashLoopMessage(backoffMs: number, pod: PodRef): string {
-  return `back-off ${goDuration(backoffMs)} restarting failed container=${FLANNEL_CONTAINER} pod=${pod.name}_${pod.namespace}(${pod.uid})`;
+export function crashLoopMessage(backoffMs: number, pod: PodRef, container = FLANNEL_CONTAINER): string {
+  return `back-off ${goDuration(backoffMs)} restarting failed container=${container} pod=${pod.name}_${pod.namespace}(${pod.uid})`;
 }
 
 /** A time as the API stores it (RFC 3339, whole seconds). */
@@ -132,10 +132,11 @@ export interface ContainerView {
   lastTerminated?: Terminated;
 }
 
-export function containerStatus(v: ContainerView): Record<string, unknown> {
+/** The pod's one container's status (kube-flannel's, or another lab-run DaemonSet's: calico-node.ts). */
+export function containerStatus(v: ContainerView, name = FLANNEL_CONTAINER): Record<string, unknown> {
   const state = v.running ? { running: { startedAt: v.running.startedAt } } : { waiting: v.waiting ?? { reason: 'ContainerCreating' } };
   return {
-    name: FLANNEL_CONTAINER,
+    name,
     image: v.image,
     imageID: '',
     // A waiting container shows the last one's id, as the kubelet does.
@@ -172,12 +173,12 @@ export interface ApiPodStatus {
  * conditions merge by type, containerStatuses is replaced). A hostNetwork pod's IP is the
  * node's. A condition keeps its transition time while its status stays.
  */
-export function podStatus(v: ContainerView, hostIP: string, current: ApiPodStatus, nowMs: number): ApiPodStatus & { conditions: Condition[]; containerStatuses: Array<Record<string, unknown>> } {
+export function podStatus(v: ContainerView, hostIP: string, current: ApiPodStatus, nowMs: number, container = FLANNEL_CONTAINER): ApiPodStatus & { conditions: Condition[]; containerStatuses: Array<Record<string, unknown>> } {
   const ready = !!v.running?.ready;
   const cond = (type: string, ok: boolean): Condition => {
     const status = ok ? 'True' : 'False';
     const was = current.conditions?.find((c) => c.type === type);
-    const why = ok ? { reason: null, message: null } : { reason: 'ContainersNotReady', message: `containers with unready status: [${FLANNEL_CONTAINER}]` };
+    const why = ok ? { reason: null, message: null } : { reason: 'ContainersNotReady', message: `containers with unready status: [${container}]` };
     return { type, status, lastTransitionTime: was?.status === status && was.lastTransitionTime ? was.lastTransitionTime : apiTime(nowMs), ...(type === 'Ready' || type === 'ContainersReady' ? why : {}) };
   };
   return {
@@ -188,7 +189,7 @@ export function podStatus(v: ContainerView, hostIP: string, current: ApiPodStatu
     podIPs: [{ ip: hostIP }],
     startTime: current.startTime ?? apiTime(nowMs),
     conditions: [cond('PodReadyToStartContainers', true), cond('Initialized', true), cond('ContainersReady', ready), cond('Ready', ready)],
-    containerStatuses: [containerStatus(v)],
+    containerStatuses: [containerStatus(v, container)],
   };
 }
 
