@@ -23,7 +23,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
-import { type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, nodeObject, WORKER_USER } from './manifests';
+import { CALICO_NODE_DAEMONSET, type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, labRunsCalicoNode, WORKER_USER } from './manifests';
 
 export { KUBELET_LABEL } from './manifests';
 import type { LabState } from './lab';
@@ -249,7 +249,8 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
     // moment it is bound, before any flanneld ran (kwok then ignores them wholly, deletion included).
     ...(state.realFlannel ? [`--disregard-status-with-label-selector=${FLANNEL_POD_LABEL.key}=${FLANNEL_POD_LABEL.value}`] : []),
     // orphan-calico: seed 004's pods are the lab's kubelet's (calico-kubelet.ts), which reports their Calico address.
-    ...(state.scenarios.includes('orphan-calico') ? [`--disregard-status-with-label-selector=${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`] : []),
+    // nat-advertise, nat-node-ip: calico-node's pods are the lab's kubelet's too (calico-node.ts), same label.
+    ...(state.scenarios.includes('orphan-calico') || labRunsCalicoNode(state.scenarios) ? [`--disregard-status-with-label-selector=${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`] : []),
   ]);
 
   const api = adminApi(dir);
@@ -268,7 +269,9 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   await createAll(api, objects.workloads);
   // Apps cannot be placed while workers are missing (seed 001): wait for the system's part then.
   // kube-flannel's pods, with --real-flannel, wait for the lab daemon's kubelet, which starts after this.
-  await waitForWorkloads(dir, 90_000, registered.length === state.nodes.length ? undefined : ['kube-system', FLANNEL_NAMESPACE], state.realFlannel ? [`${FLANNEL_NAMESPACE}/${FLANNEL_DAEMONSET}`] : []);
+  // calico-node's pods, under nat-*, wait for the lab daemon's kubelet too (calico-node.ts).
+  const labRun = [...(state.realFlannel ? [`${FLANNEL_NAMESPACE}/${FLANNEL_DAEMONSET}`] : []), ...(labRunsCalicoNode(state.scenarios) ? [`kube-system/${CALICO_NODE_DAEMONSET}`] : [])];
+  await waitForWorkloads(dir, 90_000, registered.length === state.nodes.length ? undefined : ['kube-system', FLANNEL_NAMESPACE], labRun);
   return info;
 }
 
@@ -325,25 +328,4 @@ export async function setKubelet(dir: string, node: string, running: boolean, id
   };
   if (running && ids) check('status patch', await merge(`/api/v1/nodes/${encodeURIComponent(node)}/status`, { status: { nodeInfo: { machineID: ids.machineId, bootID: ids.bootId } } }));
   check('label patch', await merge(`/api/v1/nodes/${encodeURIComponent(node)}`, { metadata: { labels: { [KUBELET_LABEL]: running ? 'running' : 'stopped' } } }));
-}
-
-/**
- * A kubelet started on a node (`kubeadm join` or `init`): it registers the Node if there is
- * none (a node that never joined before) and reports the node's current ids.
- */
-export async function kubeletStarted(state: LabState, name: string): Promise<void> {
-  const info = controlPlaneInfo(state.dir);
-  const node = state.nodes.find((n) => n.name === name);
-  if (!info || !node) return;
-  const port = Number(new URL(info.server).port);
-  const idFile = join(state.dir, 'nodes', name, 'etc.upper', 'machine-id');
-  const machineId = existsSync(idFile) ? readFileSync(idFile, 'utf8').trim() : node.bootMachineId;
-  const got = await adminRequest(state.dir, port, 'GET', `/api/v1/nodes/${encodeURIComponent(name)}`);
-  if (got.status === 404) {
-    const created = await adminRequest(state.dir, port, 'POST', '/api/v1/nodes', { contentType: 'application/json', data: nodeObject({ ...node, bootMachineId: machineId }, state.scenarios) });
-    if (created.status !== 201) throw new ControlPlaneError(`registering Node ${name}: HTTP ${created.status} ${created.body.slice(0, 300)}`);
-  } else if (got.status !== 200) {
-    throw new ControlPlaneError(`reading Node ${name}: HTTP ${got.status} ${got.body.slice(0, 300)}`);
-  }
-  await setKubelet(state.dir, name, true, { machineId, bootId: node.bootId });
 }

@@ -1,15 +1,17 @@
 /**
  * The lab daemon (one per lab, argv[0] "kmlab-daemon <dir>"): carries out what nodes ask
- * for through their control directory: reboots, the kubelet starting or stopping
- * (kubeadm join/init/reset) when the lab has a control plane, and crictl's pod sandbox
+ * for through their control directory: reboots, the kubelet starting, restarting or
+ * stopping (kubeadm join/init/reset, systemctl start|restart|stop kubelet: kubelet.ts), and crictl's pod sandbox
  * commands (cri.ts). It is the only writer of state.json
  * after `up`. Stopped by `down` like every other lab process.
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { kubeletStarted, setKubelet } from './control-plane';
 import { runCalicoKubelets } from './calico-kubelet';
+import { runCalicoNodes } from './calico-node';
+import { kubeletRequest } from './kubelet';
+import { labRunsCalicoNode } from './manifests';
 import { serveCriRequests } from './cri';
 import { runFlannelKubelets } from './flannel-kubelet';
 import { readState, rebootNode } from './lab';
@@ -21,6 +23,8 @@ async function main(dir: string): Promise<void> {
   // With orphan-calico and the control plane, the nodes' kubelets run seed 004's pods (Calico-style sandboxes).
   const st = readState(dir);
   if (st?.controlPlane && st.scenarios.includes('orphan-calico')) void runCalicoKubelets(dir).catch((err) => console.error(`lab daemon: calico kubelets stopped: ${(err as Error).stack}`));
+  // With seed 001's scenarios and the control plane, the nodes' kubelets run calico-node's pods (its IP autodetection and BIRD's peering).
+  if (st?.controlPlane && labRunsCalicoNode(st.scenarios)) void runCalicoNodes(dir).catch((err) => console.error(`lab daemon: calico-node kubelets stopped: ${(err as Error).stack}`));
   for (;;) {
     const state = readState(dir);
     if (!state) return; // the lab is gone
@@ -30,15 +34,23 @@ async function main(dir: string): Promise<void> {
       if (busy.has(n.name) || !existsSync(request)) continue;
       const what = readFileSync(request, 'utf8').trim();
       rmSync(request, { force: true });
+      // "<verb>[ <token>]": systemctl's requests carry a token, written back once the daemon has acted.
+      const [verb, token] = what.split(/\s+/);
       let work: Promise<unknown>;
-      if (what === 'reboot') work = rebootNode(dir, n.name); // reboots of different nodes may overlap; state writes are whole-file renames
-      else if (what === 'kubelet-start' && state.controlPlane) work = kubeletStarted(state, n.name);
-      else if (what === 'kubelet-stop' && state.controlPlane) work = setKubelet(dir, n.name, false);
+      if (verb === 'reboot') work = rebootNode(dir, n.name); // reboots of different nodes may overlap; state writes are whole-file renames
+      else if (verb === 'kubelet-start' || verb === 'kubelet-restart' || verb === 'kubelet-stop') work = kubeletRequest(dir, n.name, verb.slice('kubelet-'.length) as 'start' | 'restart' | 'stop');
       else continue;
       busy.add(n.name);
+      const control = join(dir, 'nodes', n.name, 'control');
       work
         .catch((err) => console.error(`lab daemon: ${what} on ${n.name} failed: ${(err as Error).message}`))
-        .finally(() => busy.delete(n.name));
+        .finally(() => {
+          busy.delete(n.name);
+          if (token && /^[0-9a-f]{1,64}$/.test(token)) {
+            writeFileSync(join(control, 'kubelet-done.tmp'), `${token}\n`);
+            renameSync(join(control, 'kubelet-done.tmp'), join(control, 'kubelet-done'));
+          }
+        });
     }
     await sleep(100);
   }

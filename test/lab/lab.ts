@@ -30,9 +30,9 @@ import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { freeLowPort, sshdConfig } from './sshd';
 import { listeningInode, listensOn } from './tcp-listen';
-import { calicoPods, HOSTONLY_PREFIX, joinedAtUp, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
-import { type ControlPlaneInfo, requireBinaries, setKubelet, startControlPlane } from './control-plane';
-import { labCnis } from './manifests';
+import { calicoPods, defaultKubeletText, HOSTONLY_PREFIX, joinedAtUp, KUBEADM_FLAGS_TEXT, kubeletsOnNat, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
+import { type ControlPlaneInfo, requireBinaries, startControlPlane } from './control-plane';
+import { labCnis, labRunsCalicoNode } from './manifests';
 
 export { Patience } from './patience';
 export { calicoPodIp, calicoPods, HOSTONLY_PREFIX, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
@@ -41,7 +41,8 @@ export { calicoPodIp, calicoPods, HOSTONLY_PREFIX, LIVE_PODS_PER_NODE, MAX_NODES
 /** The seeds' failure states. Each is injected at `up` and, where the seed says so, at every boot. */
 export const SCENARIOS = {
   'cloned-machine-id': 'seed 000: every node has the same machine-id in both files, so their weave MACs collide',
-  'nat-advertise': 'seed 001: the control plane advertises the NAT address 10.0.2.15',
+  'nat-advertise': 'seed 001: the control plane advertises the NAT address 10.0.2.15, the workers never joined',
+  'nat-node-ip': "seed 001 on Vagrant: every node joined, but every kubelet registered the NAT address 10.0.2.15 (no --node-ip); calico-node's first-found autodetection picks it too",
   'no-default-route': "seed 002: the control-plane node's uplink stays down at boot: no default route",
   'stale-cni': 'seed 003: cni0/flannel.1 left over from kubeadm reset, leaked host-local IPAM files',
   'orphan-calico': 'seed 004: cali veths without pods, pods without veths',
@@ -61,7 +62,7 @@ export function parseScenarios(text: string | undefined): Scenario[] {
  * What kubeadm leaves on a node, so the kubeadm stand-in has real files to act on.
  * Certificates and kubeconfig credentials are placeholders: nothing here is a secret.
  */
-function writeKubeadmState(nodeDir: string, node: { index: number; role: 'control-plane' | 'worker' }, cpAddress: string, advertise: string, joined: boolean): void {
+function writeKubeadmState(nodeDir: string, node: { index: number; role: 'control-plane' | 'worker'; address: string }, cpAddress: string, advertise: string, joined: boolean, natKubelet: boolean): void {
   const etc = join(nodeDir, 'etc.upper');
   const varlib = join(nodeDir, 'varlib.upper');
   const put = (path: string, text: string) => {
@@ -69,11 +70,16 @@ function writeKubeadmState(nodeDir: string, node: { index: number; role: 'contro
     writeFileSync(path, text);
   };
   put(join(varlib, 'kmlab', 'cluster'), `# kubemend lab facts for the kubeadm stand-in\nCONTROL_PLANE=${cpAddress}\nROLE=${node.role}\nPOD_CIDR=${podCidrPrefix(node.index)}.0/24\n`);
+  // Debian's kubelet package ships /etc/default/kubelet. A correctly provisioned Vagrant node has
+  // --node-ip there (kubeadm reset leaves /etc/default alone, so it survives a rejoin); seed 001's nodes have none.
+  put(join(etc, 'default', 'kubelet'), defaultKubeletText(natKubelet ? undefined : node.address));
+  put(join(nodeDir, 'control', 'kubelet-state'), `${joined ? 'active' : 'inactive'}\n`);
   put(join(etc, 'cni', 'net.d', '10-flannel.conflist'), `${JSON.stringify({ name: 'cbr0', cniVersion: '0.3.1', plugins: [{ type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true } }, { type: 'portmap', capabilities: { portMappings: true } }] }, null, 2)}\n`);
   if (!joined) return;
   put(join(etc, 'kubernetes', 'pki', 'ca.crt'), 'kubemend lab placeholder: not a certificate\n');
   put(join(etc, 'kubernetes', 'kubelet.conf'), kubeconfigText(node.role === 'control-plane' ? advertise : cpAddress, 'system:node'));
   put(join(varlib, 'kubelet', 'config.yaml'), 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n');
+  put(join(varlib, 'kubelet', 'kubeadm-flags.env'), KUBEADM_FLAGS_TEXT);
   put(join(varlib, 'kubelet', 'pki', 'kubelet.crt'), 'kubemend lab placeholder: not a certificate\n');
   if (node.role !== 'control-plane') return;
   put(join(etc, 'kubernetes', 'admin.conf'), kubeconfigText(advertise, 'kubernetes-admin'));
@@ -723,6 +729,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
     if (!labCnis(scenarios).includes('flannel')) throw new LabError(`--real-flannel needs a lab that runs flannel; scenarios ${scenarios.join(', ')} run ${labCnis(scenarios).join(', ')}`);
     // kwok takes one label selector for the pods it leaves to the lab's kubelets (control-plane.ts).
     if (scenarios.includes('orphan-calico')) throw new LabError('--real-flannel with orphan-calico: kwok can leave only one set of pods to the lab (one label selector); bring them up in separate labs');
+    if (labRunsCalicoNode(scenarios)) throw new LabError(`--real-flannel with ${scenarios.filter((x) => x.startsWith('nat-')).join(', ')}: the lab runs calico-node's pods there, and kwok can leave only one set of pods to the lab (one label selector); bring them up in separate labs`);
     if (!existsSync(join(TOOLS_BIN, 'flanneld'))) throw new LabError(`--real-flannel: missing ${join(TOOLS_BIN, 'flanneld')}: run \`bash scripts/build-flannel.sh\` (or \`npm run setup\`)`);
   }
   await down(opts.dir);
@@ -766,7 +773,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
       // 10.0.2.15, and the workers could not join.
       const natAdvertise = scenarios.includes('nat-advertise');
       const cpAddress = `${HOSTONLY_PREFIX}.11`;
-      writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, joinedAtUp(scenarios, prepared.role));
+      writeKubeadmState(nodeDir, prepared, cpAddress, natAdvertise ? NAT_ADDRESS.split('/')[0] : cpAddress, joinedAtUp(scenarios, prepared.role), kubeletsOnNat(scenarios));
       const leftovers = (b: BootBatches) => {
         if (staleCni) staleCniInterfaces(b.node, i);
       };
@@ -793,6 +800,11 @@ export async function up(opts: UpOptions): Promise<LabState> {
       // seed 004's pods are run by the daemon's kubelet (calico-kubelet.ts): up returns once each reports Running.
       const { waitForCalicoPodsRunning } = await import('./calico-kubelet');
       await waitForCalicoPodsRunning(opts.dir);
+    }
+    if (opts.controlPlane && labRunsCalicoNode(scenarios)) {
+      // seed 001: calico-node is the daemon's kubelet's (calico-node.ts): up returns once each pod has started or crashed.
+      const { waitForCalicoNodesSettled } = await import('./calico-node');
+      await waitForCalicoNodesSettled(opts.dir);
     }
   } catch (err) {
     await down(opts.dir);
@@ -955,8 +967,9 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
   const state = readState(dir);
   const node = state?.nodes.find((n) => n.name === name);
   if (!state || !node) throw new LabError(`no lab node ${name}`);
-  const kubelet = state.controlPlane && kubeletConfigured(dir, name);
-  if (kubelet) await setKubelet(dir, name, false).catch((err) => console.error(`lab: ${(err as Error).message}`));
+  // Loaded here: kubelet.ts reads this module.
+  const kubelet = state.controlPlane ? await import('./kubelet') : undefined;
+  if (kubelet && kubeletConfigured(dir, name)) await kubelet.stopKubelet(dir, name).catch((err) => console.error(`lab: ${(err as Error).message}`));
   await killNode(dir, node);
   // A test can make a node fail to come back, as a machine that hangs in its firmware.
   if (existsSync(join(dir, 'nodes', name, 'control', 'stay-down'))) return node;
@@ -972,8 +985,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
     throw err;
   }
   await waitForSsh(dir, node);
-  // The kubelet starts at boot if the node is joined (kubeadm left it a kubelet.conf).
-  if (state.controlPlane && kubeletConfigured(dir, name)) await setKubelet(dir, name, true, { machineId: node.bootMachineId, bootId: node.bootId });
+  // The kubelet starts at boot if the node is joined (kubeadm left it a kubelet.conf), with its flags and the node's addresses (kubelet.ts).
+  if (kubelet && kubeletConfigured(dir, name)) await kubelet.startKubelet(dir, name, { machineId: node.bootMachineId, bootId: node.bootId });
   // Other nodes may have rebooted meanwhile: update this node in the current state only
   // (no await between read and write, so the daemon's other reboots cannot interleave).
   const current = readState(dir)!;

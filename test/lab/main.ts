@@ -95,6 +95,21 @@ async function main(argv: string[]): Promise<number> {
       code = await flanneldCommand(DIR, action, node, o.iface);
     });
   program
+    .command('fault')
+    .description("inject a fault: `kubelet-start <node>` makes the node's next kubelet start fail (the kubelet exits with the message; later starts work)")
+    .argument('<kind>', 'kubelet-start')
+    .argument('<node>', 'node name')
+    .option('--message <text>', "the kubelet's error (default: containerd not answering)")
+    .option('--starts <n>', 'how many starts fail, systemd\'s automatic restarts included', '1')
+    .action(async (kind: string, node: string, o: { message?: string; starts: string }) => {
+      requireRoot();
+      if (kind !== 'kubelet-start') throw new LabError(`fault: <kind> must be kubelet-start, got ${JSON.stringify(kind)}`);
+      if (!/^\d+$/.test(o.starts)) throw new LabError(`fault: --starts must be a positive integer, got ${JSON.stringify(o.starts)}`);
+      const { failNextKubeletStart } = await import('./kubelet');
+      failNextKubeletStart(DIR, node, o.message, Number(o.starts));
+      console.log(`${node}: the next ${o.starts === '1' ? 'kubelet start fails' : `${o.starts} kubelet starts fail`}`);
+    });
+  program
     .command('down')
     .description('stop and remove everything the lab created (safe to repeat)')
     .action(async () => {
@@ -109,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     console.error(`lab: ${(e as Error).message}`);
     if (e instanceof CniInputError || e instanceof FlannelInputError) return 2;
-    return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|--real-flannel|no lab node|lab directory|refusing/.test(e.message) ? 2 : 1;
+    return e instanceof ControlPlaneError && /^missing /.test(e.message) ? 2 : e instanceof LabError && /needs root|--nodes|--reboot-downtime|--scenario|--real-flannel|no lab node|lab directory|refusing|^fault:|starts must/.test(e.message) ? 2 : 1;
   }
   return code;
 }

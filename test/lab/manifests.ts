@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { LabState } from './lab';
-import { calicoPodIp, calicoPods, joinedAtUp, NAT_ADDRESS, podCidrPrefix } from './topology';
+import { calicoPodIp, calicoPods, joinedAtUp, kubeletsOnNat, NAT_ADDRESS, podCidrPrefix } from './topology';
 
 /** The lab worker's certificate user; deploy/rbac.yaml's ClusterRole is all it is granted. */
 export const WORKER_USER = 'kubemend-worker';
@@ -37,7 +37,7 @@ type Obj = KubernetesObject & Record<string, unknown>;
 export function labCnis(scenarios: readonly string[]): Array<'flannel' | 'weave' | 'calico'> {
   const cnis: Array<'flannel' | 'weave' | 'calico'> = [];
   if (scenarios.includes('cloned-machine-id')) cnis.push('weave'); // seed 000 ran Weave Net
-  if (scenarios.includes('orphan-calico')) cnis.push('calico'); // seed 004 ran Calico
+  if (scenarios.includes('orphan-calico') || kubeletsOnNat(scenarios)) cnis.push('calico'); // seeds 001 and 004 ran Calico
   if (cnis.length === 0 || scenarios.includes('stale-cni') || scenarios.includes('no-default-route')) cnis.unshift('flannel'); // seeds 002, 003
   return cnis;
 }
@@ -67,7 +67,7 @@ export function labObjects(state: Pick<LabState, 'nodes' | 'scenarios'>, rbac: K
 export function nodeObject(n: LabState['nodes'][number], scenarios: readonly string[]): Obj {
   const cidr = `${podCidrPrefix(n.index)}.0/24`;
   // seed 001: kubeadm and the kubelet took the NAT address, the same on every node.
-  const internalIp = scenarios.includes('nat-advertise') ? NAT_ADDRESS.split('/')[0] : n.address;
+  const internalIp = kubeletsOnNat(scenarios) ? NAT_ADDRESS.split('/')[0] : n.address;
   const resources = { cpu: '2', memory: '4Gi', pods: '110', 'ephemeral-storage': '20Gi' };
   return {
     apiVersion: 'v1',
@@ -132,6 +132,72 @@ function daemonSet(namespace: string, name: string, image: string, containerSpec
   };
 }
 
+/** calico.yaml's names: the DaemonSet calico-node in kube-system, its container calico-node. */
+export const CALICO_NODE_DAEMONSET = 'calico-node';
+export const CALICO_NODE_CONTAINER = 'calico-node';
+export const CALICO_NODE_IMAGE = 'docker.io/calico/node:v3.29.3';
+
+/**
+ * Whether the lab's own kubelet runs calico-node's pods (calico-node.ts): under seed 001's
+ * scenarios, where its IP autodetection is the point. With orphan-calico in the lab, kwok
+ * keeps running them as seed 004's lab always has.
+ */
+export const labRunsCalicoNode = (scenarios: readonly string[]) => kubeletsOnNat(scenarios) && !scenarios.includes('orphan-calico');
+
+/**
+ * calico-node as Calico v3.29's calico.yaml has it, cut to what the lab reads: the env of its
+ * IP autodetection (IP=autodetect, IP_AUTODETECTION_METHOD unset: first-found), its probes,
+ * the rolling update one node at a time. Its pods carry LAB_KUBELET_POD_LABEL, so kwok leaves
+ * them to the lab's kubelet. One addition: terminationMessagePolicy FallbackToLogsOnError, so a
+ * crashed start's last log lines show in lastState.terminated.message.
+ */
+export function calicoNodeDaemonSet(): Obj {
+  const labels = { 'k8s-app': CALICO_NODE_DAEMONSET };
+  const env = [
+    { name: 'DATASTORE_TYPE', value: 'kubernetes' },
+    { name: 'WAIT_FOR_DATASTORE', value: 'true' },
+    { name: 'NODENAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+    { name: 'CALICO_NETWORKING_BACKEND', value: 'bird' },
+    { name: 'CLUSTER_TYPE', value: 'k8s,bgp' },
+    { name: 'IP', value: 'autodetect' },
+    { name: 'CALICO_IPV4POOL_IPIP', value: 'Always' },
+    { name: 'CALICO_IPV4POOL_CIDR', value: '192.168.0.0/16' },
+    { name: 'FELIX_IPV6SUPPORT', value: 'false' },
+    { name: 'FELIX_HEALTHENABLED', value: 'true' },
+  ];
+  const probe = (args: string[], extra: Record<string, number>) => ({ exec: { command: ['/bin/calico-node', ...args] }, periodSeconds: 10, timeoutSeconds: 10, ...extra });
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { namespace: 'kube-system', name: CALICO_NODE_DAEMONSET, labels },
+    spec: {
+      selector: { matchLabels: labels },
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } },
+      template: {
+        metadata: { labels: { ...labels, [LAB_KUBELET_POD_LABEL.key]: LAB_KUBELET_POD_LABEL.value } },
+        spec: {
+          hostNetwork: true,
+          priorityClassName: 'system-node-critical',
+          tolerations: [{ effect: 'NoSchedule', operator: 'Exists' }, { key: 'CriticalAddonsOnly', operator: 'Exists' }, { effect: 'NoExecute', operator: 'Exists' }],
+          terminationGracePeriodSeconds: 0,
+          containers: [
+            {
+              name: CALICO_NODE_CONTAINER,
+              image: CALICO_NODE_IMAGE,
+              env,
+              securityContext: { privileged: true },
+              resources: { requests: { cpu: '250m' } },
+              livenessProbe: probe(['-felix-live', '-bird-live'], { initialDelaySeconds: 10, failureThreshold: 6 }),
+              readinessProbe: probe(['-felix-ready', '-bird-ready'], {}),
+              terminationMessagePolicy: 'FallbackToLogsOnError',
+            },
+          ],
+        },
+      },
+    },
+  };
+}
+
 function deployment(namespace: string, name: string, replicas: number, image: string, extra: Record<string, unknown> = {}): Obj {
   const labels = { app: name };
   return {
@@ -152,7 +218,7 @@ function workloads(state: Pick<LabState, 'nodes' | 'scenarios'>, cnis: Array<'fl
     out.push(daemonSet(FLANNEL_NAMESPACE, FLANNEL_DAEMONSET, image, { ...container(FLANNEL_CONTAINER, image), terminationMessagePolicy: 'FallbackToLogsOnError' }));
   }
   if (cnis.includes('weave')) out.push(daemonSet('kube-system', 'weave-net', 'weaveworks/weave-kube:2.8.1'));
-  if (cnis.includes('calico')) out.push(daemonSet('kube-system', 'calico-node', 'docker.io/calico/node:v3.29.3'));
+  if (cnis.includes('calico')) out.push(labRunsCalicoNode(state.scenarios) ? calicoNodeDaemonSet() : daemonSet('kube-system', CALICO_NODE_DAEMONSET, CALICO_NODE_IMAGE));
   // kubeadm's CoreDNS: two replicas that may run on the control plane.
   const cpToleration = [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }, { key: 'CriticalAddonsOnly', operator: 'Exists' }];
   const coredns = deployment('kube-system', 'coredns', 2, 'registry.k8s.io/coredns/coredns:v1.12.1', { tolerations: cpToleration, priorityClassName: 'system-cluster-critical' });

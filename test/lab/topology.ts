@@ -26,3 +26,17 @@ export const calicoPodIp = (index: number, k: number) => `192.168.${200 + index}
 
 /** seed 001: with the NAT address advertised, the workers' `kubeadm join` failed; only the control plane joined. */
 export const joinedAtUp = (scenarios: readonly string[], role: 'control-plane' | 'worker') => !scenarios.includes('nat-advertise') || role === 'control-plane';
+
+/**
+ * seed 001: the kubelets have no --node-ip and the default route is on enp0s3, so every Node
+ * registers InternalIP 10.0.2.15 (nat-advertise: the control plane also advertises it and the
+ * workers never joined; nat-node-ip: the control plane advertises its host-only address and
+ * every node joined).
+ */
+export const NAT_SCENARIOS = ['nat-advertise', 'nat-node-ip'] as const;
+export const kubeletsOnNat = (scenarios: readonly string[]) => NAT_SCENARIOS.some((s) => scenarios.includes(s));
+
+/** kubeadm-flags.env as kubeadm v1.34 writes it for containerd (no --node-ip unless nodeRegistration asks). */
+export const KUBEADM_FLAGS_TEXT = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10"\n';
+/** /etc/default/kubelet: Debian's package ships it with KUBELET_EXTRA_ARGS= (empty), or a provisioner's --node-ip. */
+export const defaultKubeletText = (nodeIp?: string) => `KUBELET_EXTRA_ARGS=${nodeIp ? `--node-ip=${nodeIp}` : ''}\n`;
