@@ -6,7 +6,6 @@
  * The commands and parsers are in lib/default-route-scripts.ts, the decisions in
  * lib/default-route.ts.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiException, type V1Pod } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/common';
 import { AuditReason } from '../lib/audit-reasons';
@@ -35,7 +34,7 @@ import { commandLine } from '../lib/shell';
 import type { Recorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
 import { type KubeCluster, kubeFailure } from './kube';
-import { pollDelay } from './node-lifecycle';
+import { pollUntil, type Poll } from './poll';
 import type { SshPort, SshSession } from './ssh';
 
 const fail = (type: string, message: string) => ApplicationFailure.create({ type, message, nonRetryable: true });
@@ -64,33 +63,6 @@ async function readLinks(s: SshSession, node: string) {
   if ('problem' in links) throw fail(Failure.NodeStateUnexpected, `${node}: ${links.problem}`);
   // Only the host's own links: pod veths and CNI devices are not what this fix changes.
   return links.filter((l) => !/^(lo|veth|cali|cni|flannel|weave|vxlan|docker|tunl)/.test(l.ifname));
-}
-
-type Poll<T> = { ok: T } | { seen: string };
-
-/**
- * Polls `attempt` (heartbeating) until it returns `ok`, backing off to 1 s between tries.
- * After the deadline the last thing seen goes into a VerificationFailed. A try that throws
- * a retryable error counts as seen; a non-retryable failure ends the wait at once.
- */
-function pollUntil<T>(timeoutMs: number, timedOut: (seen: string) => string, attempt: (signal: AbortSignal) => Promise<Poll<T>>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  return whileHeartbeating(async (signal) => {
-    let seen = 'nothing read yet';
-    for (let round = 0; ; round++) {
-      signal.throwIfAborted();
-      try {
-        const got = await attempt(signal);
-        if ('ok' in got) return got.ok;
-        seen = got.seen;
-      } catch (err) {
-        if (signal.aborted || (err instanceof ApplicationFailure && err.nonRetryable)) throw err;
-        seen = (err as Error).message.slice(0, 300);
-      }
-      if (Date.now() > deadline) throw fail(Failure.VerificationFailed, timedOut(seen));
-      await sleep(pollDelay(round, 1000), undefined, { signal }).catch(() => undefined);
-    }
-  });
 }
 
 const isReady = (p: V1Pod) => (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');

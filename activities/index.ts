@@ -18,6 +18,7 @@ import { createDefaultRouteActivities } from './default-route';
 import { createIpamGcActivities } from './ipam-gc';
 import { createStaleCniActivities } from './stale-cni';
 import { createCalicoOrphansActivities } from './calico-orphans';
+import { createNodeAddressActivities } from './node-address';
 import { createDiagnoseActivities } from './diagnose';
 import { type NodeObjectFacts, nodeObjectFacts } from '../lib/node-object';
 import { createNotifyActivities } from './notify';
@@ -64,6 +65,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createIpamGcActivities({ ssh: deps.ssh, target, record }),
     ...createStaleCniActivities({ ssh: deps.ssh, target, record }),
     ...createCalicoOrphansActivities({ ssh: deps.ssh, target, kube, record }),
+    ...createNodeAddressActivities({ ssh: deps.ssh, target, kube, record }),
     ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),
     ...createNotifyActivities(deps), ...createBreakerActivities(deps),
 

@@ -6,6 +6,7 @@ import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
 import type { StaleCniResult } from '../workflows/stale-cni';
 import type { CalicoOrphansResult } from '../workflows/calico-orphans';
+import type { NodeAddressResult } from '../workflows/node-address';
 import { type IpamGcPlan, type IpamGcRestoreResult, RESULT_CANDIDATES_MAX } from '../lib/ipam-gc-plan';
 import type { RunStatus } from '../lib/run-status';
 import type { RunbookPlan } from '../lib/runbook';
@@ -141,6 +142,18 @@ export function calicoOrphansText(r: CalicoOrphansResult): string {
     lines.push(`  ${n.name}: ${parts.join('; ')}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
   }
   for (const x of r.remaining) lines.push(`  still orphaned: ${x}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function nodeAddressText(r: NodeAddressResult): string {
+  const lines = [`node-address on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
+  if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
+  for (const n of r.nodes) {
+    lines.push(`  ${n.name}: InternalIP ${n.internalIpsBefore.join(', ') || 'none'} -> ${n.internalIps.join(', ')}; ${n.file}: ${n.lineAfter}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+  }
+  const calico = (r.clusterChange as { calico?: { daemonSet: string; from: string | null; to: string; addresses: Record<string, string> } | string } | undefined)?.calico;
+  if (calico && typeof calico === 'object') lines.push(`  ${calico.daemonSet}: IP_AUTODETECTION_METHOD ${calico.from ?? '(unset)'} -> ${calico.to}; every pod Ready; detected ${Object.entries(calico.addresses).map(([n, a]) => `${n} ${a}`).join(', ')}`);
+  for (const x of r.remaining) lines.push(`  still to do: ${x}`);
   return `${lines.join('\n')}\n`;
 }
 

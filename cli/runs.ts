@@ -13,10 +13,12 @@ import { temporal } from '@temporalio/proto';
 import { z } from 'zod';
 import { type Config, findCluster, formatZodIssues, selectNodes } from '../lib/config';
 import { ExitCode } from '../lib/failures';
-import { clusterName, freeText, nodeName } from '../lib/patterns';
+import { clusterName, freeText, IFNAME, nodeName } from '../lib/patterns';
+import { networkOf } from '../lib/detect/facts';
+import { isCalicoMethod, isIpv4Cidr } from '../lib/node-address';
 import type { ProbeInput, ProbeReport } from '../lib/probe';
 import { parseDuration } from '../lib/duration';
-import type { CalicoOrphansInput, DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult, StaleCniInput } from '../lib/remediation-input';
+import type { CalicoOrphansInput, NodeAddressInput, DefaultRouteInput, IpamGcInput, IpamGcRestoreInput, MachineIdInput, MachineIdResult, StaleCniInput } from '../lib/remediation-input';
 import { lockId } from '../lib/lock-id';
 import type { AuditInput } from '../lib/audit';
 import { AuditStore } from '../activities/audit-store';
@@ -29,16 +31,17 @@ import { CliError, REFUSAL_TYPES } from './errors';
 import { pickNodes } from './targets';
 import { diagnoseText } from './diagnose';
 import type { DiagnoseReport } from '../lib/diagnose';
-import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor, staleCniText, calicoOrphansText } from './render';
+import { defaultRouteText, ipamGcRestoreText, ipamGcText, machineIdText, planText, probeText, progressFor, staleCniText, calicoOrphansText, nodeAddressText } from './render';
 import type { DefaultRouteResult } from '../workflows/default-route';
 import type { IpamGcResult } from '../workflows/ipam-gc';
 import type { StaleCniResult } from '../workflows/stale-cni';
 import type { CalicoOrphansResult } from '../workflows/calico-orphans';
+import type { NodeAddressResult } from '../workflows/node-address';
 import type { IpamGcRestoreResult } from '../lib/ipam-gc-plan';
 
-export const REMEDIATIONS = ['probe', 'machine-id', 'default-route', 'ipam-gc', 'stale-cni', 'calico-orphans'] as const;
+export const REMEDIATIONS = ['probe', 'machine-id', 'node-address', 'default-route', 'ipam-gc', 'stale-cni', 'calico-orphans'] as const;
 /** The workflow type that runs each remediation. */
-const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc', 'stale-cni': 'remediateStaleCni', 'calico-orphans': 'remediateCalicoOrphans' };
+const WORKFLOW_TYPE: Record<(typeof REMEDIATIONS)[number], string> = { probe: 'probe', 'machine-id': 'remediateMachineId', 'default-route': 'remediateDefaultRoute', 'ipam-gc': 'remediateIpamGc', 'stale-cni': 'remediateStaleCni', 'calico-orphans': 'remediateCalicoOrphans', 'node-address': 'remediateNodeAddress' };
 /** Workflow types of earlier versions, still shown by status and list (workflows/legacy/). */
 const LEGACY_TYPES: Record<string, string> = { machineId: 'machine-id' };
 /** Workflow types that are not `kubemend run`'s but belong to a remediation (shown by status and list). */
@@ -63,6 +66,11 @@ const RunArgs = z.object({
   grace: z.string().optional(),
   retention: z.string().optional(),
   parallel: z.coerce.number({ error: 'must be a whole number from 1 to 64' }).int('must be a whole number from 1 to 64').min(1, 'must be a whole number from 1 to 64').max(64, 'must be a whole number from 1 to 64').optional(),
+  network: z.string().optional(),
+  interface: z.string().optional(),
+  calicoMethod: z.string().optional(),
+  kubeletTimeout: z.string().optional(),
+  rolloutTimeout: z.string().optional(),
   deleteEmptydirData: z.boolean().default(false),
   force: z.boolean().default(false),
 });
@@ -81,6 +89,14 @@ export function retentionMs(v: string | undefined): number | undefined {
   const ms = parseDuration(v);
   if (ms === undefined || ms < 3_600_000 || ms > 365 * 86_400_000) throw new CliError(`--retention: ${JSON.stringify(v)} is not a duration from 1h to 8760h (e.g. 168h for a week)`);
   return ms;
+}
+
+/** node-address's own flags, checked before anything starts (the workflow checks them again). */
+function nodeAddressFlags(args: { network?: string; interface?: string; calicoMethod?: string }): void {
+  if (args.network !== undefined && args.interface !== undefined) throw new CliError('--network and --interface: give one of them, not both');
+  if (args.network !== undefined && (!isIpv4Cidr(args.network) || networkOf(args.network) !== args.network)) throw new CliError(`--network: ${JSON.stringify(args.network)} is not an IPv4 network in CIDR form (e.g. 192.168.56.0/24)`);
+  if (args.interface !== undefined && !IFNAME.test(args.interface)) throw new CliError(`--interface: ${JSON.stringify(args.interface)} is not a Linux interface name`);
+  if (args.calicoMethod !== undefined && !isCalicoMethod(args.calicoMethod)) throw new CliError(`--calico-method: ${JSON.stringify(args.calicoMethod)} is not a Calico IP_AUTODETECTION_METHOD (first-found, can-reach=<ip>, interface=<regex,...>, skip-interface=<regex,...>, cidr=<cidr,...>, kubernetes-internal-ip)`);
 }
 
 export function newRunId(remediation: string, cluster: string, now = new Date()): string {
@@ -177,6 +193,8 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   if (args.remediation !== 'default-route' && args.remediation !== 'stale-cni' && args.remediation !== 'calico-orphans' && args.podTimeout !== undefined) throw new CliError('--pod-timeout applies to default-route, stale-cni and calico-orphans only');
   if (args.remediation !== 'ipam-gc' && args.remediation !== 'calico-orphans' && (args.grace !== undefined || args.parallel !== undefined)) throw new CliError('--grace and --parallel apply to ipam-gc and calico-orphans only');
   if (args.remediation !== 'ipam-gc' && args.retention !== undefined) throw new CliError('--retention applies to ipam-gc only');
+  if (args.remediation !== 'node-address' && [args.network, args.interface, args.calicoMethod, args.kubeletTimeout, args.rolloutTimeout].some((v) => v !== undefined)) throw new CliError('--network, --interface, --calico-method, --kubelet-timeout and --rollout-timeout apply to node-address only');
+  if (args.remediation === 'node-address') nodeAddressFlags(args);
   const grace = (v: string | undefined) => {
     if (v === undefined) return 15 * 60_000;
     const ms = parseDuration(v);
@@ -197,8 +215,16 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
             ? { podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
             : args.remediation === 'calico-orphans'
               ? { graceMs: grace(args.grace), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
-              : {};
-  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput | StaleCniInput | CalicoOrphansInput =
+              : args.remediation === 'node-address'
+                ? {
+                    ...(args.network !== undefined ? { network: args.network } : {}),
+                    ...(args.interface !== undefined ? { interface: args.interface } : {}),
+                    ...(args.calicoMethod !== undefined ? { calicoMethod: args.calicoMethod } : {}),
+                    kubeletTimeoutMs: duration('kubelet-timeout', args.kubeletTimeout, 180_000, 1_800_000),
+                    rolloutTimeoutMs: duration('rollout-timeout', args.rolloutTimeout, 300_000, 3_600_000),
+                  }
+                : {};
+  const input: ProbeInput | MachineIdInput | DefaultRouteInput | IpamGcInput | StaleCniInput | CalicoOrphansInput | NodeAddressInput =
     args.remediation === 'probe'
       ? { cluster: args.cluster, nodes: args.node, requestedBy, reason: args.reason }
       : {
@@ -250,9 +276,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
       }
       return ExitCode.Ok;
     }
-    let result: MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult | CalicoOrphansResult;
+    let result: MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult | CalicoOrphansResult | NodeAddressResult;
     try {
-      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult | CalicoOrphansResult>(handle, args.json, workflowId);
+      result = await follow<MachineIdResult | DefaultRouteResult | IpamGcResult | StaleCniResult | CalicoOrphansResult | NodeAddressResult>(handle, args.json, workflowId);
     } catch (err) {
       throw endedBadly(err);
     }
@@ -267,7 +293,9 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
               ? staleCniText(result as StaleCniResult)
               : args.remediation === 'calico-orphans'
                 ? calicoOrphansText(result as CalicoOrphansResult)
-                : machineIdText(result as MachineIdResult),
+                : args.remediation === 'node-address'
+                  ? nodeAddressText(result as NodeAddressResult)
+                  : machineIdText(result as MachineIdResult),
     );
     return ExitCode.Ok;
   } finally {
@@ -381,6 +409,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (p) {
       out.write(`  phase        ${p.phase}\n`);
       for (const [n, st] of Object.entries(p.nodes)) out.write(`    ${n.padEnd(24)} ${st.phase}${st.detail ? `  ${st.detail}` : ''}\n`);
+      if (p.clusterStep) out.write(`    ${'(cluster)'.padEnd(24)} ${p.clusterStep.phase}${p.clusterStep.detail ? `  ${p.clusterStep.detail}` : ''}\n`);
     }
     if (p?.compensations?.length) out.write(`  undo         ${p.compensations.join('\n               ')}\n`);
     if (view.failure) out.write(`  failure      ${view.failure}\n`);
@@ -389,6 +418,7 @@ export async function statusCommand(cfg: Config, runId: string, opts: { json?: b
     if (view.result && d.type === 'diagnose') out.write(`\n${diagnoseText(view.result as DiagnoseReport)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'machine-id') out.write(`\n${machineIdText(view.result as MachineIdResult)}`);
     if (view.result && TYPE_TO_REMEDIATION[d.type] === 'default-route') out.write(`\n${defaultRouteText(view.result as DefaultRouteResult)}`);
+    if (view.result && d.type === WORKFLOW_TYPE['node-address']) out.write(`\n${nodeAddressText(view.result as NodeAddressResult)}`);
     if (view.result && d.type === WORKFLOW_TYPE['ipam-gc']) out.write(`\n${ipamGcText(view.result as IpamGcResult, d.workflowId)}`);
     if (view.result && d.type === WORKFLOW_TYPE['stale-cni']) out.write(`\n${staleCniText(view.result as StaleCniResult)}`);
     if (view.result && d.type === WORKFLOW_TYPE['calico-orphans']) out.write(`\n${calicoOrphansText(view.result as CalicoOrphansResult)}`);

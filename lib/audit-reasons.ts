@@ -16,5 +16,6 @@ export const AuditReason = {
   NetworkConfigApplied: 'NetworkConfigApplied',
   CniPodRestarted: 'CniPodRestarted',
   PodEvicted: 'PodEvicted',
+  KubeletRestarted: 'KubeletRestarted',
 } as const;
 

@@ -4,7 +4,7 @@
  * other clients too). No secret is ever part of an input: the worker holds credentials.
  */
 import { z } from 'zod';
-import { clusterName, freeText, nodeName } from './patterns';
+import { clusterName, freeText, interfaceName, nodeName } from './patterns';
 import type { MachineIdPlan } from './machine-id';
 import { RetryInput } from './probe';
 import type { Finding } from './findings';
@@ -83,6 +83,22 @@ export const CalicoOrphansInput = RunbookInput.extend({
 }).strict();
 export type CalicoOrphansInput = z.input<typeof CalicoOrphansInput>;
 
+/**
+ * node-address (seed 001): the nodes' own network (found when neither is given), Calico's
+ * autodetection method if the operator chooses it, and how long a restarted kubelet and
+ * calico-node's rollout may take.
+ */
+export const NodeAddressInput = RunbookInput.extend({
+  network: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 network in CIDR form (a.b.c.0/24)').optional(),
+  interface: interfaceName.optional(),
+  calicoMethod: z.string().min(1).max(300).optional(),
+  kubeletTimeoutMs: z.number().int().min(1000).max(1_800_000).default(180_000),
+  rolloutTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+})
+  .strict()
+  .refine((v) => v.network === undefined || v.interface === undefined, { message: 'give --network or --interface, not both', path: ['interface'] });
+export type NodeAddressInput = z.input<typeof NodeAddressInput>;
+
 /** `kubemend ipam-gc restore <run>`: put what an ipam-gc run quarantined back. */
 export const IpamGcRestoreInput = z
   .object({
@@ -115,6 +131,17 @@ export interface DefaultRouteFixed {
   probeIp: string | null;
   /** Why the fault will come back at the next reboot (a finding: nothing was changed for it). */
   willRecur: string[];
+}
+
+/** A node node-address fixed, as the run's result shows it. */
+export interface NodeAddressFixed {
+  name: string;
+  file: string;
+  lineBefore: string | null;
+  lineAfter: string;
+  internalIpsBefore: string[];
+  internalIps: string[];
+  written: 'written' | 'already';
 }
 
 /** `kubemend approve`: names the plan it approves, so an approval of a plan that changed is refused. */

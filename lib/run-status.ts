@@ -13,6 +13,8 @@ export interface RunStatus {
   nodes: Record<string, NodeStatus>;
   /** The plan a remediation waits for approval of (its id is what `kubemend approve` names). */
   plan?: RunbookPlan;
+  /** The step a remediation's change to the whole cluster is at (after the nodes), if it has one. */
+  clusterStep?: NodeStatus;
   /** What the undo steps did after a failure or cancel. */
   compensations?: string[];
 }

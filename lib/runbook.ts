@@ -99,4 +99,6 @@ export interface RunbookResult<P extends RunbookPlan, N> {
   nodes: N[];
   /** Faults still present after the run (on nodes the run was not allowed to touch). */
   remaining: string[];
+  /** What a remediation's change to the whole cluster did (after the nodes), if it has one. */
+  clusterChange?: Record<string, unknown>;
 }

@@ -20,13 +20,13 @@
  * recreate its pod; bringing the link back down would only restore the fault.
  */
 import { ApplicationFailure } from '@temporalio/workflow';
-import { mapLimit } from '../lib/async';
 import { type DefaultRouteNode, type DefaultRoutePlan, planDefaultRoute, problemsAfter } from '../lib/default-route';
 import type { DiagnoseFacts } from '../lib/detect/facts';
 import { detectNoDefaultRoute } from '../lib/detect/seed002-default-route';
 import { Failure } from '../lib/failures';
 import { DefaultRouteInput, type DefaultRouteFixed } from '../lib/remediation-input';
 import type { RunbookResult } from '../lib/runbook';
+import { gatherDiagnoseFacts } from './diagnose-facts';
 import { type FixedByRunbook, type NodeContext, parseInput, type Remediation, type RunContext, runRemediation } from './runbook';
 
 type Input = ReturnType<typeof DefaultRouteInput.parse>;
@@ -41,15 +41,7 @@ interface Applied {
 
 const Step = { ApplyingNetworkConfig: 'ApplyingNetworkConfig', WaitingForRoute: 'WaitingForRoute', RestartingCniPod: 'RestartingCniPod', WaitingForCni: 'WaitingForCni' } as const;
 
-/** How many nodes are read at once. */
-const READ_CONCURRENCY = 16;
-
-async function gatherFacts(run: RunContext<Input>, nodes: readonly string[]): Promise<DiagnoseFacts> {
-  const read = await mapLimit(nodes, READ_CONCURRENCY, (node) => run.acts.gatherNodeFacts({ cluster: run.cluster, node }));
-  const api = await run.acts.readClusterFacts({ cluster: run.cluster });
-  if (!api.configured) throw ApplicationFailure.create({ type: Failure.BadInput, message: `cluster ${run.cluster} has no kubeconfig in the worker's config: default-route needs the API (it restarts the node's CNI pod)`, nonRetryable: true });
-  return { cluster: run.cluster, configured: run.everyNode, nodes: read, api: api.facts };
-}
+const gatherFacts = (run: RunContext<Input>, nodes: readonly string[]) => gatherDiagnoseFacts(run, nodes, 'default-route', "it restarts the node's CNI pod");
 
 const lines = (facts: DiagnoseFacts) => detectNoDefaultRoute(facts).map((f) => `${f.node}: ${f.evidence.join('; ')}`);
 

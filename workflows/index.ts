@@ -6,6 +6,7 @@ export { remediateDefaultRoute } from './default-route';
 export { remediateIpamGc, restoreIpamQuarantine } from './ipam-gc';
 export { remediateStaleCni } from './stale-cni';
 export { remediateCalicoOrphans } from './calico-orphans';
+export { remediateNodeAddress } from './node-address';
 // Frozen: started by kubemend before the shared runbook; kept so such runs finish and replay.
 export { machineId } from './legacy/machine-id-v1';
 export { diagnose } from './diagnose';

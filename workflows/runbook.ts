@@ -84,6 +84,14 @@ export interface NodeContext<In extends Parsed> extends RunContext<In> {
   resumed: string[];
 }
 
+/** What a remediation's change to the whole cluster sees (after every node). */
+export interface ClusterContext<In extends Parsed> extends RunContext<In> {
+  /** Shows the cluster step in `kubemend status`. */
+  step(phase: string, detail?: string): void;
+  /** Registers the undo of a step that just completed; undos run newest first on failure. */
+  pushUndo(what: string, run: () => Promise<string>): void;
+}
+
 export interface Verified<N> {
   /** The node's entry in the run's result. */
   result: N;
@@ -118,6 +126,12 @@ export interface Remediation<In extends Parsed, F, P extends RunbookPlan, A, N e
   lanes?(input: In): number;
   /** The node's own steps, after the drain and before any reboot. Pushes an undo per step or says why there is none. */
   apply(node: P['nodes'][number], ctx: NodeContext<In>): Promise<A>;
+  /**
+   * A change made once for the whole cluster, after every node is fixed (a DaemonSet's
+   * setting, say), with its own undos: on failure they run newest first, as a node's do, and
+   * the run fails. What it returns is the result's `clusterChange`.
+   */
+  applyCluster?(plan: P, ctx: ClusterContext<In>): Promise<Record<string, unknown>>;
   /** Fault-specific verification of the node (not just "Ready"); throws VerificationFailed. */
   verifyNode(node: P['nodes'][number], applied: A, ctx: NodeContext<In> & { bootIdAfter: string | null }): Promise<Verified<N>>;
   /** The faults the facts show, as lines for the result (pure: a dry run reads nothing more). */
@@ -251,7 +265,10 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       }
     }
 
-    // 6. Verify the whole cluster.
+    // 6. The remediation's change to the whole cluster, if it has one.
+    if (r.applyCluster) result.clusterChange = await fixCluster(plan, r.applyCluster);
+
+    // 7. Verify the whole cluster.
     status.phase = Phase.Verifying;
     const verdict = await r.verifyCluster(run, plan, facts);
     result.remaining = verdict.remaining;
@@ -325,6 +342,40 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       throw first.err;
     }
     return done as Array<FixedByRunbook<N>>;
+  }
+
+  /** The cluster-wide change, with its own compensation stack (as fixNode's, for one step of the whole cluster). */
+  async function fixCluster(plan: P, apply: NonNullable<typeof r.applyCluster>): Promise<Record<string, unknown>> {
+    const undo: Array<{ what: string; run: () => Promise<string> }> = [];
+    const step = (phase: string, detail?: string) => (status.clusterStep = { phase, ...(detail ? { detail } : {}) });
+    try {
+      const out = await apply(plan, { ...run, step, pushUndo: (what, fn) => undo.push({ what, run: fn }) });
+      step(NodeStep.Fixed);
+      return out;
+    } catch (err) {
+      const reason = describe(err);
+      status.phase = Phase.Compensating;
+      const undone: string[] = [];
+      await CancellationScope.nonCancellable(async () => {
+        for (const u of undo.reverse()) {
+          try {
+            undone.push(`${u.what}: ${await u.run()}`);
+          } catch (e) {
+            undone.push(`${u.what}: FAILED (${describe(e)})`);
+          }
+        }
+      });
+      status.compensations = [...(status.compensations ?? []), ...undone];
+      step(NodeStep.Failed, `${reason}${undone.length ? ` | undo: ${undone.join('; ')}` : ''}`);
+      await CancellationScope.nonCancellable(async () => {
+        try {
+          await record({ node: '', step: 'cluster/failed', action: 'none', after: { undo: undone }, outcome: 'failed', error: reason });
+        } catch (e) {
+          status.compensations = [...undone, `audit record of the failure: FAILED (${describe(e)})`];
+        }
+      });
+      throw err;
+    }
   }
 
   async function fixNode(planned: PlannedNode, runTag: string): Promise<FixedByRunbook<N>> {

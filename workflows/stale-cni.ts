@@ -25,12 +25,12 @@
  * The full level (kubeadm reset and re-join) is not built.
  */
 import { ApplicationFailure } from '@temporalio/workflow';
-import { mapLimit } from '../lib/async';
 import type { DiagnoseFacts } from '../lib/detect/facts';
 import { Failure } from '../lib/failures';
 import { StaleCniInput } from '../lib/remediation-input';
 import type { RunbookResult } from '../lib/runbook';
 import { detectStaleCniFindings, planStaleCni, problemsAfter, staleCniFacts, type StaleCniFixed, staleCniLines, type StaleCniNode, type StaleCniPlan } from '../lib/stale-cni';
+import { gatherDiagnoseFacts } from './diagnose-facts';
 import { type FixedByRunbook, type NodeContext, parseInput, type Remediation, type RunContext, runRemediation } from './runbook';
 
 type Input = ReturnType<typeof StaleCniInput.parse>;
@@ -44,15 +44,7 @@ interface Applied {
 
 const Step = { DeletingStaleDevices: 'DeletingStaleDevices', RestartingFlannel: 'RestartingFlannel', WaitingForFlannel: 'WaitingForFlannel' } as const;
 
-/** How many nodes are read at once. */
-const READ_CONCURRENCY = 16;
-
-async function gatherFacts(run: RunContext<Input>, nodes: readonly string[]): Promise<DiagnoseFacts> {
-  const read = await mapLimit(nodes, READ_CONCURRENCY, (node) => run.acts.gatherNodeFacts({ cluster: run.cluster, node }));
-  const api = await run.acts.readClusterFacts({ cluster: run.cluster });
-  if (!api.configured) throw ApplicationFailure.create({ type: Failure.BadInput, message: `cluster ${run.cluster} has no kubeconfig in the worker's config: stale-cni needs the API (the Node's podCIDR, cordon, drain, flannel's pod)`, nonRetryable: true });
-  return { cluster: run.cluster, configured: run.everyNode, nodes: read, api: api.facts };
-}
+const gatherFacts = (run: RunContext<Input>, nodes: readonly string[]) => gatherDiagnoseFacts(run, nodes, 'stale-cni', "the Node's podCIDR, cordon, drain, flannel's pod");
 
 export const staleCniRemediation: Remediation<Input, DiagnoseFacts, StaleCniPlan, Applied, StaleCniFixed> = {
   name: 'stale-cni',
