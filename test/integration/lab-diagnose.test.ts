@@ -76,7 +76,7 @@ describe('a lab with all five scenarios', () => {
 
   test('seed 001: the control plane advertises 10.0.2.15, which every node has; the workers never joined; Calico autodetects', () => {
     const [cp] = on(report, '001', 'node1');
-    expect(cp).toMatchObject({ remediation: 'node-address', signature: 'dial tcp 10.0.2.15:6443: connect: connection refused', fixable: false });
+    expect(cp).toMatchObject({ remediation: 'node-address', signature: 'dial tcp 10.0.2.15:6443: connect: connection refused', fixable: true });
     expect(cp.evidence).toEqual([
       'kube-apiserver --advertise-address=10.0.2.15 (/etc/kubernetes/manifests/kube-apiserver.yaml)',
       '10.0.2.15 is on node1 on enp0s3, node2 on enp0s3, node3 on enp0s3',
