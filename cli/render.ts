@@ -101,7 +101,11 @@ export function planText(p: RunbookPlan): string {
     lines.push(`  ${i + 1}. ${n.name} (${n.role}${ids})`);
     for (const s of n.steps) lines.push(`       ${s}`);
   });
-  if (p.nodes.length === 0) lines.push('  nothing to fix');
+  if (p.cluster?.length) {
+    lines.push(`  ${p.nodes.length + 1}. the whole cluster, after the nodes`);
+    for (const s of p.cluster) lines.push(`       ${s}`);
+  }
+  if (p.nodes.length === 0 && !p.cluster?.length) lines.push('  nothing to fix');
   return `${lines.join('\n')}\n`;
 }
 

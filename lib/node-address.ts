@@ -248,6 +248,8 @@ export interface NodeAddressPlan extends RunbookPlan {
 
 export interface PlanOptions {
   selected: readonly string[];
+  /** Whether the run covers every node (no --node): calico-node's setting is one for all of them. */
+  everyNodeSelected: boolean;
   excluded: readonly string[];
   network?: string;
   interface?: string;
@@ -361,7 +363,9 @@ export function planNodeAddress(facts: DiagnoseFacts, findings: readonly Finding
       else if (cpAddress) to = `can-reach=${cpAddress.address}`;
       else refused.push('Calico: no control-plane Node to reach: give --interface or --network');
     }
-    if (to !== null) {
+    if (to !== null && !o.everyNodeSelected) {
+      skipped.push({ name: auto.daemonSet, reason: `not changed by a run limited with --node: IP_AUTODETECTION_METHOD is one setting for every node (it would become ${to}); run without --node` });
+    } else if (to !== null) {
       if (namespace === 'calico-system') refused.push(`Calico: ${auto.daemonSet} is the Tigera operator's (it would undo a change to the DaemonSet): set spec.calicoNetwork.nodeAddressAutodetectionV4 in the Installation "default" to ${to} instead`);
       else calico = { daemonSet: auto.daemonSet, namespace, name, from: auto.method, to, predicted };
     }
@@ -390,7 +394,8 @@ export function planNodeAddress(facts: DiagnoseFacts, findings: readonly Finding
     ...manual.map((m) => `manual: ${m}`),
   ];
   const content = { nodes: nodes.map(({ name, steps, lineBefore }) => ({ name, steps, lineBefore })), calico, manual, skipped, refused, findings: findings.map((f) => `${f.node}:${f.signature}`) };
-  return { id: planId(content), nodes, network: 'addresses' in choice ? { by: choice.by, network: choice.network, addresses: Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, v.address])) } : null, calico, manual, skipped, summary, refused };
+  const cluster = calico ? [`${calico.daemonSet}: IP_AUTODETECTION_METHOD ${calico.from ?? '(unset)'} -> ${calico.to}`, `wait until every calico-node pod runs the new template and is Ready (at most ${secs(o.rolloutTimeoutMs)}); if not, put the env entry back and check the template is byte for byte the one before`] : [];
+  return { id: planId(content), nodes, cluster, network: 'addresses' in choice ? { by: choice.by, network: choice.network, addresses: Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, v.address])) } : null, calico, manual, skipped, summary, refused };
 }
 
 /** What is still wrong after the run, from fresh facts (for the result and the cluster's verification). */

@@ -48,6 +48,11 @@ export interface RunbookPlan {
   id: string;
   /** In the order they will be fixed, one at a time. */
   nodes: PlannedNode[];
+  /**
+   * A change to the whole cluster after the nodes (the remediation's `applyCluster`), as the
+   * approver reads it; a plan with only this still runs.
+   */
+  cluster?: string[];
   /** Nodes with a finding that will not be touched, and why (excluded, not selected, ...). */
   skipped: Array<{ name: string; reason: string }>;
   /** Lines the approver reads above the nodes: what was found, what is left alone and why. */

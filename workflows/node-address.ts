@@ -67,6 +67,7 @@ export const nodeAddressRemediation: Remediation<Input, DiagnoseFacts, NodeAddre
   plan: (facts, findings, run) =>
     planNodeAddress(facts, findings, {
       selected: run.selected,
+      everyNodeSelected: run.everyNode.every((n) => run.selected.includes(n)),
       excluded: run.apiNodes.filter((n) => n.excluded).map((n) => n.name),
       network: run.input.network,
       interface: run.input.interface,

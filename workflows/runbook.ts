@@ -223,13 +223,14 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       step: 'plan',
       action: input.dryRun ? 'plan only (--dry-run): nothing is changed' : `plan ${plan.id}`,
       before: { findings },
-      after: { planId: plan.id, fix: plan.nodes.map((n) => n.name), skipped: plan.skipped, disruption: r.disruption },
-      outcome: input.dryRun ? 'dry-run' : plan.nodes.length ? 'planned' : 'skipped',
+      after: { planId: plan.id, fix: plan.nodes.map((n) => n.name), ...(plan.cluster?.length ? { cluster: plan.cluster } : {}), skipped: plan.skipped, disruption: r.disruption },
+      outcome: input.dryRun ? 'dry-run' : plan.nodes.length || plan.cluster?.length ? 'planned' : 'skipped',
     });
-    if (plan.nodes.length === 0 || input.dryRun) {
+    const nothing = plan.nodes.length === 0 && !plan.cluster?.length;
+    if (nothing || input.dryRun) {
       status.phase = Phase.Done;
       result.remaining = r.remaining(facts);
-      const ended = plan.nodes.length === 0 ? result : { ...result, outcome: 'planned (dry run)' as const };
+      const ended = nothing ? result : { ...result, outcome: 'planned (dry run)' as const };
       recordRun(r.name, cluster, resultOutcome(ended.outcome));
       return ended;
     }

@@ -19,7 +19,7 @@ import {
 import { parseArgsLineOutput, RESTORE_ARGS_LINE_SCRIPT, restoreArgsLineArgv, SET_ARGS_LINE_SCRIPT, setArgsLineArgv } from '../../lib/node-address-scripts';
 import { factsOf } from '../helpers/diagnose-fixtures';
 
-const opts = (o: Partial<PlanOptions> = {}): PlanOptions => ({ selected: ['node1', 'node2', 'node3'], excluded: [], kubeletTimeoutMs: 180_000, rolloutTimeoutMs: 300_000, runTag: 'node-address-lab-x', ...o });
+const opts = (o: Partial<PlanOptions> = {}): PlanOptions => ({ selected: ['node1', 'node2', 'node3'], everyNodeSelected: true, excluded: [], kubeletTimeoutMs: 180_000, rolloutTimeoutMs: 300_000, runTag: 'node-address-lab-x', ...o });
 
 /** The nat-advertise capture with every worker joined on 10.0.2.15 and Calico with first-found: seed 001's other half. */
 function allJoined(): DiagnoseFacts {
@@ -105,6 +105,7 @@ describe('the plan', () => {
     expect(plan.nodes[0].steps[0]).toBe('copy /etc/default/kubelet to /var/lib/kubemend/backup/node-address-lab-x/_etc_default_kubelet (once)');
     expect(plan.calico).toEqual({ daemonSet: 'kube-system/calico-node', namespace: 'kube-system', name: 'calico-node', from: null, to: 'can-reach=10.213.0.11', predicted: true });
     expect(plan.manual).toEqual([]);
+    expect(plan.cluster).toEqual(['kube-system/calico-node: IP_AUTODETECTION_METHOD (unset) -> can-reach=10.213.0.11', expect.stringMatching(/^wait until every calico-node pod runs the new template and is Ready \(at most 300 s\)/)]);
     expect(plan.network).toEqual({ by: 'found 10.213.0.0/24', network: '10.213.0.0/24', addresses: { node1: '10.213.0.11', node2: '10.213.0.12', node3: '10.213.0.13' } });
     // The same facts give the same plan id; another line on the node gives another.
     expect(planNodeAddress(f, detectNatAdvertise(f), opts()).id).toBe(plan.id);
@@ -127,10 +128,13 @@ describe('the plan', () => {
   test('unselected and excluded nodes are skipped with their addresses; an unreadable line is refused', () => {
     const f = allJoined();
     f.nodes[2].kubeletArgs = ["/etc/default/kubelet: KUBELET_EXTRA_ARGS='--v=2'"];
-    const plan = planNodeAddress(f, detectNatAdvertise(f), opts({ selected: ['node1', 'node3'], excluded: ['node1'] }));
+    const plan = planNodeAddress(f, detectNatAdvertise(f), opts({ selected: ['node1', 'node3'], everyNodeSelected: false, excluded: ['node1'] }));
+    expect(plan.calico).toBeNull();
+    expect(plan.cluster).toEqual([]);
     expect(plan.skipped).toEqual([
       { name: 'node1', reason: 'excluded by its label: its InternalIP is 10.0.2.15, it should be 10.213.0.11' },
       { name: 'node2', reason: 'not selected (--node): its InternalIP is 10.0.2.15, it should be 10.213.0.12' },
+      { name: 'kube-system/calico-node', reason: 'not changed by a run limited with --node: IP_AUTODETECTION_METHOD is one setting for every node (it would become can-reach=10.213.0.11); run without --node' },
     ]);
     expect(plan.refused).toEqual([expect.stringMatching(/^node3: \/etc\/default\/kubelet has .*quoting or expansion.*set --node-ip=10\.213\.0\.13 there by hand$/)]);
   });
