@@ -514,7 +514,7 @@ async function probe(dir: string, k: NodeKubelet, c: Container, pod: ApiPod, nod
       return { name: n.metadata.name, address, running: !!theirs && theirs.address === address };
     });
   // Only addresses some lab node's calico-node detected on its own links are ever pinged (running peers').
-  const { ready, output } = await birdReadiness(ownAddrs.includes(own) ? [own, ...ownAddrs.filter((a) => a !== own)] : ownAddrs, peers, (ip) => pings(holder, own, ip));
+  const { ready, output } = await birdReadiness(ownAddrs, peers, (ip) => pings(holder, own, ip));
   const changed = c.ready !== ready;
   c.ready = ready;
   if (changed) say(`${k.name}: calico-node of ${pod.metadata.name} ${ready ? 'Ready' : `not Ready: ${output.split('\n').at(-1)}`}`);
@@ -543,8 +543,6 @@ async function unhealthyEvent(dir: string, node: string, pod: ApiPod, message: s
     firstTimestamp: t,
     lastTimestamp: t,
     count: 1,
-    reportingComponent: 'kubelet',
-    reportingInstance: node,
   };
   const r = await api(dir, 'POST', `/api/v1/namespaces/${pod.metadata.namespace}/events`, { contentType: 'application/json', data: event });
   if (r.status !== 201) say(`${node}: event for ${pod.metadata.name}: HTTP ${r.status}`);

@@ -122,6 +122,9 @@ export function klogLine(severity: 'I' | 'W' | 'E', file: string, message: strin
   return `${severity}${t} ${String(pid).padStart(7)} ${file}] ${message}`;
 }
 
+/** A value inside klog's quotes: backslashes and quotes escaped, as its structured output does. */
+export const klogQuote = (s: string) => s.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
+
 // ---- The unit on a node (in the lab daemon) ----
 
 export type KubeletState = 'active' | 'activating' | 'inactive';
@@ -216,7 +219,7 @@ async function api(dir: string, method: string, path: string, data?: unknown, co
 
 /** The kubelet exits: no heartbeats (the Node goes NotReady after its grace), systemd restarts it later. */
 async function exited(dir: string, node: string, message: string, nodeExists: boolean): Promise<void> {
-  log(dir, node, klogLine('E', 'run.go', `"command failed" err="${message}"`));
+  log(dir, node, klogLine('E', 'run.go', `"command failed" err="${klogQuote(message)}"`));
   if (nodeExists) await setKubelet(dir, node, false);
   writeKubeletState(dir, node, 'activating');
   cancelRestart(node);
@@ -281,7 +284,7 @@ export async function startKubelet(dir: string, name: string, ids?: { machineId:
     if (r.status !== 200) throw new LabError(`status patch of Node ${name}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
     internalIp = choice.ip;
   } else {
-    log(dir, name, klogLine('E', 'kubelet_node_status.go', `"Failed to set some node status fields" err="${choice.error.replace('%NODE%', name).replace(/"/g, '\\"')}" node="${name}"`));
+    log(dir, name, klogLine('E', 'kubelet_node_status.go', `"Failed to set some node status fields" err="${klogQuote(choice.error.replace('%NODE%', name))}" node="${name}"`));
   }
   await setKubelet(dir, name, true, { machineId, bootId });
   log(dir, name, klogLine('I', 'kubelet.go', `"Started kubelet"${internalIp ? ` nodeIP="${internalIp}"` : ''}`));

@@ -1,5 +1,6 @@
 /**
- * npm run lab -- up --nodes N [--real-flannel] | status | reboot <node> | pod add|del <node> <ns>/<name> | flanneld start|stop <node> | down
+ * npm run lab -- up --nodes N [--real-flannel] | status | reboot <node> | pod add|del <node> <ns>/<name> | flanneld start|stop <node>
+ *   | fault kubelet-start <node> [--starts N] [--message M] | down
  * Exit codes as kubemend's: 0 ok, 1 failed, 2 bad input (including "not root").
  */
 import { Command, CommanderError } from 'commander';

@@ -2,7 +2,7 @@
  * The lab kubelet's pure parts (test/lab/kubelet.ts): its flags from kubeadm-flags.env and
  * /etc/default/kubelet, and the Node address it reports from the node's links and routes.
  */
-import { chooseNodeIp, envFileValue, type IpLink, isGlobalUnicast4, klogLine, kubeletNodeIp, nodeIpFlag } from '../lab/kubelet';
+import { chooseNodeIp, envFileValue, type IpLink, isGlobalUnicast4, klogLine, klogQuote, kubeletNodeIp, nodeIpFlag } from '../lab/kubelet';
 import { defaultKubeletText, KUBEADM_FLAGS_TEXT } from '../lab/topology';
 
 /** A lab node's links as `ip -j addr show` gives them (trimmed): enp0s8 made before enp0s3. */
@@ -81,4 +81,5 @@ describe('the Node address', () => {
 
 test('klog lines as the kubelet writes them', () => {
   expect(klogLine('E', 'run.go', '"command failed" err="x"', new Date(Date.UTC(2026, 10, 26, 9, 5, 7, 42)), 1234)).toBe('E1126 09:05:07.042000    1234 run.go] "command failed" err="x"');
+  expect(klogQuote('node IP: "10.1.1.1" a\\b')).toBe('node IP: \\"10.1.1.1\\" a\\\\b');
 });
