@@ -562,9 +562,24 @@ async function report(dir: string, pod: ApiPod, rec: PodRecord, node: ApiNode | 
   const desired = podStatus(view, hostIP, current, Date.now(), CALICO_NODE_CONTAINER);
   if (statusShows(current, desired)) return;
   const path = `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}/status`;
-  const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: pod.metadata.uid }, status: desired } });
-  if (r.status === 404 || r.status === 409 || r.status === 422) return;
+  const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: pod.metadata.uid }, status: { ...desired, ...replacedIps(current, desired) } } });
+  if (r.status === 404 || r.status === 409) return; // deleted or replaced meanwhile
   if (r.status !== 200) throw new LabError(`patching ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
+}
+
+/**
+ * podIPs and hostIPs merge by ip in a strategic merge patch: a hostNetwork pod whose node
+ * changed address (its kubelet's --node-ip) needs the old entries deleted, as the kubelet's
+ * generated patch does, or the API refuses two IPs of one family.
+ */
+export function replacedIps(current: ApiPodStatus, desired: ApiPodStatus): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of ['podIPs', 'hostIPs'] as const) {
+    const want = desired[key] ?? [];
+    const gone = (current[key] ?? []).filter((x) => !want.some((w) => w.ip === x.ip));
+    if (gone.length) out[key] = [...want, ...gone.map((x) => ({ ip: x.ip, $patch: 'delete' }))];
+  }
+  return out;
 }
 
 // ---- What tests and `up` read ----

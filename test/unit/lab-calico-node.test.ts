@@ -3,7 +3,7 @@
  * Calico v3.29's IP autodetection methods over a lab node's links, the conflict check, and
  * the readiness output.
  */
-import { birdReadiness, calicoInterfaces, calicoLogText, calicoStartup, type CalicoStartupInput, canReachDestination, DEFAULT_INTERFACES_TO_EXCLUDE } from '../lab/calico-node';
+import { birdReadiness, calicoInterfaces, calicoLogText, calicoStartup, type CalicoStartupInput, canReachDestination, DEFAULT_INTERFACES_TO_EXCLUDE, replacedIps } from '../lab/calico-node';
 import type { IpLink } from '../lab/kubelet';
 import type { LabNode } from '../lab/lab';
 import { calicoNodeDaemonSet, LAB_KUBELET_POD_LABEL, labCnis, labObjects, labRunsCalicoNode } from '../lab/manifests';
@@ -170,4 +170,13 @@ describe('the lab objects under seed 001', () => {
     expect(c.livenessProbe.exec.command).toEqual(['/bin/calico-node', '-felix-live', '-bird-live']);
     expect(ds.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
   });
+});
+
+test("a hostNetwork pod's IPs after its node changed address: the old entries are deleted in the patch (they merge by ip)", () => {
+  const current = { podIPs: [{ ip: '10.0.2.15' }], hostIPs: [{ ip: '10.0.2.15' }] };
+  expect(replacedIps(current, { podIPs: [{ ip: '10.213.0.11' }], hostIPs: [{ ip: '10.213.0.11' }] })).toEqual({
+    podIPs: [{ ip: '10.213.0.11' }, { ip: '10.0.2.15', $patch: 'delete' }],
+    hostIPs: [{ ip: '10.213.0.11' }, { ip: '10.0.2.15', $patch: 'delete' }],
+  });
+  expect(replacedIps(current, current)).toEqual({});
 });
