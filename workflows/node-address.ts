@@ -79,9 +79,11 @@ export const nodeAddressRemediation: Remediation<Input, DiagnoseFacts, NodeAddre
 
   async apply(planned: NodeAddressNode, ctx: NodeContext<Input>) {
     const base = { cluster: ctx.cluster, node: ctx.node };
-    // In service, but a kubelet that does not come back takes the node out: only within the budget.
+    // In service, but a kubelet that does not come back takes the node out: only while no
+    // other node is NotReady beyond the budget. A control-plane node is no exception: its static
+    // pods (the API server, etcd) keep running while its kubelet restarts.
     ctx.step(Step.CheckingBudget);
-    await ctx.acts.checkBudget({ ...base, maxUnavailable: ctx.input.maxUnavailable });
+    await ctx.acts.checkClusterHealth({ cluster: ctx.cluster, maxUnavailable: ctx.input.maxUnavailable });
     // The undo first: it acts only on a line this run wrote (the copy says so), so it is safe whatever the write got to.
     ctx.pushUndo(`restore ${planned.file} on ${ctx.node}`, () =>
       ctx.longActs.restoreKubeletNodeIp({ ...base, file: planned.file, lineWritten: planned.lineAfter, runTag: ctx.runTag, internalIpsBefore: planned.internalIpsBefore, timeoutMs: ctx.input.kubeletTimeoutMs, audit: ctx.audit }),
