@@ -200,7 +200,8 @@ export async function labKubeletPods(dir: string): Promise<ApiPod[]> {
   return getList<ApiPod>(dir, podsPath);
 }
 
-function daemonLogTail(dir: string): string {
+/** The lab daemon's last log lines, for a wait's error. */
+export function daemonLogTail(dir: string): string {
   const path = join(dir, 'daemon.log');
   return existsSync(path) ? readFileSync(path, 'utf8').trimEnd().split('\n').slice(-15).join('\n') : '(no daemon log)';
 }

@@ -35,7 +35,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { api, finishDeletion, getList, holders } from './calico-kubelet';
+import { api, daemonLogTail, finishDeletion, getList, holders } from './calico-kubelet';
 import { apiTime, type ApiPodStatus, type ContainerView, crashLoopMessage, podStatus, type PodRef, RestartBackoff, statusShows, type Terminated, terminationMessageFromLog } from './flannel-kubelet';
 import { type IpLink, type IpRoute, isGlobalUnicast4, isIpv4, nodeNetwork } from './kubelet';
 import { LabError, readState } from './lab';
@@ -628,11 +628,6 @@ export async function calicoNodeDaemonSetStatus(dir: string): Promise<{ desired:
   if (r.status !== 200) throw new LabError(`GET daemonset ${CALICO_NODE_DAEMONSET}: HTTP ${r.status}`);
   const ds = JSON.parse(r.body) as { metadata: { generation: number }; status?: { desiredNumberScheduled?: number; numberReady?: number; updatedNumberScheduled?: number; observedGeneration?: number } };
   return { desired: ds.status?.desiredNumberScheduled ?? 0, ready: ds.status?.numberReady ?? 0, updated: ds.status?.updatedNumberScheduled ?? 0, generation: ds.metadata.generation, observed: ds.status?.observedGeneration ?? 0 };
-}
-
-function daemonLogTail(dir: string): string {
-  const path = join(dir, 'daemon.log');
-  return existsSync(path) ? readFileSync(path, 'utf8').trimEnd().split('\n').slice(-15).join('\n') : '(no daemon log)';
 }
 
 /** Waits until `test` holds for the live calico-node pods (and the DaemonSet's counts); the deadline counts time waited. */

@@ -27,7 +27,8 @@
 import { execFile } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminRequest, controlPlaneInfo, setKubelet } from './control-plane';
+import { api } from './calico-kubelet';
+import { setKubelet } from './control-plane';
 import { kubeletConfigured, labProcesses, LabError, readState } from './lab';
 import { nodeObject } from './manifests';
 
@@ -211,11 +212,7 @@ function nodeFile(holder: number, path: string): string | undefined {
   }
 }
 
-async function api(dir: string, method: string, path: string, data?: unknown, contentType = 'application/merge-patch+json'): Promise<{ status: number; body: string }> {
-  const info = controlPlaneInfo(dir);
-  if (!info) throw new LabError('the lab has no control plane');
-  return adminRequest(dir, Number(new URL(info.server).port), method, path, data === undefined ? undefined : { contentType, data });
-}
+const merge = (data: unknown) => ({ contentType: 'application/merge-patch+json', data });
 
 /** The kubelet exits: no heartbeats (the Node goes NotReady after its grace), systemd restarts it later. */
 async function exited(dir: string, node: string, message: string, nodeExists: boolean): Promise<void> {
@@ -271,7 +268,7 @@ export async function startKubelet(dir: string, name: string, ids?: { machineId:
   const bootId = ids?.bootId ?? node.bootId;
   if (!nodeExists) {
     // A node that never joined before: its kubelet registers the Node.
-    const created = await api(dir, 'POST', '/api/v1/nodes', nodeObject({ ...node, bootMachineId: machineId, bootId }, state.scenarios), 'application/json');
+    const created = await api(dir, 'POST', '/api/v1/nodes', { contentType: 'application/json', data: nodeObject({ ...node, bootMachineId: machineId, bootId }, state.scenarios) });
     if (created.status !== 201) throw new LabError(`registering Node ${name}: HTTP ${created.status} ${created.body.slice(0, 300)}`);
     nodeExists = true;
   }
@@ -280,7 +277,7 @@ export async function startKubelet(dir: string, name: string, ids?: { machineId:
   const choice = chooseNodeIp(nodeIp, net.links, net.defaultRoutes);
   let internalIp: string | undefined;
   if (choice.ok) {
-    const r = await api(dir, 'PATCH', `/api/v1/nodes/${encodeURIComponent(name)}/status`, { status: { addresses: [{ type: 'InternalIP', address: choice.ip }, { type: 'Hostname', address: name }] } });
+    const r = await api(dir, 'PATCH', `/api/v1/nodes/${encodeURIComponent(name)}/status`, merge({ status: { addresses: [{ type: 'InternalIP', address: choice.ip }, { type: 'Hostname', address: name }] } }));
     if (r.status !== 200) throw new LabError(`status patch of Node ${name}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
     internalIp = choice.ip;
   } else {
