@@ -115,6 +115,23 @@ describe('the plan', () => {
     expect(other.nodes.find((n) => n.name === 'node2')!.lineAfter).toBe('KUBELET_EXTRA_ARGS="--v=2 --node-ip=10.213.0.12"');
   });
 
+  test('on facts captured from a nat-node-ip lab (every kubelet on 10.0.2.15, calico-node first-found): the same plan', () => {
+    const f = factsOf('cp-nat-node-ip');
+    const found = detectNatAdvertise(f);
+    expect(found.map((x) => [x.node, x.signature])).toEqual(['node1', 'node2', 'node3'].map((n) => [n, 'INTERNAL-IP 10.0.2.15 on 3 Nodes']));
+    const plan = planNodeAddress(f, found, opts());
+    expect(plan.refused).toEqual([]);
+    expect(plan.manual).toEqual([]);
+    expect(plan.nodes.map((n) => [n.name, n.file, n.lineBefore, n.lineAfter, n.internalIpsBefore])).toEqual([
+      ['node2', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.12"', ['10.0.2.15']],
+      ['node3', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.13"', ['10.0.2.15']],
+      ['node1', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.11"', ['10.0.2.15']],
+    ]);
+    expect(plan.calico).toEqual({ daemonSet: 'kube-system/calico-node', namespace: 'kube-system', name: 'calico-node', from: null, to: 'can-reach=10.213.0.11', predicted: true });
+    // The facts after the fix would show none of it; these show all of it.
+    expect(problemsAfter(f, plan)).toEqual(expect.arrayContaining(['node2: InternalIP 10.0.2.15, expected 10.213.0.12', 'kube-system/calico-node: IP_AUTODETECTION_METHOD is unset, expected can-reach=10.213.0.11']));
+  });
+
   test('--node-ip already in kubeadm-flags.env: edited there; a node already right is left out', () => {
     const f = allJoined();
     f.nodes[1].kubeletArgs = ['/var/lib/kubelet/kubeadm-flags.env: KUBELET_KUBEADM_ARGS="--node-ip=10.0.2.15 --v=2"'];
