@@ -47,6 +47,11 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Throw on a non-zero exit (default). With false the caller inspects exitCode. */
   check?: boolean;
+  /**
+   * Written to the command's stdin, then end of file (default: nothing). The way to hand a
+   * command a secret: stdin is not in the node's process list, argv is.
+   */
+  stdin?: string;
 }
 
 export interface SshSession {
@@ -412,7 +417,7 @@ class Session implements SshSession {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
     try {
-      const r = await Promise.race([this.execute(command), timedOut, this.aborted]);
+      const r = await Promise.race([this.execute(command, opts.stdin), timedOut, this.aborted]);
       if (r === 'timeout') {
         this.end('timed out', true);
         throw transient(`${command} on ${this.target.name} did not finish within ${timeoutMs} ms`);
@@ -438,10 +443,10 @@ class Session implements SshSession {
   }
 
   /** Runs the command on the session's connection; if that was found dead before the command left, once on a new one. */
-  private async execute(command: string): Promise<Exited> {
+  private async execute(command: string, stdin?: string): Promise<Exited> {
     let started: Started;
     try {
-      started = await this.openChannel(command);
+      started = await this.openChannel(command, stdin);
     } catch (err) {
       if (!(err instanceof NotSent)) throw err;
       if (!err.connectionDead) throw transient(`cannot open an SSH session on ${this.target.name} to run ${command}: ${err.message}`);
@@ -455,7 +460,7 @@ class Session implements SshSession {
         throw transient(`SSH connection to ${this.target.name} is gone (${this.over.message}); cannot run ${command}`);
       }
       try {
-        started = await this.openChannel(command);
+        started = await this.openChannel(command, stdin);
       } catch (again) {
         if (again instanceof NotSent) throw transient(`cannot open an SSH session on ${this.target.name} to run ${command}, after connecting again: ${again.message}`);
         throw again;
@@ -470,7 +475,7 @@ class Session implements SshSession {
    * the open timeout is taken for dead (a half-open TCP connection after a crash): closing
    * it makes ssh2 report which phase the request was in.
    */
-  private openChannel(command: string): Promise<Started> {
+  private openChannel(command: string, stdin?: string): Promise<Started> {
     const conn = this.conn;
     if (!conn || conn.dead) return Promise.reject(new NotSent(`connection is gone (${conn?.dead?.message ?? 'no connection'})`, true));
     return new Promise((resolve, reject) => {
@@ -481,7 +486,7 @@ class Session implements SshSession {
           if (this.over) {
             channel.close(); // the session ended meanwhile; run() has already returned
             reject(new Error('session over'));
-          } else resolve({ exited: this.collect(channel) }); // listeners now: ssh2 may emit 'exit' before the next microtask
+          } else resolve({ exited: this.collect(channel, stdin) }); // listeners now: ssh2 may emit 'exit' before the next microtask
           return;
         }
         // ssh2 1.x: these come only before the exec request is written (open refused, or the
@@ -504,7 +509,7 @@ class Session implements SshSession {
     });
   }
 
-  private collect(channel: ClientChannel): Promise<Exited> {
+  private collect(channel: ClientChannel, stdin?: string): Promise<Exited> {
     this.channels.add(channel);
     return new Promise((resolve) => {
       const out: Buffer[] = [];
@@ -521,7 +526,8 @@ class Session implements SshSession {
         this.channels.delete(channel);
         resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8').trim(), stderr: Buffer.concat(err).toString('utf8').trim() });
       });
-      channel.end(); // no stdin
+      if (stdin === undefined) channel.end(); // no stdin
+      else channel.end(stdin);
     });
   }
 

@@ -50,6 +50,13 @@ test('hostile arguments arrive as single arguments, byte for byte', async () => 
   expect(existsSync('/tmp/kubemend-pwned')).toBe(false);
 });
 
+test('stdin: the command reads what the caller gives, then end of file; without it, end of file at once', async () => {
+  const secret = 'abcdef.0123456789abcdef\nsecond line';
+  const r = await connector.withSession(target, (s) => s.run(['sh', '-c', 'cat; echo "|$(ps -o args= -p $$)"'], { stdin: secret }));
+  expect(r.stdout).toBe(`${secret}|sh -c cat; echo "|$(ps -o args= -p $$)"`);
+  expect((await connector.withSession(target, (s) => s.run(['sh', '-c', 'wc -c']))).stdout).toBe('0');
+});
+
 test('non-zero exit: CommandFailed (with stderr) by default, a result with check: false', async () => {
   await connector.withSession(target, async (s: SshSession) => {
     const f = await failureOf(s.run(['cat', '/nonexistent/kubemend']));
