@@ -69,7 +69,8 @@ function writeKubeadmState(nodeDir: string, node: { index: number; role: 'contro
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, text);
   };
-  put(join(varlib, 'kmlab', 'cluster'), `# kubemend lab facts for the kubeadm stand-in\nCONTROL_PLANE=${cpAddress}\nROLE=${node.role}\nPOD_CIDR=${podCidrPrefix(node.index)}.0/24\n`);
+  // ADVERTISED: the control plane's advertise address, as its kube-public/cluster-info names it (what a join talks to after discovery).
+  put(join(varlib, 'kmlab', 'cluster'), `# kubemend lab facts for the kubeadm stand-in\nCONTROL_PLANE=${cpAddress}\nADVERTISED=${advertise}\nROLE=${node.role}\nPOD_CIDR=${podCidrPrefix(node.index)}.0/24\n`);
   // Debian's kubelet package ships /etc/default/kubelet. A correctly provisioned Vagrant node has
   // --node-ip there (kubeadm reset leaves /etc/default alone, so it survives a rejoin); seed 001's nodes have none.
   put(join(etc, 'default', 'kubelet'), defaultKubeletText(natKubelet ? undefined : node.address));
