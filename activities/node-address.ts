@@ -11,8 +11,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { AuditReason } from '../lib/audit-reasons';
 import type { NodeTarget } from '../lib/config';
 import { Failure } from '../lib/failures';
-import { isCalicoMethod, isIpv4 } from '../lib/node-address';
-import { parseArgsLineOutput, restoreArgsLineArgv, SCRIPT_NO_COPY, setArgsLineArgv } from '../lib/node-address-scripts';
+import { isCalicoMethod, isIpv4, JOIN_TOKEN_TTL } from '../lib/node-address';
+import { JOIN_ARGV, JOINED_ARGV, joinConfiguration, parseArgsLineOutput, parseJoinCommand, redactToken, restoreArgsLineArgv, SCRIPT_NO_COPY, setArgsLineArgv, tokenCreateArgv, tokenDeleteArgv } from '../lib/node-address-scripts';
 import type { AuditContext } from '../lib/remediation-input';
 import { commandLine } from '../lib/shell';
 import type { Recorder } from './audit';
@@ -131,6 +131,57 @@ export function createNodeAddressActivities(d: Deps) {
       const outcome = parsed.state === 'already' ? 'already' : 'written';
       await d.record(input.audit, { ...base, after: { line: input.lineAfter, copy: `/var/lib/kubemend/backup/${input.runTag}` }, outcome: outcome === 'already' ? 'already-done' : 'applied' });
       return { outcome };
+    },
+
+    /**
+     * Joins a node that never joined: a join token made on the control plane (short-lived,
+     * deleted after), checked to name the planned endpoint, handed to `kubeadm join --config` on
+     * the node through stdin, with --node-ip in the JoinConfiguration so the kubelet registers
+     * the right address from the start. The token never leaves this activity: not in its input
+     * or result, not in an error, a log or the audit record (redacted everywhere). A node that
+     * already has a kubelet.conf counts as joined (a retry after the join went through).
+     * No undo (see the plan): undoing a join is `kubeadm reset -f`.
+     */
+    async joinNode(input: { cluster: string; node: string; controlPlane: string; endpoint: string; nodeIp: string; audit: AuditContext }): Promise<{ outcome: 'joined' | 'already'; output: string[] }> {
+      if (!isIpv4(input.nodeIp) || !/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(input.endpoint)) throw fail(Failure.BadInput, `not a join kubemend makes: ${JSON.stringify({ endpoint: input.endpoint, nodeIp: input.nodeIp })}`);
+      const step = `${input.node}/join`;
+      const action = `kubeadm join ${input.endpoint} --token <redacted> (a ${JOIN_TOKEN_TTL} token made on ${input.controlPlane}, deleted after) with node-ip ${input.nodeIp}`;
+      const base = { cluster: input.cluster, node: input.node, step, action };
+      if ((await runOnNode(input.cluster, input.node, JOINED_ARGV)).exitCode === 0) {
+        await d.record(input.audit, { ...base, after: { found: '/etc/kubernetes/kubelet.conf' }, outcome: 'already-done' });
+        return { outcome: 'already', output: [] };
+      }
+      const made = await runOnNode(input.cluster, input.controlPlane, tokenCreateArgv(JOIN_TOKEN_TTL));
+      const join = made.exitCode === 0 ? parseJoinCommand(made.stdout) : null;
+      if (!join || 'problem' in join) {
+        // Nothing of stdout goes further: it may hold a token.
+        const why = `kubeadm token create on ${input.controlPlane}: exit ${made.exitCode}${join && 'problem' in join ? `; its output: ${join.problem}` : made.stderr.trim() ? `: ${made.stderr.trim().slice(0, 300)}` : ''}`;
+        await d.record(input.audit, { ...base, outcome: 'failed', error: why });
+        throw fail(Failure.CommandFailed, `${input.node}: ${why}`);
+      }
+      const redact = (t: string) => redactToken(t, join.token);
+      let deleted = 'not attempted';
+      try {
+        if (join.endpoint !== input.endpoint) {
+          const why = `the control plane's join command names ${join.endpoint}, not ${input.endpoint}: its advertise address changed since the plan; nothing was joined`;
+          await d.record(input.audit, { ...base, outcome: 'refused', error: `${Failure.NodeStateUnexpected}: ${why}` });
+          throw fail(Failure.NodeStateUnexpected, `${input.node}: ${why}`);
+        }
+        const r = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(JOIN_ARGV, { check: false, stdin: joinConfiguration(join, input.nodeIp), timeoutMs: 300_000 }), signal));
+        const output = redact(`${r.stdout}\n${r.stderr}`).split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-20);
+        if (r.exitCode !== 0) {
+          const why = `kubeadm join on ${input.node}: exit ${r.exitCode}: ${redact(r.stderr.trim()).split('\n').filter((l) => !/^To see the stack trace/.test(l)).slice(-3).join(' ').slice(0, 600)}`;
+          await d.record(input.audit, { ...base, after: { output }, outcome: 'failed', error: why });
+          throw fail(Failure.CommandFailed, `${input.node}: ${why}`);
+        }
+        await d.record(input.audit, { ...base, after: { output, caHash: join.caHash }, outcome: 'applied', event: { reason: AuditReason.NodeJoined, message: `kubemend joined ${input.node} to ${input.endpoint} with node-ip ${input.nodeIp}` } });
+        return { outcome: 'joined', output };
+      } finally {
+        // The token is spent (or not needed): it goes, whatever happened.
+        const del = await runOnNode(input.cluster, input.controlPlane, tokenDeleteArgv(join.tokenId)).catch((e: Error) => ({ exitCode: -1, stdout: '', stderr: e.message }));
+        deleted = del.exitCode === 0 ? 'deleted' : `not deleted (exit ${del.exitCode}: ${redact(del.stderr.trim()).slice(0, 200)}); it expires within ${JOIN_TOKEN_TTL}`;
+        await d.record(input.audit, { cluster: input.cluster, node: input.controlPlane, step: `${input.node}/join-token-delete`, action: `kubeadm token delete ${join.tokenId} on ${input.controlPlane}`, after: { token: deleted }, outcome: del.exitCode === 0 ? 'applied' : 'failed' });
+      }
     },
 
     /** `systemctl restart kubelet`: the kubelet re-reads its flags; running pods keep running. */

@@ -153,7 +153,7 @@ export function nodeAddressText(r: NodeAddressResult): string {
   const lines = [`node-address on cluster ${r.cluster}: ${r.outcome}${r.approvedBy ? ` (approved by ${r.approvedBy})` : ''}`];
   if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
   for (const n of r.nodes) {
-    lines.push(`  ${n.name}: InternalIP ${n.internalIpsBefore.join(', ') || 'none'} -> ${n.internalIps.join(', ')}; ${n.file}: ${n.lineAfter}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+    lines.push(`  ${n.name}: InternalIP ${n.internalIpsBefore.join(', ') || 'none'} -> ${n.internalIps.join(', ')}; ${n.joined ? `joined (--node-ip in ${n.file ?? 'its flags'})` : `${n.file}: ${n.lineAfter}`}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
   }
   const calico = (r.clusterChange as { calico?: { daemonSet: string; from: string | null; to: string; addresses: Record<string, string> } | string } | undefined)?.calico;
   if (calico && typeof calico === 'object') lines.push(`  ${calico.daemonSet}: IP_AUTODETECTION_METHOD ${calico.from ?? '(unset)'} -> ${calico.to}; every pod Ready; detected ${Object.entries(calico.addresses).map(([n, a]) => `${n} ${a}`).join(', ')}`);

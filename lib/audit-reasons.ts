@@ -17,5 +17,6 @@ export const AuditReason = {
   CniPodRestarted: 'CniPodRestarted',
   PodEvicted: 'PodEvicted',
   KubeletRestarted: 'KubeletRestarted',
+  NodeJoined: 'NodeJoined',
 } as const;
 

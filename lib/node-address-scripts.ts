@@ -98,3 +98,75 @@ export function parseArgsLineOutput(stdout: string): ArgsLineOutcome | { problem
   if (text.startsWith('differs ') || text === 'differs') return text.includes('\n') ? { problem: `unexpected output: ${JSON.stringify(stdout.slice(0, 200))}` } : { state: 'differs', line: text.slice('differs '.length) };
   return { problem: `unexpected output: ${JSON.stringify(stdout.slice(0, 200))}` };
 }
+
+/** A bootstrap token as kubeadm prints it: "<id>.<secret>", 6 and 16 of [a-z0-9]. */
+const TOKEN = /^([a-z0-9]{6})\.([a-z0-9]{16})$/;
+const CA_HASH = /^sha256:[a-f0-9]{64}$/;
+const ENDPOINT = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/;
+
+export interface JoinCommand {
+  endpoint: string;
+  token: string;
+  tokenId: string;
+  caHash: string;
+}
+
+/**
+ * `kubeadm token create --print-join-command`'s one line, or what was wrong with it. The
+ * problem never quotes the line: it holds the token.
+ */
+export function parseJoinCommand(stdout: string): JoinCommand | { problem: string } {
+  const lines = stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (lines.length !== 1) return { problem: `expected one line, got ${lines.length}` };
+  const w = lines[0].split(/\s+/);
+  const at = (flag: string) => (w.indexOf(flag) > 0 ? w[w.indexOf(flag) + 1] : undefined);
+  if (w[0] !== 'kubeadm' || w[1] !== 'join') return { problem: 'it does not start with "kubeadm join"' };
+  const endpoint = w[2];
+  const token = at('--token');
+  const caHash = at('--discovery-token-ca-cert-hash');
+  if (!endpoint || !ENDPOINT.test(endpoint)) return { problem: `its endpoint ${JSON.stringify((endpoint ?? '').slice(0, 60))} is not <IPv4>:<port>` };
+  const t = token ? TOKEN.exec(token) : null;
+  if (!t) return { problem: 'it has no well-formed --token' };
+  if (!caHash || !CA_HASH.test(caHash)) return { problem: 'it has no well-formed --discovery-token-ca-cert-hash' };
+  return { endpoint, token: token!, tokenId: t[1], caHash };
+}
+
+/** The JoinConfiguration kubemend hands `kubeadm join --config` on stdin (it holds the token). */
+export function joinConfiguration(j: JoinCommand, nodeIp: string): string {
+  if (!ENDPOINT.test(j.endpoint) || !TOKEN.test(j.token) || !CA_HASH.test(j.caHash) || !isIpv4(nodeIp)) throw new Error('not a join kubemend writes: endpoint, token, CA hash or node IP malformed');
+  return [
+    'apiVersion: kubeadm.k8s.io/v1beta4',
+    'kind: JoinConfiguration',
+    'discovery:',
+    '  bootstrapToken:',
+    `    apiServerEndpoint: "${j.endpoint}"`,
+    `    token: "${j.token}"`,
+    '    caCertHashes:',
+    `    - "${j.caHash}"`,
+    'nodeRegistration:',
+    '  kubeletExtraArgs:',
+    '  - name: node-ip',
+    `    value: "${nodeIp}"`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Runs `kubeadm join --config` on a JoinConfiguration read from stdin into a 0600 file under
+ * /run, removed whatever the join did. Exit 3: the file could not be written; else kubeadm's.
+ */
+export const JOIN_SCRIPT = ['umask 077', 'f=$(mktemp /run/kubemend-join.XXXXXX) || exit 3', 'cat > "$f" || { rm -f "$f"; exit 3; }', 'kubeadm join --config "$f"', 'rc=$?', 'rm -f "$f"', 'exit $rc'].join('\n');
+export const JOIN_ARGV = ['sh', '-c', JOIN_SCRIPT, 'kubemend-join'];
+/** Whether the node already joined (kubeadm leaves the kubelet its kubeconfig). */
+export const JOINED_ARGV = ['test', '-e', '/etc/kubernetes/kubelet.conf'];
+export const tokenCreateArgv = (ttl: string) => ['kubeadm', 'token', 'create', '--ttl', ttl, '--print-join-command'];
+export function tokenDeleteArgv(tokenId: string): string[] {
+  if (!/^[a-z0-9]{6}$/.test(tokenId)) throw new Error('not a bootstrap token id');
+  return ['kubeadm', 'token', 'delete', tokenId];
+}
+
+/** `text` with the token (and its secret half alone) replaced: what may go into an audit record, an error or a log. */
+export function redactToken(text: string, token: string): string {
+  const secret = token.split('.')[1] ?? token;
+  return text.split(token).join('<redacted>').split(secret).join('<redacted>');
+}

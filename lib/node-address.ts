@@ -226,16 +226,35 @@ export interface CalicoChange {
   predicted: boolean;
 }
 
-export interface NodeAddressNode extends PlannedNode {
+interface NodeBase extends PlannedNode {
   /** The address the kubelet must report, and where it is. */
   target: NodeAddress;
   internalIpsBefore: string[];
+}
+
+/** A joined node whose kubelet gets --node-ip in its own file and a restart. */
+export interface KubeletNode extends NodeBase {
+  kind: 'kubelet';
   file: KubeletFile;
   variable: KubeletVariable;
   /** The line as it is now (null: the file has no such line); the write refuses if it changed. */
   lineBefore: string | null;
   lineAfter: string;
 }
+
+/** A node that never joined, joined now with --node-ip in its JoinConfiguration. */
+export interface JoinNode extends NodeBase {
+  kind: 'join';
+  /** The control-plane node that makes the join token. */
+  controlPlane: string;
+  /** The endpoint its join command must name ("<address>:6443"). */
+  endpoint: string;
+}
+
+export type NodeAddressNode = KubeletNode | JoinNode;
+
+/** How long a join token lives: long enough for one join, short enough not to matter after. */
+export const JOIN_TOKEN_TTL = '15m0s';
 
 export interface NodeAddressPlan extends RunbookPlan {
   nodes: NodeAddressNode[];
@@ -326,6 +345,7 @@ export function planNodeAddress(facts: DiagnoseFacts, findings: readonly Finding
     const lineAfter = argsLineText(line.variable, withNodeIp(line.args, target.address));
     const backup = `${backupDir(o.runTag)}/${file.replace(/\//g, '_')}`;
     nodes.push({
+      kind: 'kubelet',
       name: n.name,
       role: api.controlPlane ? 'control-plane' : 'worker',
       target,
@@ -376,16 +396,53 @@ export function planNodeAddress(facts: DiagnoseFacts, findings: readonly Finding
     const adv = n.apiserverAdvertise;
     if (adv && shared.has(adv)) manual.push(advertiseProcedure(n.name, adv, addresses[n.name]?.address ?? '<its own address>'));
   }
-  const never = facts.api ? facts.configured.filter((c) => !apiNodes.some((a) => a.name === c)) : [];
-  if (never.length) {
-    const endpoint = cpAddress ? `${cpAddress.address}:6443` : '<the control plane address>:6443';
-    manual.push(`never joined: ${never.join(', ')}. Once the control plane advertises an address they reach, run kubeadm token create --print-join-command --ttl 15m on ${cp ?? 'the control plane'} and the command it prints (kubeadm join ${endpoint} ...) on each, then kubemend run node-address again for their --node-ip`);
+  // Nodes that never joined: joined now if the control plane advertises its own address on the
+  // nodes' network (what cluster-info names, and so what a join talks to); else it is manual.
+  const never = facts.api ? facts.configured.filter((c) => !apiNodes.some((a) => a.name === c)).sort() : [];
+  const cpFacts = cp ? facts.nodes.find((n) => n.name === cp) : undefined;
+  const cpAdvertisesOwn = !!cpAddress && !!cpFacts && cpFacts.apiserverAdvertise === cpAddress.address;
+  const joins: JoinNode[] = [];
+  for (const name of never) {
+    const target = addresses[name];
+    const n = facts.nodes.find((x) => x.name === name);
+    if (!target || !n || !cp || !cpAddress) continue;
+    if (!cpAdvertisesOwn) {
+      manual.push(`never joined: ${name}. Once the control plane advertises an address it reaches, kubemend run node-address joins it (or by hand: kubeadm token create --print-join-command --ttl 15m on ${cp}, and the command it prints on ${name})`);
+      continue;
+    }
+    if (n.kubeletServer !== null) {
+      refused.push(`${name}: no Node object, yet it has /etc/kubernetes/kubelet.conf (server ${n.kubeletServer}): a join left half done, or another cluster's; run kubeadm reset -f on it first`);
+      continue;
+    }
+    if (!o.selected.includes(name)) {
+      skipped.push({ name, reason: `not selected (--node): it never joined` });
+      continue;
+    }
+    const endpoint = `${cpAddress.address}:6443`;
+    joins.push({
+      kind: 'join',
+      name,
+      role: 'worker',
+      target,
+      internalIpsBefore: [],
+      controlPlane: cp,
+      endpoint,
+      steps: [
+        `on ${cp}: kubeadm token create --ttl ${JOIN_TOKEN_TTL} --print-join-command, and check it names ${endpoint} (the token stays inside the activity: never in a workflow input, result or history, nor in the audit trail)`,
+        `on ${name}: kubeadm join --config <a 0600 file under /run, removed after> (JoinConfiguration: apiServerEndpoint ${endpoint}, the token, the CA hash, nodeRegistration.kubeletExtraArgs node-ip=${target.address})`,
+        `on ${cp}: kubeadm token delete <its id>`,
+        `wait until Node ${name} is Ready with InternalIP ${target.address} (at most ${secs(o.kubeletTimeoutMs)}); no undo: undoing a join is kubeadm reset -f, which deletes more than the join made`,
+      ],
+    });
   }
+  // Workers' kubelets first, then the joins, the control plane's kubelet last.
+  nodes.splice(nodes.findIndex((n) => n.role === 'control-plane') === -1 ? nodes.length : nodes.findIndex((n) => n.role === 'control-plane'), 0, ...joins);
 
   const summary = [
     'addresses' in choice ? `the nodes' own network: ${choice.network} (${choice.by}): ${Object.entries(addresses).map(([k, v]) => `${k} ${v.address}`).join(', ')}` : `the nodes' own network: not chosen`,
     ...(shared.size ? [`shared by several nodes: ${[...shared].join(', ')}`] : []),
-    nodes.length ? `kubelets: --node-ip on ${nodes.map((n) => n.name).join(', ')}, one at a time, each only while the cluster is within its disruption budget` : 'kubelets: every Node already reports its own address',
+    nodes.some((n) => n.kind === 'kubelet') ? `kubelets: --node-ip on ${nodes.filter((n) => n.kind === 'kubelet').map((n) => n.name).join(', ')}, one at a time, each only while the cluster is within its disruption budget` : 'kubelets: every Node already reports its own address',
+    ...(joins.length ? [`joins: ${joins.map((n) => n.name).join(', ')} to ${joins[0].endpoint}, with --node-ip from the start`] : []),
     calico
       ? `Calico: ${calico.daemonSet} IP_AUTODETECTION_METHOD ${calico.from ?? '(unset: first-found)'} -> ${calico.to}${calico.predicted ? '' : ' (as given: not predicted from the nodes\' addresses)'}; then wait for every calico-node pod Ready (at most ${secs(o.rolloutTimeoutMs)}), else restore the DaemonSet's template exactly as it was`
       : auto
@@ -393,7 +450,7 @@ export function planNodeAddress(facts: DiagnoseFacts, findings: readonly Finding
         : 'Calico: no calico-node DaemonSet',
     ...manual.map((m) => `manual: ${m}`),
   ];
-  const content = { nodes: nodes.map(({ name, steps, lineBefore }) => ({ name, steps, lineBefore })), calico, manual, skipped, refused, findings: findings.map((f) => `${f.node}:${f.signature}`) };
+  const content = { nodes: nodes.map((n) => ({ name: n.name, steps: n.steps, lineBefore: n.kind === 'kubelet' ? n.lineBefore : null })), calico, manual, skipped, refused, findings: findings.map((f) => `${f.node}:${f.signature}`) };
   const cluster = calico ? [`${calico.daemonSet}: IP_AUTODETECTION_METHOD ${calico.from ?? '(unset)'} -> ${calico.to}`, `wait until every calico-node pod runs the new template and is Ready (at most ${secs(o.rolloutTimeoutMs)}); if not, put the env entry back and check the template is byte for byte the one before`] : [];
   return { id: planId(content), nodes, cluster, network: 'addresses' in choice ? { by: choice.by, network: choice.network, addresses: Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, v.address])) } : null, calico, manual, skipped, summary, refused };
 }

@@ -136,9 +136,13 @@ export interface DefaultRouteFixed {
 /** A node node-address fixed, as the run's result shows it. */
 export interface NodeAddressFixed {
   name: string;
-  file: string;
+  /** Joined by this run (it had never joined), rather than its kubelet's flag changed. */
+  joined: boolean;
+  /** The file whose line gives --node-ip now (kubeadm-flags.env after a join). */
+  file: string | null;
   lineBefore: string | null;
-  lineAfter: string;
+  /** The line the run wrote (null after a join: kubeadm wrote it). */
+  lineAfter: string | null;
   internalIpsBefore: string[];
   internalIps: string[];
   written: 'written' | 'already';

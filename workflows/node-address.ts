@@ -44,6 +44,7 @@ const Step = {
   WritingKubeletFlags: 'WritingKubeletFlags',
   RestartingKubelet: 'RestartingKubelet',
   WaitingForKubelet: 'WaitingForKubelet',
+  Joining: 'Joining',
   SettingCalicoAutodetection: 'SettingCalicoAutodetection',
   WaitingForCalicoRollout: 'WaitingForCalicoRollout',
 } as const;
@@ -79,6 +80,16 @@ export const nodeAddressRemediation: Remediation<Input, DiagnoseFacts, NodeAddre
 
   async apply(planned: NodeAddressNode, ctx: NodeContext<Input>) {
     const base = { cluster: ctx.cluster, node: ctx.node };
+    if (planned.kind === 'join') {
+      ctx.step(Step.Joining, `to ${planned.endpoint} (token from ${planned.controlPlane})`);
+      // No undo: undoing a join is kubeadm reset -f, which deletes more than the join made; a
+      // node that joined but is not Ready is left joined, and the failure says so.
+      const j = await ctx.longActs.joinNode({ ...base, controlPlane: planned.controlPlane, endpoint: planned.endpoint, nodeIp: planned.target.address, audit: ctx.audit });
+      if (j.outcome === 'already') ctx.resumed.push('join');
+      ctx.step(Step.WaitingForKubelet, `Node ${ctx.node} Ready with InternalIP ${planned.target.address}`);
+      const back = await ctx.longActs.waitForNodeAddress({ ...base, address: planned.target.address, timeoutMs: ctx.input.kubeletTimeoutMs });
+      return { written: j.outcome === 'joined' ? ('written' as const) : ('already' as const), internalIps: back.internalIPs };
+    }
     // In service, but a kubelet that does not come back takes the node out: only while no
     // other node is NotReady beyond the budget. A control-plane node is no exception: its static
     // pods (the API server, etcd) keep running while its kubelet restarts.
@@ -100,15 +111,17 @@ export const nodeAddressRemediation: Remediation<Input, DiagnoseFacts, NodeAddre
 
   async verifyNode(planned, applied, ctx) {
     const facts = await ctx.acts.gatherNodeFacts({ cluster: ctx.cluster, node: ctx.node });
-    const nodeIp = kubeletArgsOf(facts).nodeIp;
+    const { nodeIp, nodeIpFile } = kubeletArgsOf(facts);
     if (nodeIp !== planned.target.address) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `${ctx.node}: after the fix the kubelet's flags give --node-ip ${nodeIp ?? '(none)'}, not ${planned.target.address}`, nonRetryable: true });
+    const joined = planned.kind === 'join';
+    const file = planned.kind === 'kubelet' ? planned.file : nodeIpFile;
     return {
-      result: { name: ctx.node, file: planned.file, lineBefore: planned.lineBefore, lineAfter: planned.lineAfter, internalIpsBefore: planned.internalIpsBefore, internalIps: applied.internalIps, written: applied.written },
-      detail: `InternalIP ${applied.internalIps.join(', ')} (was ${planned.internalIpsBefore.join(', ') || 'none'})`,
+      result: { name: ctx.node, joined, file, lineBefore: planned.kind === 'kubelet' ? planned.lineBefore : null, lineAfter: planned.kind === 'kubelet' ? planned.lineAfter : null, internalIpsBefore: planned.internalIpsBefore, internalIps: applied.internalIps, written: applied.written },
+      detail: `${joined ? 'joined, ' : ''}InternalIP ${applied.internalIps.join(', ')} (was ${planned.internalIpsBefore.join(', ') || 'none'})`,
       record: {
-        action: `verified: Node ${ctx.node} Ready with InternalIP ${applied.internalIps.join(', ')}; ${planned.file} gives --node-ip=${nodeIp}`,
-        before: { internalIPs: planned.internalIpsBefore, line: planned.lineBefore },
-        after: { internalIPs: applied.internalIps, line: planned.lineAfter },
+        action: `verified: Node ${ctx.node} Ready with InternalIP ${applied.internalIps.join(', ')}; ${file} gives --node-ip=${nodeIp}`,
+        before: { internalIPs: planned.internalIpsBefore, ...(planned.kind === 'kubelet' ? { line: planned.lineBefore } : { joined: false }) },
+        after: { internalIPs: applied.internalIps, ...(planned.kind === 'kubelet' ? { line: planned.lineAfter } : { joined: true }) },
       },
     };
   },

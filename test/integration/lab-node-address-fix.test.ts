@@ -94,7 +94,7 @@ test('--dry-run prints the plan (the host-only network found, --node-ip per node
   expect(result.outcome).toBe('planned (dry run)');
   const plan = result.plan!;
   expect(plan.network).toEqual({ by: 'found 10.213.0.0/24', network: '10.213.0.0/24', addresses: OWN });
-  expect(plan.nodes.map((n) => [n.name, n.file, n.lineBefore, n.lineAfter])).toEqual([
+  expect(plan.nodes.map((n) => (n.kind === 'kubelet' ? [n.name, n.file, n.lineBefore, n.lineAfter] : [n.name, 'join']))).toEqual([
     ['node2', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.12"'],
     ['node3', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.13"'],
     ['node1', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.11"'],

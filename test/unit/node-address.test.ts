@@ -16,7 +16,7 @@ import {
   problemsAfter,
   withNodeIp,
 } from '../../lib/node-address';
-import { parseArgsLineOutput, RESTORE_ARGS_LINE_SCRIPT, restoreArgsLineArgv, SET_ARGS_LINE_SCRIPT, setArgsLineArgv } from '../../lib/node-address-scripts';
+import { joinConfiguration, parseArgsLineOutput, parseJoinCommand, redactToken, RESTORE_ARGS_LINE_SCRIPT, restoreArgsLineArgv, SET_ARGS_LINE_SCRIPT, setArgsLineArgv, tokenDeleteArgv } from '../../lib/node-address-scripts';
 import { factsOf } from '../helpers/diagnose-fixtures';
 
 const opts = (o: Partial<PlanOptions> = {}): PlanOptions => ({ selected: ['node1', 'node2', 'node3'], everyNodeSelected: true, excluded: [], kubeletTimeoutMs: 180_000, rolloutTimeoutMs: 300_000, runTag: 'node-address-lab-x', ...o });
@@ -97,7 +97,7 @@ describe('the plan', () => {
     const f = allJoined();
     const plan = planNodeAddress(f, detectNatAdvertise(f), opts());
     expect(plan.refused).toEqual([]);
-    expect(plan.nodes.map((n) => [n.name, n.role, n.file, n.lineBefore, n.lineAfter])).toEqual([
+    expect(plan.nodes.map((n) => (n.kind === 'kubelet' ? [n.name, n.role, n.file, n.lineBefore, n.lineAfter] : [n.name, 'join']))).toEqual([
       ['node2', 'worker', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.12"'],
       ['node3', 'worker', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.13"'],
       ['node1', 'control-plane', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.11"'],
@@ -112,7 +112,7 @@ describe('the plan', () => {
     f.nodes[1].kubeletArgs = ['/etc/default/kubelet: KUBELET_EXTRA_ARGS=--v=2'];
     const other = planNodeAddress(f, detectNatAdvertise(f), opts());
     expect(other.id).not.toBe(plan.id);
-    expect(other.nodes.find((n) => n.name === 'node2')!.lineAfter).toBe('KUBELET_EXTRA_ARGS="--v=2 --node-ip=10.213.0.12"');
+    expect(other.nodes.find((n) => n.name === 'node2')).toMatchObject({ lineAfter: 'KUBELET_EXTRA_ARGS="--v=2 --node-ip=10.213.0.12"' });
   });
 
   test('on facts captured from a nat-node-ip lab (every kubelet on 10.0.2.15, calico-node first-found): the same plan', () => {
@@ -122,7 +122,7 @@ describe('the plan', () => {
     const plan = planNodeAddress(f, found, opts());
     expect(plan.refused).toEqual([]);
     expect(plan.manual).toEqual([]);
-    expect(plan.nodes.map((n) => [n.name, n.file, n.lineBefore, n.lineAfter, n.internalIpsBefore])).toEqual([
+    expect(plan.nodes.map((n) => (n.kind === 'kubelet' ? [n.name, n.file, n.lineBefore, n.lineAfter, n.internalIpsBefore] : [n.name, 'join']))).toEqual([
       ['node2', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.12"', ['10.0.2.15']],
       ['node3', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.13"', ['10.0.2.15']],
       ['node1', '/etc/default/kubelet', 'KUBELET_EXTRA_ARGS=', 'KUBELET_EXTRA_ARGS="--node-ip=10.213.0.11"', ['10.0.2.15']],
@@ -162,10 +162,26 @@ describe('the plan', () => {
     expect(plan.manual).toHaveLength(2);
     expect(plan.manual[0]).toBe(advertiseProcedure('node1', '10.0.2.15', '10.213.0.11'));
     expect(plan.manual[0]).toContain('kubeadm init phase certs apiserver');
-    expect(plan.manual[1]).toMatch(/^never joined: node3\. .*kubeadm token create --print-join-command --ttl 15m on node1.*kubeadm join 10\.213\.0\.11:6443/);
+    expect(plan.manual[1]).toBe('never joined: node3. Once the control plane advertises an address it reaches, kubemend run node-address joins it (or by hand: kubeadm token create --print-join-command --ttl 15m on node1, and the command it prints on node3)');
     expect(plan.nodes.map((n) => n.name)).toEqual(['node2', 'node1']);
     expect(plan.calico).toBeNull(); // no calico-node in this capture
     expect(plan.summary).toContain(`manual: ${plan.manual[0]}`);
+  });
+
+  test('a control plane that advertises its own address: the never-joined worker is joined (before the control plane\'s kubelet), with its node-ip', () => {
+    const f = factsOf('cp-nat-advertise-node2-joined');
+    f.nodes.find((n) => n.name === 'node1')!.apiserverAdvertise = '10.213.0.11';
+    const plan = planNodeAddress(f, detectNatAdvertise(f), opts());
+    expect(plan.manual).toEqual([]);
+    expect(plan.refused).toEqual([]);
+    expect(plan.nodes.map((n) => [n.name, n.kind])).toEqual([['node2', 'kubelet'], ['node3', 'join'], ['node1', 'kubelet']]);
+    expect(plan.nodes[1]).toMatchObject({ kind: 'join', controlPlane: 'node1', endpoint: '10.213.0.11:6443', target: { address: '10.213.0.13' } });
+    expect(plan.nodes[1].steps[1]).toContain('nodeRegistration.kubeletExtraArgs node-ip=10.213.0.13');
+    expect(plan.summary).toContain('joins: node3 to 10.213.0.11:6443, with --node-ip from the start');
+    // Unselected: skipped; a kubelet.conf without a Node: refused (a half-done join, or another cluster's).
+    expect(planNodeAddress(f, [], opts({ selected: ['node1', 'node2'], everyNodeSelected: false })).skipped).toContainEqual({ name: 'node3', reason: 'not selected (--node): it never joined' });
+    f.nodes.find((n) => n.name === 'node3')!.kubeletServer = 'https://10.0.2.15:6443';
+    expect(planNodeAddress(f, [], opts()).refused).toEqual([expect.stringMatching(/^node3: no Node object, yet it has \/etc\/kubernetes\/kubelet\.conf \(server https:\/\/10\.0\.2\.15:6443\).*kubeadm reset -f/)]);
   });
 
   test('Calico: --interface, --network and --calico-method choose the method; the operator-managed DaemonSet is refused', () => {
@@ -254,5 +270,31 @@ describe('the node scripts', () => {
     const odd = 'KUBELET_EXTRA_ARGS="--a=;&|<>* --node-ip=10.213.0.12"';
     execFileSync('sh', ['-c', SET_ARGS_LINE_SCRIPT, 't', dirFile, 'KUBELET_EXTRA_ARGS', 'KUBELET_EXTRA_ARGS=', odd, join(dir, 'b')]);
     expect(readFileSync(dirFile, 'utf8')).toBe(`${odd}\n`);
+  });
+});
+
+describe('the join', () => {
+  const line = 'kubeadm join 10.213.0.11:6443 --token abc123.0123456789abcdef --discovery-token-ca-cert-hash sha256:' + 'a'.repeat(64) + ' \n';
+  test('kubeadm token create --print-join-command, parsed; a malformed one says what is wrong without quoting the token', () => {
+    expect(parseJoinCommand(line)).toEqual({ endpoint: '10.213.0.11:6443', token: 'abc123.0123456789abcdef', tokenId: 'abc123', caHash: `sha256:${'a'.repeat(64)}` });
+    for (const bad of [line.replace('--token', '--tokn'), line.replace('sha256:', 'md5:'), line.replace('10.213.0.11:6443', 'cp.example:6443'), `${line}${line}`, 'error: nope']) {
+      const p = parseJoinCommand(bad);
+      expect('problem' in p).toBe(true);
+      expect(JSON.stringify(p)).not.toContain('0123456789abcdef');
+    }
+  });
+
+  test('the JoinConfiguration carries the endpoint, token, hash and node-ip; anything malformed is refused', () => {
+    const j = parseJoinCommand(line) as Exclude<ReturnType<typeof parseJoinCommand>, { problem: string }>;
+    const cfg = joinConfiguration(j, '10.213.0.12');
+    expect(cfg).toContain('    apiServerEndpoint: "10.213.0.11:6443"\n    token: "abc123.0123456789abcdef"\n');
+    expect(cfg).toContain('  - name: node-ip\n    value: "10.213.0.12"\n');
+    expect(() => joinConfiguration({ ...j, token: 'abc123.0123456789abcdef"\nx: y' }, '10.213.0.12')).toThrow(/malformed/);
+    expect(() => joinConfiguration(j, '10.213.0.12"; x')).toThrow(/malformed/);
+    expect(() => tokenDeleteArgv('abc123; rm')).toThrow(/not a bootstrap token id/);
+  });
+
+  test('redaction: the whole token and its secret half alone', () => {
+    expect(redactToken('--token abc123.0123456789abcdef; secret 0123456789abcdef; id abc123', 'abc123.0123456789abcdef')).toBe('--token <redacted>; secret <redacted>; id abc123');
   });
 });
