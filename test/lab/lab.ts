@@ -914,7 +914,8 @@ export async function down(dir: string): Promise<{ killed: number }> {
 /**
  * Stand-ins on every node's PATH (/usr/local/sbin, bind-mounted from .lab/bin): kubeadm,
  * crictl, netplan, systemctl, reboot, weave. `reboot` and `systemctl reboot` ask the lab
- * daemon to reboot the node, as the real commands ask systemd.
+ * daemon to reboot the node, as the real commands ask systemd; `systemctl start|restart|stop
+ * kubelet` ask it to act on the node's kubelet (kubelet.ts).
  */
 function installStandIns(dir: string): void {
   const bin = join(dir, 'bin');
