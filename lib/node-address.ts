@@ -421,6 +421,7 @@ export function planNodeAddress(facts: DiagnoseFacts, findings: readonly Finding
     const endpoint = `${cpAddress.address}:6443`;
     joins.push({
       kind: 'join',
+      unregistered: true,
       name,
       role: 'worker',
       target,

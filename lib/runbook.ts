@@ -40,6 +40,8 @@ export interface PlannedNode {
   role: 'control-plane' | 'worker';
   /** The exact commands and API calls, in order, as the approver reads them. */
   steps: string[];
+  /** The node has no Node object yet (it joins in this run): it can carry no exclusion label to check. */
+  unregistered?: boolean;
 }
 
 /** What every remediation's `plan` returns; a remediation adds its own fields. */

@@ -397,7 +397,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
         if (wasCordoned) undo.splice(undo.findIndex((u) => u.what === `uncordon ${node}`), 1);
         step(NodeStep.Draining);
         await longActs.drain({ cluster, node, timeoutMs: input.drainTimeoutMs, deleteEmptyDirData: input.deleteEmptyDirData, force: input.force, audit });
-      } else {
+      } else if (!planned.unregistered) {
         await acts.checkExcluded({ cluster, node });
       }
       if (reboots) {

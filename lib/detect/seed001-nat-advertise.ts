@@ -53,6 +53,17 @@ export function detectNatAdvertise(f: DiagnoseFacts): Finding[] {
     }
   }
 
+  // Configured nodes that never joined, under a control plane that advertises an address of its own.
+  if (f.api) {
+    const cps = f.nodes.filter((n) => n.apiserverAdvertise && !shared.has(n.apiserverAdvertise));
+    for (const name of f.configured) {
+      if (f.api.nodes.some((x) => x.name === name) || evidence.has(name)) continue;
+      const facts = f.nodes.find((x) => x.name === name);
+      if (!facts || facts.kubeletServer !== null || cps.length === 0) continue;
+      add(name, 'never joined', `never joined: no Node object, no /etc/kubernetes/kubelet.conf; the control plane ${cps[0].name} advertises ${cps[0].apiserverAdvertise}`);
+    }
+  }
+
   // Nodes registered with one InternalIP.
   for (const node of f.api?.nodes ?? []) {
     for (const ip of node.internalIPs) {
