@@ -36,7 +36,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { api, daemonLogTail, finishDeletion, getList, holders } from './calico-kubelet';
-import { apiTime, type ApiPodStatus, type ContainerView, crashLoopMessage, podStatus, type PodRef, RestartBackoff, statusShows, type Terminated, terminationMessageFromLog } from './flannel-kubelet';
+import { apiTime, type ApiPodStatus, type ContainerView, crashLoopMessage, podStatus, type PodRef, replacedIps, RestartBackoff, statusShows, type Terminated, terminationMessageFromLog } from './flannel-kubelet';
 import { type IpLink, type IpRoute, isGlobalUnicast4, isIpv4, nodeNetwork } from './kubelet';
 import { LabError, readState } from './lab';
 import { CALICO_NODE_CONTAINER, CALICO_NODE_DAEMONSET, KUBELET_LABEL } from './manifests';
@@ -567,20 +567,6 @@ async function report(dir: string, pod: ApiPod, rec: PodRecord, node: ApiNode | 
   if (r.status !== 200) throw new LabError(`patching ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
 }
 
-/**
- * podIPs and hostIPs merge by ip in a strategic merge patch: a hostNetwork pod whose node
- * changed address (its kubelet's --node-ip) needs the old entries deleted, as the kubelet's
- * generated patch does, or the API refuses two IPs of one family.
- */
-export function replacedIps(current: ApiPodStatus, desired: ApiPodStatus): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const key of ['podIPs', 'hostIPs'] as const) {
-    const want = desired[key] ?? [];
-    const gone = (current[key] ?? []).filter((x) => !want.some((w) => w.ip === x.ip));
-    if (gone.length) out[key] = [...want, ...gone.map((x) => ({ ip: x.ip, $patch: 'delete' }))];
-  }
-  return out;
-}
 
 // ---- What tests and `up` read ----
 

@@ -202,6 +202,21 @@ function canonical(v: unknown): string {
   });
 }
 
+/**
+ * podIPs and hostIPs merge by ip in a strategic merge patch: a hostNetwork pod whose node
+ * changed address (its kubelet's --node-ip) needs the old entries deleted, as the kubelet's
+ * generated patch does, or the API refuses two IPs of one family.
+ */
+export function replacedIps(current: ApiPodStatus, desired: ApiPodStatus): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of ['podIPs', 'hostIPs'] as const) {
+    const want = desired[key] ?? [];
+    const gone = (current[key] ?? []).filter((x) => !want.some((w) => w.ip === x.ip));
+    if (gone.length) out[key] = [...want, ...gone.map((x) => ({ ip: x.ip, $patch: 'delete' }))];
+  }
+  return out;
+}
+
 /** Whether the API already shows what the kubelet would report (then nothing is patched). */
 export function statusShows(current: ApiPodStatus, desired: ReturnType<typeof podStatus>): boolean {
   if (current.phase !== desired.phase || current.podIP !== desired.podIP || current.hostIP !== desired.hostIP || !current.startTime) return false;
@@ -442,7 +457,7 @@ async function report(dir: string, nodeName: string, pod: ApiPod, rec: PodRecord
   const desired = podStatus(view, hostIP, current, Date.now());
   if (statusShows(current, desired)) return;
   const path = `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}/status`;
-  const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: pod.metadata.uid }, status: desired } });
+  const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: pod.metadata.uid }, status: { ...desired, ...replacedIps(current, desired) } } });
   if (r.status === 404 || r.status === 409 || r.status === 422) return; // deleted or replaced meanwhile
   if (r.status !== 200) throw new LabError(`patching ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
   const cs = desired.containerStatuses[0] as { ready: boolean; restartCount: number; state: Record<string, unknown> };

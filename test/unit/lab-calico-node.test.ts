@@ -3,7 +3,8 @@
  * Calico v3.29's IP autodetection methods over a lab node's links, the conflict check, and
  * the readiness output.
  */
-import { birdReadiness, calicoInterfaces, calicoLogText, calicoStartup, type CalicoStartupInput, canReachDestination, DEFAULT_INTERFACES_TO_EXCLUDE, replacedIps } from '../lab/calico-node';
+import { birdReadiness, calicoInterfaces, calicoLogText, calicoStartup, type CalicoStartupInput, canReachDestination, DEFAULT_INTERFACES_TO_EXCLUDE } from '../lab/calico-node';
+import { replacedIps } from '../lab/flannel-kubelet';
 import type { IpLink } from '../lab/kubelet';
 import type { LabNode } from '../lab/lab';
 import { calicoNodeDaemonSet, LAB_KUBELET_POD_LABEL, labCnis, labObjects, labRunsCalicoNode } from '../lab/manifests';
