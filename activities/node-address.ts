@@ -184,16 +184,35 @@ export function createNodeAddressActivities(d: Deps) {
       }
     },
 
-    /** `systemctl restart kubelet`: the kubelet re-reads its flags; running pods keep running. */
-    async restartKubelet(input: { cluster: string; node: string; why: string; audit: AuditContext; step: string }): Promise<void> {
-      const r = await runOnNode(input.cluster, input.node, RESTART_KUBELET);
+    /**
+     * `systemctl restart kubelet`: the kubelet re-reads its flags; running pods keep running.
+     * With `unlessAddress`, a Node already Ready with exactly that InternalIP shows the restart
+     * done (a retry after it went through): nothing is restarted again.
+     */
+    async restartKubelet(input: { cluster: string; node: string; why: string; audit: AuditContext; step: string; unlessAddress?: string }): Promise<{ outcome: 'applied' | 'already' }> {
       const base = { cluster: input.cluster, node: input.node, step: `${input.node}/${input.step}`, action: `${commandLine(RESTART_KUBELET)} (${input.why})` };
+      if (input.unlessAddress !== undefined) {
+        let n;
+        try {
+          n = await d.kube(input.cluster).core.readNode({ name: input.node });
+        } catch (err) {
+          throw kubeFailure(err, `reading Node ${input.node}`);
+        }
+        const ips = (n.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+        const ready = (n.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+        if (ready && ips.length === 1 && ips[0] === input.unlessAddress) {
+          await d.record(input.audit, { ...base, after: { internalIPs: ips }, outcome: 'already-done' });
+          return { outcome: 'already' };
+        }
+      }
+      const r = await runOnNode(input.cluster, input.node, RESTART_KUBELET);
       if (r.exitCode !== 0) {
         const why = `${commandLine(RESTART_KUBELET)}: exit ${r.exitCode}: ${r.stderr.trim().slice(0, 300)}`;
         await d.record(input.audit, { ...base, outcome: 'failed', error: why });
         throw fail(Failure.CommandFailed, `${input.node}: ${why}`);
       }
       await d.record(input.audit, { ...base, outcome: 'applied', event: { reason: AuditReason.KubeletRestarted, message: `kubemend restarted the kubelet: ${input.why}` } });
+      return { outcome: 'applied' };
     },
 
     /** Waits until the Node is Ready and reports `address` as its one InternalIP (a restarted kubelet registered it). */

@@ -103,7 +103,8 @@ export const nodeAddressRemediation: Remediation<Input, DiagnoseFacts, NodeAddre
     const w = await ctx.acts.writeKubeletNodeIp({ ...base, file: planned.file, lineBefore: planned.lineBefore, lineAfter: planned.lineAfter, runTag: ctx.runTag, audit: ctx.audit });
     if (w.outcome === 'already') ctx.resumed.push('kubelet-node-ip');
     ctx.step(Step.RestartingKubelet);
-    await ctx.acts.restartKubelet({ ...base, why: `--node-ip=${planned.target.address}`, audit: ctx.audit, step: 'restart-kubelet' });
+    const restarted = await ctx.acts.restartKubelet({ ...base, why: `--node-ip=${planned.target.address}`, audit: ctx.audit, step: 'restart-kubelet', unlessAddress: planned.target.address });
+    if (restarted.outcome === 'already') ctx.resumed.push('restart-kubelet');
     ctx.step(Step.WaitingForKubelet, `Node ${ctx.node} Ready with InternalIP ${planned.target.address}`);
     const back = await ctx.longActs.waitForNodeAddress({ ...base, address: planned.target.address, timeoutMs: ctx.input.kubeletTimeoutMs });
     return { written: w.outcome, internalIps: back.internalIPs };

@@ -10,17 +10,20 @@
  * and kubectl.
  */
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditRecord } from '../../lib/audit';
 import type { DiagnoseReport } from '../../lib/diagnose';
 import { TOOLS_BIN } from '../../worker/paths';
 import type { NodeAddressResult } from '../../workflows/node-address';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
-import { failNextKubeletStart } from '../lab/kubelet';
+import { failNextKubeletStart, kubeletLogPath } from '../lab/kubelet';
 import { waitForCalicoNodes } from '../lab/calico-node';
 import { down, type LabState, up } from '../lab/lab';
+import { describeError, runThroughCrashes } from '../helpers/crash-run';
 import { labSsh, labTestConfig } from '../helpers/lab';
-import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
+import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, testClient } from '../helpers/harness';
 
 const KUBECTL = join(TOOLS_BIN, 'kubectl');
 const dir = join(tempDir('nodeaddr'), 'lab');
@@ -53,6 +56,8 @@ function kubectl(args: string[]): string {
 const internalIp = (n: string) => kubectl(['get', 'node', n, '-o', 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}']).trim();
 const ready = (n: string) => kubectl(['get', 'node', n, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).trim();
 const calicoTemplate = () => kubectl(['get', 'daemonset', '-n', 'kube-system', 'calico-node', '-o', 'jsonpath={.spec.template}']);
+/** How many times the node's kubelet has started, from the lab kubelet's log. */
+const kubeletStarts = (n: string) => (readFileSync(kubeletLogPath(dir, n), 'utf8').match(/"Started kubelet"/g) ?? []).length;
 const calicoMethod = () => kubectl(['get', 'daemonset', '-n', 'kube-system', 'calico-node', '-o', 'jsonpath={.spec.template.spec.containers[0].env[?(@.name=="IP_AUTODETECTION_METHOD")].value}']).trim();
 
 /** Everything a run could change, as an operator looks at it. */
@@ -193,3 +198,50 @@ test('a Calico method that cannot work (interface=enp0s3, the NAT address every 
   const pods = await waitForCalicoNodes(dir, 'calico-node back to can-reach and Ready', (ps) => ps.length === 3 && ps.every((p) => p.ready && p.method === 'can-reach=10.213.0.11'), 180_000);
   expect(pods).toHaveLength(3);
 }, 400_000);
+
+test('the worker SIGKILLed after each kind of step: the run still fixes every node, each line written once, each kubelet restarted once, calico-node changed once', async () => {
+  // The fault back: every kubelet without --node-ip (so on 10.0.2.15 again), calico-node on first-found.
+  for (const n of names) ssh(n, "printf 'KUBELET_EXTRA_ARGS=\\n' > /etc/default/kubelet && systemctl restart kubelet");
+  kubectl(['-n', 'kube-system', 'set', 'env', 'daemonset/calico-node', 'IP_AUTODETECTION_METHOD-']);
+  for (let i = 0; i < 120 && !names.every((n) => internalIp(n) === '10.0.2.15' && ready(n) === 'True'); i++) await new Promise((res) => setTimeout(res, 500));
+  expect(names.map((n) => [internalIp(n), ready(n)])).toEqual(names.map(() => ['10.0.2.15', 'True']));
+  await waitForCalicoNodes(dir, 'calico-node back on first-found', (ps) => ps.length === 3 && ps.every((p) => p.method === ''), 180_000);
+  const startsBefore = Object.fromEntries(names.map((n) => [n, kubeletStarts(n)]));
+  await worker!.stop(); // only the crashing worker polls from here on
+  worker = undefined;
+  const cfg = loadTestConfig(config);
+  const { client, close } = await testClient();
+  try {
+    const handle = await client.workflow.start('remediateNodeAddress', {
+      workflowId: `node-address-lab-crash-${randomBytes(3).toString('hex')}`,
+      taskQueue: cfg.temporal.taskQueue,
+      args: [{ cluster: 'lab', requestedBy: 'crash test', autoApprove: true, heartbeatTimeoutMs: 3000, activityTimeoutMs: 60_000, retry: { initialIntervalMs: 500, maximumIntervalMs: 2000, maximumAttempts: 20 } }],
+    });
+    const { result, error, restarts, crashedAfter } = await runThroughCrashes<NodeAddressResult>(handle, config, join(dir, 'crash-node-address.log'));
+    expect(describeError(error)).toBeUndefined();
+    expect(result!.outcome).toBe('fixed');
+    expect(crashedAfter).toEqual(expect.arrayContaining(['gatherNodeFacts', 'readClusterFacts', 'checkClusterHealth', 'writeKubeletNodeIp', 'restartKubelet', 'waitForNodeAddress', 'setCalicoAutodetection', 'waitForCalicoRollout', 'recordAudit']));
+    expect(restarts).toBe(crashedAfter.length);
+    // The first node's retries found their work done: the line written, the kubelet on its new address.
+    expect(result!.nodes[0]).toMatchObject({ name: 'node2', written: 'already', internalIps: ['10.213.0.12'] });
+    expect(result!.nodes[0].resumed).toEqual(['kubelet-node-ip', 'restart-kubelet']);
+    expect(result!.clusterChange).toMatchObject({ calico: { to: 'can-reach=10.213.0.11', outcome: 'already' } });
+    const trail = await auditOf(handle.workflowId);
+    expect(trail.map((x) => [x.step, x.outcome])).toEqual([
+      ['plan', 'planned'],
+      ['approval', 'approved'],
+      ...['node2', 'node3', 'node1'].flatMap((n) => [
+        [`${n}/kubelet-node-ip`, 'applied'],
+        [`${n}/restart-kubelet`, 'applied'],
+        [`${n}/fixed`, 'applied'],
+      ]),
+      ['calico-autodetection', 'applied'],
+    ]);
+    for (const n of names) expect([n, internalIp(n), ready(n), ssh(n, 'cat /etc/default/kubelet')]).toEqual([n, OWN[n], 'True', `KUBELET_EXTRA_ARGS="--node-ip=${OWN[n]}"\n`]);
+    // Each kubelet started once more: the run's one restart (the lab's kubelet log says "Started kubelet" at each start).
+    expect(Object.fromEntries(names.map((n) => [n, kubeletStarts(n) - startsBefore[n]]))).toEqual(Object.fromEntries(names.map((n) => [n, 1])));
+    expect(calicoMethod()).toBe('can-reach=10.213.0.11');
+  } finally {
+    await close();
+  }
+}, 600_000);
