@@ -356,16 +356,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     } catch (err) {
       const reason = describe(err);
       status.phase = Phase.Compensating;
-      const undone: string[] = [];
-      await CancellationScope.nonCancellable(async () => {
-        for (const u of undo.reverse()) {
-          try {
-            undone.push(`${u.what}: ${await u.run()}`);
-          } catch (e) {
-            undone.push(`${u.what}: FAILED (${describe(e)})`);
-          }
-        }
-      });
+      const undone = await runUndos(undo);
       status.compensations = [...(status.compensations ?? []), ...undone];
       step(NodeStep.Failed, `${reason}${undone.length ? ` | undo: ${undone.join('; ')}` : ''}`);
       await CancellationScope.nonCancellable(async () => {
@@ -431,18 +422,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       const reason = describe(err);
       step(NodeStep.Failed, reason);
       status.phase = Phase.Compensating;
-      const undone: string[] = [];
-      // Undos run even when the run is being cancelled, newest first; their errors are
-      // recorded, and the original error is what the run fails with.
-      await CancellationScope.nonCancellable(async () => {
-        for (const u of undo.reverse()) {
-          try {
-            undone.push(`${u.what}: ${await u.run()}`);
-          } catch (e) {
-            undone.push(`${u.what}: FAILED (${describe(e)})`);
-          }
-        }
-      });
+      const undone = await runUndos(undo);
       status.compensations = undone;
       step(NodeStep.Failed, `${reason}${undone.length ? ` | undo: ${undone.join('; ')}` : ''}`);
       const refused = isRefusal(reason);
@@ -480,6 +460,24 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     if (status.compensations?.length) await notify('compensated', `${r.name} on ${cluster}: undo after failure: ${status.compensations.join('; ')}`);
     await notify('failed', `${r.name} on ${cluster} ${isRefusal(reason) ? 'was refused by a safety rule' : 'failed'}: ${reason}`);
   }
+}
+
+/**
+ * Runs a compensation stack newest first, even while the run is being cancelled; each undo's
+ * error is recorded in its line, and the original error is what the run fails with.
+ */
+async function runUndos(undo: Array<{ what: string; run: () => Promise<string> }>): Promise<string[]> {
+  const undone: string[] = [];
+  await CancellationScope.nonCancellable(async () => {
+    for (const u of [...undo].reverse()) {
+      try {
+        undone.push(`${u.what}: ${await u.run()}`);
+      } catch (e) {
+        undone.push(`${u.what}: FAILED (${describe(e)})`);
+      }
+    }
+  });
+  return undone;
 }
 
 export function describe(err: unknown): string {
