@@ -79,6 +79,22 @@ function historyText(runId: string): string {
   return out.join('\n');
 }
 
+test('bad flags: exit 2 naming what is wrong, and no run starts', async () => {
+  for (const [args, message] of [
+    [['--network', '10.213.0.1/24'], '--network: "10.213.0.1/24" is not an IPv4 network in CIDR form'],
+    [['--network', '10.213.0.0/24', '--interface', 'enp0s8'], '--network and --interface: give one of them, not both'],
+    [['--interface', 'enp0s8; reboot'], '--interface: "enp0s8; reboot" is not a Linux interface name'],
+    [['--calico-method', 'reach=10.213.0.11'], '--calico-method: "reach=10.213.0.11" is not a Calico IP_AUTODETECTION_METHOD'],
+    [['--kubelet-timeout', '2h'], '--kubelet-timeout: "2h" is not a duration from 1s to 0.5h'],
+  ] as Array<[string[], string]>) {
+    const r = await runCli(['--config', config, 'run', 'node-address', '--cluster', 'lab', '--dry-run', ...args]);
+    expect([args, r.code, r.stderr]).toEqual([args, 2, expect.stringContaining(message)]);
+    expect(r.stderr).not.toContain('started');
+  }
+  const other = await runCli(['--config', config, 'run', 'stale-cni', '--cluster', 'lab', '--dry-run', '--network', '10.213.0.0/24']);
+  expect([other.code, other.stderr]).toEqual([2, expect.stringContaining('--network, --interface, --calico-method, --kubelet-timeout and --rollout-timeout apply to node-address only')]);
+}, 120_000);
+
 test('with the control plane advertising 10.0.2.15: the plan gives the procedure and joins nobody; a join by the right address fails as kubeadm does', async () => {
   expect(nodeNames()).toEqual(['node1']);
   const r = await runCli(['--config', config, 'run', 'node-address', '--cluster', 'lab', '--dry-run', '--json']);
