@@ -67,6 +67,12 @@ test('seed 001: a join to the NAT address fails and registers nothing; a join to
   await sleep(1000);
   expect(kubectl(['get', 'node', 'node2']).code).not.toBe(0);
 
+  // By the right address it fails too while cluster-info names 10.0.2.15; once the advertise address is moved, it joins.
+  const early = spawnSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'BatchMode=yes', '-p', String(n2.port), 'root@127.0.0.1', 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef'], { encoding: 'utf8' });
+  expect(early.status).toBe(1);
+  expect(early.stderr).toMatch(/unable to fetch the kubeadm-config ConfigMap: .*dial tcp 10\.0\.2\.15:6443: connect: connection refused/);
+  labSsh(dir, state.nodes[0].port, "sed -i 's/--advertise-address=10.0.2.15/--advertise-address=10.213.0.11/' /etc/kubernetes/manifests/kube-apiserver.yaml");
+  for (const n of state.nodes) labSsh(dir, n.port, "sed -i 's/^ADVERTISED=.*/ADVERTISED=10.213.0.11/' /var/lib/kmlab/cluster");
   labSsh(dir, n2.port, 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef >/dev/null');
   const until = Date.now() + 30_000;
   let ready: string | undefined;

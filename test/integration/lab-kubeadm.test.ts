@@ -1,7 +1,8 @@
 /**
  * nat-advertise (seed 001) and the kubeadm stand-in on lab nodes: the control plane
  * advertises 10.0.2.15, the printed join command fails on a worker with kubeadm's own
- * error, joining by the control plane's real address works, and reset + init with
+ * error, joining by the control plane's real address fails too (cluster-info still names
+ * 10.0.2.15) until the advertise address is moved, and reset + init with
  * --apiserver-advertise-address is the fix.
  */
 import { spawnSync } from 'node:child_process';
@@ -51,7 +52,14 @@ test('on a worker the printed join fails exactly as in seed 001; nothing is writ
   expect(sshRun(worker(), 'test -e /etc/kubernetes/kubelet.conf').status).toBe(1);
 });
 
-test('joining by the control plane\'s host-only address works, once', () => {
+test("joining by the control plane's host-only address: discovery passes, then cluster-info sends the join to 10.0.2.15 and it fails; once the advertise address is moved, it works, once", () => {
+  const early = sshRun(worker(), 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:00');
+  expect(early.status).toBe(1);
+  expect(early.stderr).toContain('error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: failed to get config map: Get "https://10.0.2.15:6443/api/v1/namespaces/kube-system/configmaps/kubeadm-config?timeout=10s": dial tcp 10.0.2.15:6443: connect: connection refused');
+  expect(sshRun(worker(), 'test -e /etc/kubernetes/kubelet.conf').status).toBe(1);
+  // The advertise address moved (the control plane's manifest, and cluster-info as the lab records it on each node).
+  ssh(cp(), "sed -i 's/--advertise-address=10.0.2.15/--advertise-address=10.213.0.11/' /etc/kubernetes/manifests/kube-apiserver.yaml");
+  for (const port of [cp(), worker()]) ssh(port, "sed -i 's/^ADVERTISED=.*/ADVERTISED=10.213.0.11/' /var/lib/kmlab/cluster");
   const r = sshRun(worker(), 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:00');
   expect(r.status).toBe(0);
   expect(r.stdout).toContain('This node has joined the cluster:');
