@@ -33,6 +33,17 @@ let worker: RunningWorker | undefined;
 let config: string;
 const names = ['node1', 'node2', 'node3'];
 const OWN = { node1: '10.213.0.11', node2: '10.213.0.12', node3: '10.213.0.13' } as Record<string, string>;
+/** A fixed run's audit trail: each step once, in order (workers first, the control plane last, then Calico). */
+const FIXED_TRAIL = [
+  ['plan', 'planned'],
+  ['approval', 'approved'],
+  ...['node2', 'node3', 'node1'].flatMap((n) => [
+    [`${n}/kubelet-node-ip`, 'applied'],
+    [`${n}/restart-kubelet`, 'applied'],
+    [`${n}/fixed`, 'applied'],
+  ]),
+  ['calico-autodetection', 'applied'],
+];
 
 beforeAll(async () => {
   state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['nat-node-ip'], rebootDowntimeMs: 300 });
@@ -159,16 +170,7 @@ test('an approved run: every Node on its own address and Ready, calico-node can-
   expect(result.clusterChange).toMatchObject({ calico: { daemonSet: 'kube-system/calico-node', from: null, to: 'can-reach=10.213.0.11', outcome: 'applied', addresses: { node1: '10.213.0.11/24', node2: '10.213.0.12/24', node3: '10.213.0.13/24' } } });
   expect(result.remaining).toEqual([]);
   const trail = await auditOf(runId);
-  expect(trail.map((x) => [x.step, x.outcome])).toEqual([
-    ['plan', 'planned'],
-    ['approval', 'approved'],
-    ...['node2', 'node3', 'node1'].flatMap((n) => [
-      [`${n}/kubelet-node-ip`, 'applied'],
-      [`${n}/restart-kubelet`, 'applied'],
-      [`${n}/fixed`, 'applied'],
-    ]),
-    ['calico-autodetection', 'applied'],
-  ]);
+  expect(trail.map((x) => [x.step, x.outcome])).toEqual(FIXED_TRAIL);
   expect(trail.every((x) => x.reason === 'INC-001 calico-node not ready on the workers')).toBe(true);
   // diagnose: seed 001 is gone.
   const d = JSON.parse((await runCli(['--config', config, 'diagnose', '--cluster', 'lab', '--json'])).stdout) as DiagnoseReport;
@@ -227,16 +229,7 @@ test('the worker SIGKILLed after each kind of step: the run still fixes every no
     expect(result!.nodes[0].resumed).toEqual(['kubelet-node-ip', 'restart-kubelet']);
     expect(result!.clusterChange).toMatchObject({ calico: { to: 'can-reach=10.213.0.11', outcome: 'already' } });
     const trail = await auditOf(handle.workflowId);
-    expect(trail.map((x) => [x.step, x.outcome])).toEqual([
-      ['plan', 'planned'],
-      ['approval', 'approved'],
-      ...['node2', 'node3', 'node1'].flatMap((n) => [
-        [`${n}/kubelet-node-ip`, 'applied'],
-        [`${n}/restart-kubelet`, 'applied'],
-        [`${n}/fixed`, 'applied'],
-      ]),
-      ['calico-autodetection', 'applied'],
-    ]);
+    expect(trail.map((x) => [x.step, x.outcome])).toEqual(FIXED_TRAIL);
     for (const n of names) expect([n, internalIp(n), ready(n), ssh(n, 'cat /etc/default/kubelet')]).toEqual([n, OWN[n], 'True', `KUBELET_EXTRA_ARGS="--node-ip=${OWN[n]}"\n`]);
     // Each kubelet started once more: the run's one restart (the lab's kubelet log says "Started kubelet" at each start).
     expect(Object.fromEntries(names.map((n) => [n, kubeletStarts(n) - startsBefore[n]]))).toEqual(Object.fromEntries(names.map((n) => [n, 1])));
