@@ -12,6 +12,7 @@ import { AuditReason } from '../lib/audit-reasons';
 import type { NodeTarget } from '../lib/config';
 import { Failure } from '../lib/failures';
 import { isCalicoMethod, isIpv4, JOIN_TOKEN_TTL } from '../lib/node-address';
+import { nodeObjectFacts } from '../lib/node-object';
 import { JOIN_ARGV, JOINED_ARGV, joinConfiguration, parseArgsLineOutput, parseJoinCommand, redactToken, restoreArgsLineArgv, SCRIPT_NO_COPY, setArgsLineArgv, tokenCreateArgv, tokenDeleteArgv } from '../lib/node-address-scripts';
 import type { AuditContext } from '../lib/remediation-input';
 import { commandLine } from '../lib/shell';
@@ -85,19 +86,22 @@ export function createNodeAddressActivities(d: Deps) {
   };
   const runOnNode = (cluster: string, node: string, argv: string[]) => whileHeartbeating((signal) => d.ssh.withSession(d.target(cluster, node), (s) => s.run(argv, { check: false }), signal));
 
+  /** The Node's readiness and InternalIPs, as the rest of kubemend reads them (lib/node-object.ts). */
+  const nodeFacts = async (cluster: string, node: string) => {
+    try {
+      return nodeObjectFacts(await d.kube(cluster).core.readNode({ name: node }));
+    } catch (err) {
+      throw kubeFailure(err, `reading Node ${node}`);
+    }
+  };
+  const hasExactly = (ips: string[], want: string[]) => ips.length === want.length && ips.every((ip, i) => ip === want[i]);
+
   /** Polls the Node until it is Ready and reports exactly `want` as its InternalIPs. */
   const waitForNode = (cluster: string, node: string, want: string[], timeoutMs: number, what: string) =>
     pollUntil(timeoutMs, (seen) => `${node}: ${what} within ${Math.round(timeoutMs / 1000)} s (last seen: ${seen})`, async (): Promise<Poll<{ internalIPs: string[] }>> => {
-      let n;
-      try {
-        n = await d.kube(cluster).core.readNode({ name: node });
-      } catch (err) {
-        throw kubeFailure(err, `reading Node ${node}`);
-      }
-      const ips = (n.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
-      const ready = (n.status?.conditions ?? []).find((c) => c.type === 'Ready');
-      if (ready?.status === 'True' && ips.length === want.length && ips.every((ip, i) => ip === want[i])) return { ok: { internalIPs: ips } };
-      return { seen: `Ready ${ready?.status ?? 'unknown'}${ready?.reason ? ` (${ready.reason})` : ''}, InternalIP ${ips.join(', ') || 'none'}` };
+      const n = await nodeFacts(cluster, node);
+      if (n.ready === 'True' && hasExactly(n.internalIPs, want)) return { ok: { internalIPs: n.internalIPs } };
+      return { seen: `Ready ${n.ready ?? 'unknown'}${n.readyReason ? ` (${n.readyReason})` : ''}, InternalIP ${n.internalIPs.join(', ') || 'none'}` };
     });
 
   return {
@@ -192,16 +196,9 @@ export function createNodeAddressActivities(d: Deps) {
     async restartKubelet(input: { cluster: string; node: string; why: string; audit: AuditContext; step: string; unlessAddress?: string }): Promise<{ outcome: 'applied' | 'already' }> {
       const base = { cluster: input.cluster, node: input.node, step: `${input.node}/${input.step}`, action: `${commandLine(RESTART_KUBELET)} (${input.why})` };
       if (input.unlessAddress !== undefined) {
-        let n;
-        try {
-          n = await d.kube(input.cluster).core.readNode({ name: input.node });
-        } catch (err) {
-          throw kubeFailure(err, `reading Node ${input.node}`);
-        }
-        const ips = (n.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
-        const ready = (n.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
-        if (ready && ips.length === 1 && ips[0] === input.unlessAddress) {
-          await d.record(input.audit, { ...base, after: { internalIPs: ips }, outcome: 'already-done' });
+        const n = await nodeFacts(input.cluster, input.node);
+        if (n.ready === 'True' && hasExactly(n.internalIPs, [input.unlessAddress])) {
+          await d.record(input.audit, { ...base, after: { internalIPs: n.internalIPs }, outcome: 'already-done' });
           return { outcome: 'already' };
         }
       }
