@@ -240,7 +240,23 @@ export interface KubeletStart {
  * The kubelet starts on a node (see the file comment). `ids`: the machine and boot ids it
  * reports (a reboot passes the booting node's; otherwise the node's current ones).
  */
-export async function startKubelet(dir: string, name: string, ids?: { machineId: string; bootId: string }): Promise<KubeletStart> {
+export function startKubelet(dir: string, name: string, ids?: { machineId: string; bootId: string }): Promise<KubeletStart> {
+  return oneAtATime(name, () => start(dir, name, ids));
+}
+
+/**
+ * A node's kubelet starts and stops, one after another: systemd's automatic restart and a
+ * requested one (kubeadm join, systemctl) must not interleave, or the one that read the node's
+ * files first could patch the Node last.
+ */
+const lanes = new Map<string, Promise<unknown>>();
+function oneAtATime<T>(node: string, fn: () => Promise<T>): Promise<T> {
+  const next = (lanes.get(node) ?? Promise.resolve()).then(fn, fn);
+  lanes.set(node, next.catch(() => undefined));
+  return next;
+}
+
+async function start(dir: string, name: string, ids?: { machineId: string; bootId: string }): Promise<KubeletStart> {
   cancelRestart(name);
   const state = readState(dir);
   const node = state?.nodes.find((n) => n.name === name);
@@ -289,7 +305,11 @@ export async function startKubelet(dir: string, name: string, ids?: { machineId:
 }
 
 /** The kubelet stops (systemctl stop, kubeadm reset, the node going down): no heartbeats, no restart. */
-export async function stopKubelet(dir: string, name: string): Promise<void> {
+export function stopKubelet(dir: string, name: string): Promise<void> {
+  return oneAtATime(name, () => stop(dir, name));
+}
+
+async function stop(dir: string, name: string): Promise<void> {
   cancelRestart(name);
   const was = kubeletState(dir, name);
   writeKubeletState(dir, name, 'inactive');
