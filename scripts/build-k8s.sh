@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the lab's Kubernetes control plane from pinned Go modules into .tools/bin:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; and unpacks
-# Debian's kubectl there. Each piece is skipped when its stamp says it is up to date.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubeadm (the lab nodes' real
+# kubeadm) and kwok; and unpacks Debian's kubectl there. Each piece is skipped when its stamp
+# says it is up to date.
 #
 # k8s.io/kubernetes replaces its staging repos with local paths, so `go install` refuses it.
 # tools/k8s is a wrapper module that requires it at a pinned release and replaces every
@@ -36,6 +37,7 @@ if [ "${1:-}" = "--regen" ]; then
   } > "$mod/go.mod"
   (cd "$mod" && go get "k8s.io/kubernetes@$KUBERNETES_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
       && go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$KUBERNETES_VERSION" \
+         "k8s.io/kubernetes/cmd/kubeadm@$KUBERNETES_VERSION" \
       && go mod tidy)
 fi
 
@@ -57,6 +59,7 @@ build etcd ./cmd/etcd
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build kubeadm k8s.io/kubernetes/cmd/kubeadm
 
 stamp="$bin/.kwok.version"
 if [ -x "$bin/kwok" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$KWOK_VERSION" ]; then
