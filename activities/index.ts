@@ -63,7 +63,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createMachineIdActivities({ ssh: deps.ssh, target, record }),
     ...createDefaultRouteActivities({ ssh: deps.ssh, target, kube, record }),
     ...createIpamGcActivities({ ssh: deps.ssh, target, record }),
-    ...createStaleCniActivities({ ssh: deps.ssh, target, record }),
+    ...createStaleCniActivities({ ssh: deps.ssh, target, kube, record }),
     ...createCalicoOrphansActivities({ ssh: deps.ssh, target, kube, record }),
     ...createNodeAddressActivities({ ssh: deps.ssh, target, kube, record }),
     ...createDiagnoseActivities({ ssh: deps.ssh, target, kubeIfAny: (cluster) => (clusterOf(cluster), deps.kube.cluster(cluster)) }),

@@ -146,10 +146,10 @@ export function createNodeAddressActivities(d: Deps) {
      * already has a kubelet.conf counts as joined (a retry after the join went through).
      * No undo (see the plan): undoing a join is `kubeadm reset -f`.
      */
-    async joinNode(input: { cluster: string; node: string; controlPlane: string; endpoint: string; nodeIp: string; audit: AuditContext }): Promise<{ outcome: 'joined' | 'already'; output: string[] }> {
-      if (!isIpv4(input.nodeIp) || !/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(input.endpoint)) throw fail(Failure.BadInput, `not a join kubemend makes: ${JSON.stringify({ endpoint: input.endpoint, nodeIp: input.nodeIp })}`);
+    async joinNode(input: { cluster: string; node: string; controlPlane: string; endpoint?: string; nodeIp: string | null; name?: string; audit: AuditContext }): Promise<{ outcome: 'joined' | 'already'; output: string[] }> {
+      if ((input.nodeIp !== null && !isIpv4(input.nodeIp)) || (input.endpoint !== undefined && !/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(input.endpoint))) throw fail(Failure.BadInput, `not a join kubemend makes: ${JSON.stringify({ endpoint: input.endpoint, nodeIp: input.nodeIp })}`);
       const step = `${input.node}/join`;
-      const action = `kubeadm join ${input.endpoint} --token <redacted> (a ${JOIN_TOKEN_TTL} token made on ${input.controlPlane}, deleted after) with node-ip ${input.nodeIp}`;
+      const action = `kubeadm join ${input.endpoint ?? "<the control plane's endpoint>"} --token <redacted> (a ${JOIN_TOKEN_TTL} token made on ${input.controlPlane}, deleted after)${input.nodeIp ? ` with node-ip ${input.nodeIp}` : ''}`;
       const base = { cluster: input.cluster, node: input.node, step, action };
       if ((await runOnNode(input.cluster, input.node, JOINED_ARGV)).exitCode === 0) {
         await d.record(input.audit, { ...base, after: { found: '/etc/kubernetes/kubelet.conf' }, outcome: 'already-done' });
@@ -166,19 +166,19 @@ export function createNodeAddressActivities(d: Deps) {
       const redact = (t: string) => redactToken(t, join.token);
       let deleted = 'not attempted';
       try {
-        if (join.endpoint !== input.endpoint) {
+        if (input.endpoint !== undefined && join.endpoint !== input.endpoint) {
           const why = `the control plane's join command names ${join.endpoint}, not ${input.endpoint}: its advertise address changed since the plan; nothing was joined`;
           await d.record(input.audit, { ...base, outcome: 'refused', error: `${Failure.NodeStateUnexpected}: ${why}` });
           throw fail(Failure.NodeStateUnexpected, `${input.node}: ${why}`);
         }
-        const r = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(JOIN_ARGV, { check: false, stdin: joinConfiguration(join, input.nodeIp), timeoutMs: 300_000 }), signal));
+        const r = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(JOIN_ARGV, { check: false, stdin: joinConfiguration(join, input.nodeIp, input.name), timeoutMs: 300_000 }), signal));
         const output = redact(`${r.stdout}\n${r.stderr}`).split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-20);
         if (r.exitCode !== 0) {
           const why = `kubeadm join on ${input.node}: exit ${r.exitCode}: ${redact(r.stderr.trim()).split('\n').filter((l) => !/^To see the stack trace/.test(l)).slice(-3).join(' ').slice(0, 600)}`;
           await d.record(input.audit, { ...base, after: { output }, outcome: 'failed', error: why });
           throw fail(Failure.CommandFailed, `${input.node}: ${why}`);
         }
-        await d.record(input.audit, { ...base, after: { output, caHash: join.caHash }, outcome: 'applied', event: { reason: AuditReason.NodeJoined, message: `kubemend joined ${input.node} to ${input.endpoint} with node-ip ${input.nodeIp}` } });
+        await d.record(input.audit, { ...base, after: { output, caHash: join.caHash }, outcome: 'applied', event: { reason: AuditReason.NodeJoined, message: `kubemend joined ${input.node} to ${join.endpoint}${input.nodeIp ? ` with node-ip ${input.nodeIp}` : ''}` } });
         return { outcome: 'joined', output };
       } finally {
         // The token is spent (or not needed): it goes, whatever happened.

@@ -11,9 +11,12 @@ import { Failure } from '../lib/failures';
 import type { AuditContext } from '../lib/remediation-input';
 import { commandLine } from '../lib/shell';
 import { deleteOutcome, type DeviceDelete, isIpv4Cidr } from '../lib/stale-cni';
-import { DELETE_FAILED, deleteStaleDeviceArgv, isStaleDevice, parseDeleteOutput } from '../lib/stale-cni-scripts';
+import { nodeObjectFacts } from '../lib/node-object';
+import { BACKUP_FAILED, backupArgv, DELETE_FAILED, deleteStaleDeviceArgv, isStaleDevice, moveLeftoversArgv, parseBackupOutput, parseDeleteOutput, parseMoveOutput, parseResetOutput, RESET_FAILED, RESET_NO_BACKUP, RESET_NO_KUBEADM, resetArgv } from '../lib/stale-cni-scripts';
 import type { Recorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
+import { type KubeCluster, kubeFailure } from './kube';
+import { pollUntil, type Poll } from './poll';
 import type { SshPort } from './ssh';
 
 const fail = (type: string, message: string) => ApplicationFailure.create({ type, message, nonRetryable: true });
@@ -21,11 +24,122 @@ const fail = (type: string, message: string) => ApplicationFailure.create({ type
 interface Deps {
   ssh: SshPort;
   target(cluster: string, node: string): NodeTarget;
+  kube(cluster: string): KubeCluster;
   record: Recorder;
 }
 
+/** The last lines of a command's output, for an audit record or an error. */
+const tail = (lines: string[], n = 30) => lines.slice(-n);
+
 export function createStaleCniActivities(d: Deps) {
+  const runOnNode = (cluster: string, node: string, argv: string[]) => whileHeartbeating((signal) => d.ssh.withSession(d.target(cluster, node), (s) => s.run(argv, { check: false, timeoutMs: 600_000 }), signal));
+  const argvOr = (make: () => string[]) => {
+    try {
+      return make();
+    } catch (err) {
+      throw fail(Failure.BadInput, (err as Error).message);
+    }
+  };
   return {
+    /**
+     * The full level's first step: a copy of what kubeadm reset deletes (/etc/kubernetes, the
+     * kubelet's flags, config and pki), of /etc/cni/net.d, and of the node's addresses and
+     * routes, into /var/lib/kubemend/backup/<run>/stale-cni on the node, once. Changes nothing
+     * else, so it needs no undo; the copy is kept (the way back by hand after a reset).
+     */
+    async backupBeforeReset(input: { cluster: string; node: string; runTag: string; audit: AuditContext }): Promise<{ outcome: 'made' | 'already'; dir: string }> {
+      const argv = argvOr(() => backupArgv(input.runTag));
+      const dir = argv[argv.length - 1];
+      const base = { cluster: input.cluster, node: input.node, step: `${input.node}/backup`, action: `copy /etc/kubernetes, /var/lib/kubelet's kubeadm-flags.env, config.yaml and pki, /etc/cni/net.d, ip addr and ip route into ${dir}` };
+      const r = await runOnNode(input.cluster, input.node, argv);
+      const parsed = r.exitCode === 0 ? parseBackupOutput(r.stdout) : null;
+      if (!parsed || 'problem' in parsed) {
+        const why = `backup into ${dir}: exit ${r.exitCode}${r.stderr.trim() ? `: ${r.stderr.trim().slice(0, 300)}` : ''}${parsed ? `; ${parsed.problem}` : ''}`;
+        await d.record(input.audit, { ...base, outcome: 'failed', error: why });
+        throw fail(r.exitCode === BACKUP_FAILED ? Failure.CommandFailed : Failure.NodeStateUnexpected, `${input.node}: ${why}; nothing was reset`);
+      }
+      await d.record(input.audit, { ...base, after: { dir, kubeadmFlags: parsed.kubeadmFlags.trim() || null }, outcome: parsed.state === 'made' ? 'applied' : 'already-done' });
+      return { outcome: parsed.state, dir };
+    },
+
+    /**
+     * `kubeadm reset -f` on the node, once per run, only after the backup (the script checks
+     * it). Its output goes into the audit record. No undo: reset deleted the node's
+     * credentials and kubelet configuration (the backup keeps them for a way back by hand).
+     * Returns when reset finished on the node's clock (seconds since the epoch).
+     */
+    async kubeadmReset(input: { cluster: string; node: string; runTag: string; audit: AuditContext }): Promise<{ outcome: 'reset' | 'already'; at: number; output: string[] }> {
+      const argv = argvOr(() => resetArgv(input.runTag));
+      const base = { cluster: input.cluster, node: input.node, step: `${input.node}/kubeadm-reset`, action: 'kubeadm reset -f' };
+      const r = await runOnNode(input.cluster, input.node, argv);
+      const parsed = r.exitCode === 0 ? parseResetOutput(r.stdout) : null;
+      if (!parsed || 'problem' in parsed) {
+        const output = tail(r.stdout.split('\n').map((l) => l.trimEnd()).filter(Boolean));
+        const why =
+          r.exitCode === RESET_NO_BACKUP || r.exitCode === RESET_NO_KUBEADM
+            ? `kubeadm reset not run: ${r.stderr.trim().slice(0, 300)}`
+            : r.exitCode === RESET_FAILED
+              ? `kubeadm reset -f failed (${output[0] ?? ''}): ${output.slice(1).slice(-3).join(' | ').slice(0, 600)}`
+              : `kubeadm reset -f: exit ${r.exitCode}${r.stderr.trim() ? `: ${r.stderr.trim().slice(0, 300)}` : ''}${parsed ? `; ${parsed.problem}` : ''}`;
+        await d.record(input.audit, { ...base, after: { output }, outcome: 'failed', error: why });
+        throw fail(r.exitCode === RESET_NO_BACKUP ? Failure.NodeStateUnexpected : Failure.CommandFailed, `${input.node}: ${why}`);
+      }
+      await d.record(input.audit, {
+        ...base,
+        after: { output: tail(parsed.output, 60), finishedAt: new Date(parsed.at * 1000).toISOString() },
+        outcome: parsed.state === 'reset' ? 'applied' : 'already-done',
+        ...(parsed.state === 'reset' ? { event: { reason: AuditReason.NodeReset, message: `kubemend ran kubeadm reset -f on ${input.node} (stale CNI state the light level could not fix, or --full); the node's old configuration is in /var/lib/kubemend/backup on the node` } } : {}),
+      });
+      return { outcome: parsed.state, at: parsed.at, output: tail(parsed.output, 60) };
+    },
+
+    /**
+     * Moves CNI leftovers (config files that are not the installed CNI's, host-local
+     * directories of networks no remaining config names) into the run's backup: moved, not
+     * deleted, so the way back is a `mv`. Gone already counts as done.
+     */
+    async moveCniLeftovers(input: { cluster: string; node: string; runTag: string; configs: string[]; networks: string[]; audit: AuditContext }): Promise<{ moved: string[]; gone: string[] }> {
+      const argv = argvOr(() => moveLeftoversArgv(input.runTag, input.configs, input.networks));
+      const items = input.configs.length + input.networks.length;
+      const base = { cluster: input.cluster, node: input.node, step: `${input.node}/move-cni-leftovers`, action: `move ${[...input.configs, ...input.networks.map((n) => `/var/lib/cni/networks/${n}`)].join(', ')} into the run's backup`, before: { configs: input.configs, networks: input.networks } };
+      const r = await runOnNode(input.cluster, input.node, argv);
+      const parsed = r.exitCode === 0 ? parseMoveOutput(r.stdout, items) : null;
+      if (!parsed || 'problem' in parsed) {
+        const why = `moving CNI leftovers: exit ${r.exitCode}${r.stderr.trim() ? `: ${r.stderr.trim().slice(0, 300)}` : ''}${parsed ? `; ${parsed.problem}` : ''}`;
+        await d.record(input.audit, { ...base, outcome: 'failed', error: why });
+        throw fail(Failure.CommandFailed, `${input.node}: ${why}`);
+      }
+      await d.record(input.audit, {
+        ...base,
+        after: parsed,
+        outcome: parsed.moved.length ? 'applied' : 'already-done',
+        ...(parsed.moved.length ? { event: { reason: AuditReason.CniLeftoversMoved, message: `moved ${parsed.moved.join(', ')} into /var/lib/kubemend/backup on ${input.node}` } } : {}),
+      });
+      return parsed;
+    },
+
+    /**
+     * Waits for a re-joined node: its Node Ready, with a heartbeat after `since` (the reset's
+     * end on the node's own clock, the clock its kubelet stamps heartbeats with), so an old
+     * Ready from before the reset does not count.
+     */
+    async waitForRejoinedNode(input: { cluster: string; node: string; since: number; timeoutMs: number }): Promise<{ heartbeat: string }> {
+      return pollUntil(input.timeoutMs, (seen) => `${input.node}: not Ready with a kubelet heartbeat after the re-join within ${Math.round(input.timeoutMs / 1000)} s (last seen: ${seen})`, async (): Promise<Poll<{ heartbeat: string }>> => {
+        let node;
+        try {
+          node = await d.kube(input.cluster).core.readNode({ name: input.node });
+        } catch (err) {
+          const f = kubeFailure(err, `reading Node ${input.node}`);
+          return { seen: f.message };
+        }
+        const n = nodeObjectFacts(node);
+        const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+        const beat = ready?.lastHeartbeatTime ? new Date(ready.lastHeartbeatTime as unknown as string).getTime() : NaN;
+        if (n.ready === 'True' && beat >= input.since * 1000) return { ok: { heartbeat: new Date(beat).toISOString() } };
+        return { seen: `Ready ${n.ready ?? 'unknown'}${n.readyReason ? ` (${n.readyReason})` : ''}, last heartbeat ${Number.isNaN(beat) ? 'none' : new Date(beat).toISOString()}` };
+      });
+    },
+
     /**
      * Deletes each device in order (cni0, then flannel.1), each only if it still carries
      * exactly the stale addresses the plan named: the script re-reads them in the same

@@ -125,7 +125,8 @@ export function staleCniText(r: StaleCniResult): string {
   if (r.outcome !== 'fixed' && r.plan) lines.push(planText(r.plan).trimEnd());
   for (const n of r.nodes) {
     const gone = [...n.deleted.map((d) => `deleted ${d}`), ...n.alreadyGone.map((d) => `${d} already gone`)];
-    lines.push(`  ${n.name}: ${gone.join(', ') || 'no device deleted'}${n.restartedPods.length ? `; restarted ${n.restartedPods.join(', ')} -> ${n.newPods.join(', ')}` : ''}; cni0 ${n.cni0?.join(' ') ?? '-'}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}, subnet ${n.flannelSubnet ?? '-'}; probe pod got ${n.probeIp} (podCIDR ${n.podCidr})${n.uncordoned ? ', uncordoned' : ''}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
+    const full = n.level === 'full' ? `full level${n.escalatedBecause ? ` (escalated: ${n.escalatedBecause})` : ''}: kubeadm reset ${n.reset === 'already' ? 'found done' : 'run'}, ${n.moved?.length ? `moved ${n.moved.join(', ')}, ` : ''}${n.joined === 'already' ? 'found joined' : 're-joined'}; ` : '';
+    lines.push(`  ${n.name}: ${full}${gone.join(', ') || 'no device deleted'}${n.restartedPods.length ? `; restarted ${n.restartedPods.join(', ')} -> ${n.newPods.join(', ')}` : ''}; cni0 ${n.cni0?.join(' ') ?? '-'}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}, subnet ${n.flannelSubnet ?? '-'}; probe pod got ${n.probeIp} (podCIDR ${n.podCidr})${n.uncordoned ? ', uncordoned' : ''}${n.resumed.length ? ` (found done on retry: ${n.resumed.join(', ')})` : ''}`);
   }
   for (const x of r.remaining) lines.push(`  still stale: ${x}`);
   return `${lines.join('\n')}\n`;

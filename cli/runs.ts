@@ -73,6 +73,9 @@ const RunArgs = z.object({
   rolloutTimeout: z.string().optional(),
   deleteEmptydirData: z.boolean().default(false),
   force: z.boolean().default(false),
+  full: z.boolean().default(false),
+  escalate: z.boolean().default(false),
+  joinTimeout: z.string().optional(),
 });
 
 const RunId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$/, 'must be a kubemend run ID as printed by `kubemend run` or `kubemend list`');
@@ -195,6 +198,8 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
   if (args.remediation !== 'ipam-gc' && args.retention !== undefined) throw new CliError('--retention applies to ipam-gc only');
   if (args.remediation !== 'node-address' && [args.network, args.interface, args.calicoMethod, args.kubeletTimeout, args.rolloutTimeout].some((v) => v !== undefined)) throw new CliError('--network, --interface, --calico-method, --kubelet-timeout and --rollout-timeout apply to node-address only');
   if (args.remediation === 'node-address') nodeAddressFlags(args);
+  if (args.remediation !== 'stale-cni' && (args.full || args.escalate || args.joinTimeout !== undefined)) throw new CliError('--full, --escalate and --join-timeout apply to stale-cni only');
+  if (args.full && args.escalate) throw new CliError('--full and --escalate: give one of them (--full runs the full level on every node; --escalate only where the light fix does not verify)');
   const grace = (v: string | undefined) => {
     if (v === undefined) return 15 * 60_000;
     const ms = parseDuration(v);
@@ -212,7 +217,7 @@ export async function runCommand(cfg: Config, raw: Record<string, unknown>, out:
         : args.remediation === 'ipam-gc'
           ? { graceMs: grace(args.grace), retentionMs: retention(args.retention), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
           : args.remediation === 'stale-cni'
-            ? { podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000) }
+            ? { podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000), full: args.full, escalate: args.escalate, joinTimeoutMs: duration('join-timeout', args.joinTimeout, 300_000, 3_600_000) }
             : args.remediation === 'calico-orphans'
               ? { graceMs: grace(args.grace), podTimeoutMs: duration('pod-timeout', args.podTimeout, 300_000, 3_600_000), ...(args.parallel !== undefined ? { parallel: args.parallel } : {}) }
               : args.remediation === 'node-address'

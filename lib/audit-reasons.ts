@@ -18,5 +18,7 @@ export const AuditReason = {
   PodEvicted: 'PodEvicted',
   KubeletRestarted: 'KubeletRestarted',
   NodeJoined: 'NodeJoined',
+  NodeReset: 'NodeReset',
+  CniLeftoversMoved: 'CniLeftoversMoved',
 } as const;
 

@@ -132,8 +132,10 @@ export function parseJoinCommand(stdout: string): JoinCommand | { problem: strin
 }
 
 /** The JoinConfiguration kubemend hands `kubeadm join --config` on stdin (it holds the token). */
-export function joinConfiguration(j: JoinCommand, nodeIp: string): string {
-  if (!ENDPOINT.test(j.endpoint) || !TOKEN.test(j.token) || !CA_HASH.test(j.caHash) || !isIpv4(nodeIp)) throw new Error('not a join kubemend writes: endpoint, token, CA hash or node IP malformed');
+export function joinConfiguration(j: JoinCommand, nodeIp: string | null, name?: string): string {
+  if (!ENDPOINT.test(j.endpoint) || !TOKEN.test(j.token) || !CA_HASH.test(j.caHash) || (nodeIp !== null && !isIpv4(nodeIp)) || (name !== undefined && !NODE_NAME.test(name))) {
+    throw new Error('not a join kubemend writes: endpoint, token, CA hash, node IP or node name malformed');
+  }
   return [
     'apiVersion: kubeadm.k8s.io/v1beta4',
     'kind: JoinConfiguration',
@@ -143,13 +145,15 @@ export function joinConfiguration(j: JoinCommand, nodeIp: string): string {
     `    token: "${j.token}"`,
     '    caCertHashes:',
     `    - "${j.caHash}"`,
-    'nodeRegistration:',
-    '  kubeletExtraArgs:',
-    '  - name: node-ip',
-    `    value: "${nodeIp}"`,
+    ...(name !== undefined || nodeIp !== null ? ['nodeRegistration:'] : []),
+    ...(name !== undefined ? [`  name: "${name}"`] : []),
+    ...(nodeIp !== null ? ['  kubeletExtraArgs:', '  - name: node-ip', `    value: "${nodeIp}"`] : []),
     '',
   ].join('\n');
 }
+
+/** A Node name (an RFC 1123 subdomain). */
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 
 /**
  * Runs `kubeadm join --config` on a JoinConfiguration read from stdin into a 0600 file under

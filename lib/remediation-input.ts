@@ -52,10 +52,20 @@ export const DefaultRouteInput = RunbookInput.extend({
 }).strict();
 export type DefaultRouteInput = z.input<typeof DefaultRouteInput>;
 
-/** stale-cni (seed 003, light level): how long to wait for flannel's new pod and subnet.env after the stale devices are deleted. */
+/**
+ * stale-cni (seed 003): how long to wait for flannel's new pod and subnet.env after the stale
+ * devices are deleted; the full level (kubeadm reset and re-join) for every planned node
+ * (`full`), or only for a node whose light fix did not verify (`escalate`, which the plan
+ * states and the approval names); how long a re-joined node has to be Ready.
+ */
 export const StaleCniInput = RunbookInput.extend({
   podTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
-}).strict();
+  full: z.boolean().default(false),
+  escalate: z.boolean().default(false),
+  joinTimeoutMs: z.number().int().min(1000).max(3_600_000).default(300_000),
+})
+  .strict()
+  .refine((v) => !(v.full && v.escalate), { message: 'full and escalate exclude each other: full already runs the full level on every node', path: ['escalate'] });
 export type StaleCniInput = z.input<typeof StaleCniInput>;
 
 /**

@@ -24,6 +24,7 @@ import { type DiagnoseFacts, hostLocalCapacity, inCidr, networkOf } from './dete
 import { detectStaleCni } from './detect/seed003-stale-cni';
 import type { CniPodRef } from './default-route';
 import type { Finding } from './findings';
+import { isIpv4, kubeletArgsOf, nodeIpFlag } from './node-address';
 import { type PlannedNode, planId, type RunbookPlan } from './runbook';
 
 /** The devices the light level deletes, in the order it deletes them. */
@@ -126,6 +127,26 @@ export interface StaleCniNode extends PlannedNode {
   restartWhy: string;
   /** What the node's facts showed, for the approver and the audit. */
   found: string[];
+  /** `light`: the devices and flannel; `full`: kubeadm reset and re-join (--full, or a fault the light level cannot fix). */
+  level: 'light' | 'full';
+  /** A light node whose fix does not verify goes on to the full level (--escalate): the plan says so, and the approval names the plan. */
+  escalate: boolean;
+  /** The full level's parts, when the node gets it or may escalate to it. */
+  full: FullLevel | null;
+}
+
+/** What the full level does on a node beyond the light level's steps. */
+export interface FullLevel {
+  /** The control-plane node that makes the join token. */
+  joinFrom: string;
+  /** The --node-ip kubeadm's kubeadm-flags.env gave the kubelet (reset deletes that file): the re-join asks for it again. Null: none there. */
+  nodeIp: string | null;
+  /** Files in /etc/cni/net.d that are not the installed CNI's: moved into the backup, not deleted. */
+  moveConfigs: string[];
+  /** host-local network directories no remaining CNI config names (a dead network): moved into the backup. */
+  deadNetworks: string[];
+  /** The steps, as the approver reads them. */
+  steps: string[];
 }
 
 export interface StaleCniPlan extends RunbookPlan {
@@ -140,6 +161,14 @@ export interface PlanOptions {
   controlPlane: readonly string[];
   /** How long the run waits for flannel's new pod and subnet.env, in ms (shown in the plan). */
   podTimeoutMs: number;
+  /** Every planned node gets the full level (--full). */
+  full?: boolean;
+  /** A light node that does not verify goes on to the full level (--escalate). */
+  escalate?: boolean;
+  /** The control-plane node that makes join tokens (in the worker's config, not a target); null: none is reachable. */
+  joinFrom?: string | null;
+  /** How long a re-joined node has to be Ready, in ms. */
+  joinTimeoutMs?: number;
 }
 
 /** The only findings this remediation acts on: diagnose's own seed-003 detector, its stale-cni ones (not ipam-gc's). */
@@ -161,6 +190,28 @@ export function manualProcedure(n: StaleCniNodeFacts, expected: Expected | null,
     `kubectl uncordon ${n.name}`,
   ];
   return steps.map((s, i) => `(${i + 1}) ${s}`).join('; ');
+}
+
+/** A file directly in /etc/cni/net.d, with a name kubemend will move (no dot first, no slash, no shell-special characters). */
+export const isCniConfigPath = (p: string) => /^\/etc\/cni\/net\.d\/[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$/.test(p);
+/** A host-local network directory's name under /var/lib/cni/networks (a CNI network name). */
+export const isNetworkName = (n: string) => /^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$/.test(n);
+
+/** Where the full level keeps a node's backup: one directory per run, on the node. */
+export const fullBackupDir = (runTag: string) => `/var/lib/kubemend/backup/${runTag}/stale-cni`;
+
+function fullSteps(n: StaleCniNodeFacts, expected: Expected, deletes: DeviceDelete[], f: Omit<FullLevel, 'steps'>, opts: PlanOptions): string[] {
+  return [
+    `back up, once: /etc/kubernetes, /var/lib/kubelet's kubeadm-flags.env and config.yaml, /etc/cni/net.d, and the node's addresses and routes, into ${fullBackupDir('<run>')}/ on ${n.name}`,
+    "kubeadm reset -f (its output goes into the audit record); from here there is no undo: reset deleted the node's credentials and kubelet configuration (the backup keeps them); a node that fails stays cordoned and the status says how to finish by hand",
+    ...deletes.map((d) => `ip link delete ${d.dev}: only if it still carries exactly ${d.stale.join(' ')} (gone, or only ${d.expected}, counts as done)`),
+    ...f.moveConfigs.map((c) => `move ${c} (not the installed CNI's: ${n.cniConfigs.find((x) => x.file === c)?.types.join(', ') || 'no plugin types'}) into the backup`),
+    ...f.deadNetworks.map((d) => `move /var/lib/cni/networks/${d} (host-local's reservations for ${d}, a network no remaining CNI config names) into the backup`),
+    `kubeadm token create --ttl 15m0s --print-join-command on ${f.joinFrom}; kubeadm join --config as ${n.name} (the JoinConfiguration through ssh's stdin into a 0600 file, removed after${f.nodeIp ? `; nodeRegistration keeps --node-ip=${f.nodeIp} from kubeadm-flags.env` : ''}); kubeadm token delete, whatever the join did`,
+    `wait up to ${secs(opts.joinTimeoutMs ?? 300_000)} for the Node Ready with a kubelet heartbeat after the join`,
+    `wait up to ${secs(opts.podTimeoutMs)} for the node's kube-flannel pod Ready and /run/flannel/subnet.env inside ${n.podCidr}`,
+    `crictl runp a probe sandbox: it must get an address in ${n.podCidr}; check cni0 carries ${expected.cni0} only, flannel.1 ${expected.flannel1}, subnet.env FLANNEL_SUBNET=${expected.flannelSubnet}`,
+  ];
 }
 
 export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[], opts: PlanOptions): StaleCniPlan {
@@ -190,9 +241,11 @@ export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[],
       refused.push(`${name}: the light level restarts flannel, and the cluster runs no flannel DaemonSet: fix its CNI devices by hand (ip link delete cni0; ip link delete flannel.1) and restart the installed CNI's pod on the node`);
       continue;
     }
+    const mayFull = !!opts.full || !!opts.escalate;
     const first = n.cniConfigs[0];
-    if (first && !first.types.includes('flannel')) {
-      refused.push(`${name}: ${first.file} is the first CNI config (the kubelet uses it) and is not flannel's (${first.types.join(', ') || 'no plugin types'}): the light level changes no CNI config; move it aside by hand (mv ${first.file} /root/) and run again`);
+    const foreignFirst = !!first && !first.types.includes('flannel');
+    if (foreignFirst && !mayFull) {
+      refused.push(`${name}: ${first.file} is the first CNI config (the kubelet uses it) and is not flannel's (${first.types.join(', ') || 'no plugin types'}): the light level changes no CNI config; move it aside by hand (mv ${first.file} /root/) and run again, or run with --full (kubeadm reset, the config moved into a backup, re-join)`);
       continue;
     }
     const deletes: DeviceDelete[] = [];
@@ -210,13 +263,14 @@ export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[],
       ...(n.subnetEnv === null ? ['/run/flannel/subnet.env is missing'] : subnet !== expected.flannelSubnet ? [`subnet.env says FLANNEL_SUBNET=${subnet ?? '(none)'}, not ${expected.flannelSubnet}`] : []),
       ...(notReady.length ? [`${notReady.map((p) => `${p.namespace}/${p.name}`).join(', ')} not Running and Ready`] : []),
     ];
-    if (deletes.length === 0 && restartFor.length === 0) {
-      refused.push(`${name}: the finding (${found.join('; ')}) is not one the light level fixes: cni0 and flannel.1 carry what the podCIDR ${n.podCidr} says, and flannel runs with subnet.env ${subnet}`);
+    const lightFixes = deletes.length > 0 || restartFor.length > 0;
+    if (!lightFixes && !mayFull) {
+      refused.push(`${name}: the finding (${found.join('; ')}) is not one the light level fixes: cni0 and flannel.1 carry what the podCIDR ${n.podCidr} says, and flannel runs with subnet.env ${subnet}; --full resets and re-joins the node`);
       continue;
     }
     if (opts.controlPlane.includes(name)) {
       refused.push(
-        `${name} is a control-plane node: kubemend does not take one out of service for this fix (its static pods stay on the node, and with them the API every other node needs). By hand: ${manualProcedure(n, expected, deletes, restartFor.length > 0)}`,
+        `${name} is a control-plane node: kubemend does not take one out of service for this fix (its static pods stay on the node, and with them the API every other node needs)${mayFull ? ', and never runs kubeadm reset on one (it deletes the static pods and, with stacked etcd, the etcd member: re-initialising a control plane is a cluster rebuild)' : ''}. By hand: ${manualProcedure(n, expected, deletes, restartFor.length > 0)}`,
       );
       continue;
     }
@@ -233,6 +287,37 @@ export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[],
       refused.push(`${name}: flannel must be restarted (${restartFor.join('; ')}), and the API lists no kube-flannel pod on the node: check the DaemonSet's node selector and tolerations`);
       continue;
     }
+    // The full level: --full; or --escalate on a node the light level cannot fix (a foreign first CNI config, nothing of its own to do).
+    const level: 'light' | 'full' = opts.full || foreignFirst || !lightFixes ? 'full' : 'light';
+    let full: FullLevel | null = null;
+    if (mayFull) {
+      if (!opts.joinFrom) {
+        refused.push(`${name}: the full level re-joins the node with a token made on a control-plane node, and the worker's config lists none besides the nodes being fixed: add one to the config, or run without --full and --escalate`);
+        continue;
+      }
+      const moveConfigs = n.cniConfigs.filter((c) => !c.types.includes('flannel')).map((c) => c.file);
+      const kept = new Set(n.cniConfigs.filter((c) => c.types.includes('flannel')).map((c) => c.network));
+      const deadNetworks = Object.keys(n.hostLocal).filter((net) => !kept.has(net)).sort();
+      const odd = [...moveConfigs.filter((f) => !isCniConfigPath(f)), ...deadNetworks.filter((d) => !isNetworkName(d))];
+      if (odd.length) {
+        refused.push(`${name}: the full level moves CNI leftovers into its backup, and these names are not ones kubemend moves: ${odd.map((o) => JSON.stringify(o.slice(0, 100))).join(', ')}; move them by hand`);
+        continue;
+      }
+      const dn = facts.nodes.find((x) => x.name === name);
+      const args = dn ? kubeletArgsOf(dn) : null;
+      const kubeadmFlags = args?.lines.find((l) => l.file === '/var/lib/kubelet/kubeadm-flags.env');
+      if (kubeadmFlags && kubeadmFlags.args === null) {
+        refused.push(`${name}: its kubeadm-flags.env line ${JSON.stringify((kubeadmFlags.line ?? '').slice(0, 200))} cannot be read with certainty (${kubeadmFlags.problem}): the re-join could not keep the kubelet's flags; fix the file by hand`);
+        continue;
+      }
+      const flagIp = kubeadmFlags?.args ? (nodeIpFlag(kubeadmFlags.args) ?? null) : null;
+      if (flagIp !== null && !isIpv4(flagIp)) {
+        refused.push(`${name}: kubeadm-flags.env gives the kubelet --node-ip=${JSON.stringify(flagIp.slice(0, 60))}, which is not an IPv4 address: the re-join could not keep it; fix the file by hand`);
+        continue;
+      }
+      const parts = { joinFrom: opts.joinFrom, nodeIp: flagIp, moveConfigs, deadNetworks };
+      full = { ...parts, steps: fullSteps(n, expected, deletes, parts, opts) };
+    }
     const flannelPods: CniPodRef[] = restartFor.length ? n.flannelPods.map((p) => ({ namespace: p.namespace, name: p.name, uid: p.uid, cni: p.cni })) : [];
     const restartWhy = restartFor.length ? restartFor.join('; ') : `not restarted: flannel runs with subnet.env ${subnet} and flannel.1 ${n.flannel1?.join(' ') ?? '(none)'} as the podCIDR says`;
     const steps = [
@@ -242,14 +327,21 @@ export function planStaleCni(facts: DiagnoseFacts, findings: readonly Finding[],
       `crictl runp a probe sandbox on the node: it must get an address in ${n.podCidr} (a real CNI ADD); then crictl stopp and rmp it`,
       `check: cni0 carries ${expected.cni0} only${deletes.some((d) => d.dev === 'flannel.1') || flannelPods.length ? `, flannel.1 ${expected.flannel1} only` : ''}, subnet.env FLANNEL_SUBNET=${expected.flannelSubnet}`,
     ];
-    nodes.push({ name, role: 'worker', steps, podCidr: n.podCidr, expected, deletes, flannelPods, restartWhy, found });
+    const escalate = level === 'light' && !!opts.escalate;
+    const nodeSteps = level === 'full' ? full!.steps : escalate ? [...steps, `if any check above fails (or flannel's pod is not Ready in time): escalate to the full level: ${full!.steps.join('; ')}`] : steps;
+    nodes.push({ name, role: 'worker', steps: nodeSteps, podCidr: n.podCidr, expected, deletes, flannelPods, restartWhy, found, level, escalate, full });
   }
+  const anyFull = nodes.some((n) => n.level === 'full' || n.escalate);
   const summary = [
-    "Light level: the node's stale CNI devices are deleted and flannel restarted; no kubeadm reset, no re-join, no CNI config or host-local file is touched.",
+    opts.full
+      ? 'Full level on every node: back up, kubeadm reset -f, delete the stale devices, move the CNI leftovers into the backup, re-join with a fresh short-lived token, then verify as the light level does.'
+      : `Light level: the node's stale CNI devices are deleted and flannel restarted; no kubeadm reset, no re-join, no CNI config or host-local file is touched${opts.escalate ? '. Escalation allowed (--escalate): a node whose light fix does not verify, or that the light level cannot fix, gets the full level (kubeadm reset and re-join)' : ''}.`,
     'Cordon and drain first: deleting cni0 cuts every pod still attached to it (DaemonSet pods stay; flannel\'s own pod is host-network).',
     'No undo for a deleted device: the CNI makes it again with the podCIDR\'s address; putting the old address back would be the fault. A node that fails stays cordoned; the status says where it stopped.',
+    ...(anyFull ? ['Full level: nothing destructive before the backup; after kubeadm reset there is no undo (reset deleted the node\'s credentials and kubelet configuration; the backup keeps them): a node that fails stays cordoned, and the status and audit give the steps to finish by hand. The join token lives 15 minutes, is deleted after the join, and appears in no input, result, history or audit record.'] : []),
   ];
-  const content = { nodes: nodes.map((n) => [n.name, n.podCidr, n.deletes, n.flannelPods]), skipped, refused };
+  // A light-only node's part is what it was before the full level existed, so its plan id is too.
+  const content = { nodes: nodes.map((n) => [n.name, n.podCidr, n.deletes, n.flannelPods, ...(n.full ? [n.level, n.escalate, [n.full.joinFrom, n.full.nodeIp, n.full.moveConfigs, n.full.deadNetworks]] : [])]), skipped, refused };
   return { id: planId(content), nodes, skipped, refused, summary };
 }
 
@@ -307,4 +399,11 @@ export interface StaleCniFixed {
   /** cni0 and flannel.1 as read after the probe. */
   cni0: string[] | null;
   flannel1: string[] | null;
+  /** The level that fixed it, and why the full level ran when it was an escalation. */
+  level: 'light' | 'full';
+  escalatedBecause: string | null;
+  /** The full level: whether this run reset the node (or found it reset by an earlier attempt), what it moved, whether it joined. */
+  reset?: 'reset' | 'already';
+  moved?: string[];
+  joined?: 'joined' | 'already';
 }

@@ -82,6 +82,11 @@ export interface NodeContext<In extends Parsed> extends RunContext<In> {
   pushUndo(what: string, run: () => Promise<string>): void;
   /** Steps found already done on a retry (shown in the result). */
   resumed: string[];
+  /**
+   * From now on the node stays cordoned if the run fails: its uncordon undo is dropped (for a
+   * step after which a Ready-looking node is not one to put back in service, e.g. kubeadm reset).
+   */
+  keepCordoned(): void;
 }
 
 /** What a remediation's change to the whole cluster sees (after every node). */
@@ -374,7 +379,11 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     const node = planned.name;
     const step = (phase: string, detail?: string) => (status.nodes[node] = { phase, ...(detail ? { detail } : {}) });
     const undo: Array<{ what: string; run: () => Promise<string> }> = [];
-    const ctx: NodeContext<In> = { ...run, node, runTag, bootIdBefore: '', step, pushUndo: (what, fn) => undo.push({ what, run: fn }), resumed: [] };
+    const dropUncordon = () => {
+      const i = undo.findIndex((u) => u.what === `uncordon ${node}`);
+      if (i >= 0) undo.splice(i, 1);
+    };
+    const ctx: NodeContext<In> = { ...run, node, runTag, bootIdBefore: '', step, pushUndo: (what, fn) => undo.push({ what, run: fn }), resumed: [], keepCordoned: dropUncordon };
     const { outOfService, reboots } = r.disruption;
     try {
       let wasCordoned = true;
@@ -413,7 +422,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
       if (outOfService && !wasCordoned) {
         step(NodeStep.Uncordoning);
         uncordoned = (await acts.uncordon({ cluster, node, runId, onlyIfReady: false, audit, step: 'uncordon' })).uncordoned;
-        undo.splice(undo.findIndex((u) => u.what === `uncordon ${node}`), 1);
+        dropUncordon();
       }
       await record({ node, step: `${node}/fixed`, ...verified.record, outcome: 'applied', annotate: true });
       step(NodeStep.Fixed, verified.detail);

@@ -22,16 +22,23 @@
  * DaemonSet. A node that fails stays cordoned (the runbook's uncordon undo acts only on a Ready
  * node this run cordoned) and the status says where it stopped.
  *
- * The full level (kubeadm reset and re-join) is not built.
+ *
+ * The full level (--full for every planned node; --escalate for a light node whose fix did not
+ * verify, or one the light level cannot fix): back up once, `kubeadm reset -f`, delete the
+ * stale devices, move the CNI leftovers into the backup, re-join with a fresh short-lived token
+ * (activities/node-address.ts joinNode: the token never leaves that activity), wait for the
+ * Node Ready with a heartbeat after the reset, restart flannel's pod, then verify as the light
+ * level. Nothing destructive before the backup; after the reset there is no undo: the node
+ * stays cordoned and the failure says how to finish by hand.
  */
 import { ApplicationFailure } from '@temporalio/workflow';
 import type { DiagnoseFacts } from '../lib/detect/facts';
 import { Failure } from '../lib/failures';
 import { StaleCniInput } from '../lib/remediation-input';
 import type { RunbookResult } from '../lib/runbook';
-import { detectStaleCniFindings, planStaleCni, problemsAfter, staleCniFacts, type StaleCniFixed, staleCniLines, type StaleCniNode, type StaleCniPlan } from '../lib/stale-cni';
+import { detectStaleCniFindings, fullBackupDir, planStaleCni, problemsAfter, staleCniFacts, type StaleCniFixed, staleCniLines, type StaleCniNode, type StaleCniPlan } from '../lib/stale-cni';
 import { gatherDiagnoseFacts } from './diagnose-facts';
-import { type FixedByRunbook, type NodeContext, parseInput, type Remediation, type RunContext, runRemediation } from './runbook';
+import { describe, type FixedByRunbook, type NodeContext, parseInput, type Remediation, type RunContext, runRemediation } from './runbook';
 
 type Input = ReturnType<typeof StaleCniInput.parse>;
 
@@ -40,9 +47,146 @@ interface Applied {
   already: string[];
   restarted: string[];
   newPods: string[];
+  /** The level that fixed the node, and why the full level ran (null: it did not). */
+  level: 'light' | 'full';
+  escalatedBecause: string | null;
+  /** The full level's own results. */
+  reset?: { outcome: 'reset' | 'already'; output: string[] };
+  moved?: string[];
+  joined?: 'joined' | 'already';
 }
 
-const Step = { DeletingStaleDevices: 'DeletingStaleDevices', RestartingFlannel: 'RestartingFlannel', WaitingForFlannel: 'WaitingForFlannel' } as const;
+const Step = {
+  DeletingStaleDevices: 'DeletingStaleDevices',
+  RestartingFlannel: 'RestartingFlannel',
+  WaitingForFlannel: 'WaitingForFlannel',
+  CheckingLightFix: 'CheckingLightFix',
+  Escalating: 'Escalating',
+  BackingUp: 'BackingUp',
+  ResettingNode: 'ResettingNode',
+  MovingCniLeftovers: 'MovingCniLeftovers',
+  Joining: 'Joining',
+  WaitingForRejoin: 'WaitingForRejoin',
+} as const;
+
+/** Failures of the light level that the full level can get past (not a refusal: a changed node is never escalated). */
+const ESCALATABLE = new Set<string>([Failure.VerificationFailed, Failure.CommandFailed]);
+
+function failureType(err: unknown): string | undefined {
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause instanceof ApplicationFailure) return cause.type ?? undefined;
+  if (err instanceof ApplicationFailure) return err.type ?? undefined;
+  return undefined;
+}
+
+/** What is still wrong after the light level, read as verifyNode reads it (probe, devices, subnet.env). */
+async function lightProblems(planned: StaleCniNode, ctx: NodeContext<Input>): Promise<string[]> {
+  const probe = await ctx.acts.probePodNetwork({ cluster: ctx.cluster, node: ctx.node, runTag: ctx.runTag });
+  const facts = await ctx.acts.gatherNodeFacts({ cluster: ctx.cluster, node: ctx.node });
+  const n = staleCniFacts({ cluster: ctx.cluster, configured: [ctx.node], nodes: [facts], api: null }, ctx.node)!;
+  return problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet: n.subnetEnv?.FLANNEL_SUBNET ?? null, probeIp: probe.ip });
+}
+
+async function lightLevel(planned: StaleCniNode, ctx: NodeContext<Input>): Promise<Applied> {
+  const base = { cluster: ctx.cluster, node: ctx.node };
+  let deleted: string[] = [];
+  let already: string[] = [];
+  if (planned.deletes.length) {
+    ctx.step(Step.DeletingStaleDevices, planned.deletes.map((d) => `${d.dev} (${d.stale.join(' ')})`).join(', '));
+    // No undo: the CNI makes the device again with the podCIDR's address; the old one back would be the fault.
+    const r = await ctx.acts.deleteStaleDevices({ ...base, devices: planned.deletes, audit: ctx.audit });
+    deleted = r.deleted;
+    already = r.already;
+    ctx.resumed.push(...r.already.map((d) => `delete-${d}`));
+  }
+  let restarted: string[] = [];
+  if (planned.flannelPods.length) {
+    ctx.step(Step.RestartingFlannel, planned.flannelPods.map((p) => `${p.namespace}/${p.name}`).join(', '));
+    // No undo: the DaemonSet recreates the pod, which is the point.
+    const r = await ctx.acts.restartCniPods({ ...base, pods: planned.flannelPods, audit: ctx.audit, why: `that the node's stale CNI devices are gone (${planned.restartWhy})` });
+    if (r.already.length) ctx.resumed.push('restart-pod');
+    restarted = [...r.deleted, ...r.already];
+  }
+  ctx.step(Step.WaitingForFlannel);
+  const cni = await ctx.longActs.waitForCniPods({ ...base, replaced: planned.flannelPods, flannel: true, podCidr: planned.podCidr, timeoutMs: ctx.input.podTimeoutMs });
+  return { deleted, already, restarted, newPods: cni.pods, level: 'light', escalatedBecause: null };
+}
+
+/** How to finish a node by hand once it was reset and the run stopped. */
+function finishByHand(planned: StaleCniNode, ctx: NodeContext<Input>): string {
+  const f = planned.full!;
+  return [
+    `kubeadm token create --ttl 15m0s --print-join-command on ${f.joinFrom}, then on ${ctx.node}: kubeadm join <endpoint> --token <token> --discovery-token-ca-cert-hash <hash>${f.nodeIp ? ` with nodeRegistration.kubeletExtraArgs node-ip=${f.nodeIp} (a JoinConfiguration)` : ''} (skip if /etc/kubernetes/kubelet.conf exists)`,
+    `wait for kubectl get node ${ctx.node} Ready`,
+    `kubectl -n kube-flannel delete pod -l app=flannel --field-selector spec.nodeName=${ctx.node}; wait for it Ready and /run/flannel/subnet.env inside ${planned.podCidr}`,
+    `start a pod pinned to ${ctx.node} and check its address is in ${planned.podCidr}`,
+    `kubectl uncordon ${ctx.node}`,
+    `the node's configuration before the reset is in ${fullBackupDir(ctx.runTag)} on ${ctx.node}`,
+  ]
+    .map((x, i) => `(${i + 1}) ${x}`)
+    .join('; ');
+}
+
+async function fullLevel(planned: StaleCniNode, ctx: NodeContext<Input>, because: string | null, light: Applied | null): Promise<Applied> {
+  const f = planned.full!;
+  const base = { cluster: ctx.cluster, node: ctx.node };
+  ctx.step(Step.BackingUp, fullBackupDir(ctx.runTag));
+  // Changes nothing but the backup directory: no undo (the copy is kept).
+  await ctx.acts.backupBeforeReset({ ...base, runTag: ctx.runTag, audit: ctx.audit });
+  // From the reset on, a failed node stays cordoned, whatever its Ready condition still says.
+  ctx.keepCordoned();
+  ctx.step(Step.ResettingNode, because ?? '--full');
+  // No undo: reset deleted the node's credentials and kubelet configuration; the backup keeps them.
+  const reset = await ctx.longActs.kubeadmReset({ ...base, runTag: ctx.runTag, audit: ctx.audit });
+  if (reset.outcome === 'already') ctx.resumed.push('kubeadm-reset');
+  try {
+    let deleted: string[] = [];
+    let already: string[] = [];
+    if (planned.deletes.length) {
+      ctx.step(Step.DeletingStaleDevices, planned.deletes.map((d) => `${d.dev} (${d.stale.join(' ')})`).join(', '));
+      const r = await ctx.acts.deleteStaleDevices({ ...base, devices: planned.deletes, audit: ctx.audit });
+      deleted = r.deleted;
+      already = r.already;
+    }
+    let moved: string[] = [];
+    if (f.moveConfigs.length || f.deadNetworks.length) {
+      ctx.step(Step.MovingCniLeftovers, [...f.moveConfigs, ...f.deadNetworks].join(', '));
+      // The way back is a mv from the backup; nothing is deleted.
+      moved = (await ctx.acts.moveCniLeftovers({ ...base, runTag: ctx.runTag, configs: f.moveConfigs, networks: f.deadNetworks, audit: ctx.audit })).moved;
+    }
+    ctx.step(Step.Joining, `token from ${f.joinFrom}`);
+    // No undo: undoing a join is another reset. The token is made, used and deleted inside this one activity.
+    const joined = await ctx.longActs.joinNode({ ...base, controlPlane: f.joinFrom, nodeIp: f.nodeIp, name: ctx.node, audit: ctx.audit });
+    if (joined.outcome === 'already') ctx.resumed.push('join');
+    ctx.step(Step.WaitingForRejoin);
+    await ctx.longActs.waitForRejoinedNode({ ...base, since: reset.at, timeoutMs: ctx.input.joinTimeoutMs });
+    // flannel's pod as the API lists it now (the light level may have replaced it): restarted so it runs on the new kubelet.
+    const api = await ctx.acts.readClusterFacts({ cluster: ctx.cluster });
+    const pods = (api.facts?.cniPods ?? []).filter((p) => p.node === ctx.node && p.cni === 'flannel').map((p) => ({ namespace: p.namespace, name: p.name, uid: p.uid ?? null, cni: p.cni }));
+    let restarted: string[] = [];
+    if (pods.length) {
+      ctx.step(Step.RestartingFlannel, pods.map((p) => `${p.namespace}/${p.name}`).join(', '));
+      const r = await ctx.acts.restartCniPods({ ...base, pods, audit: ctx.audit, why: 'that the node was reset and joined again' });
+      restarted = [...r.deleted, ...r.already];
+    }
+    ctx.step(Step.WaitingForFlannel);
+    const cni = await ctx.longActs.waitForCniPods({ ...base, replaced: pods, flannel: true, podCidr: planned.podCidr, timeoutMs: ctx.input.podTimeoutMs });
+    return {
+      deleted: [...(light?.deleted ?? []), ...deleted],
+      already: [...(light?.already ?? []), ...already],
+      restarted: [...(light?.restarted ?? []), ...restarted],
+      newPods: cni.pods,
+      level: 'full',
+      escalatedBecause: because,
+      reset: { outcome: reset.outcome, output: reset.output },
+      moved,
+      joined: joined.outcome,
+    };
+  } catch (err) {
+    const type = failureType(err) ?? Failure.CommandFailed;
+    throw ApplicationFailure.create({ type, message: `${describe(err)}. ${ctx.node} was reset (kubeadm reset -f) and stays cordoned; to finish by hand: ${finishByHand(planned, ctx)}`, nonRetryable: true });
+  }
+}
 
 const gatherFacts = (run: RunContext<Input>, nodes: readonly string[]) => gatherDiagnoseFacts(run, nodes, 'stale-cni', "the Node's podCIDR, cordon, drain, flannel's pod");
 
@@ -65,31 +209,30 @@ export const staleCniRemediation: Remediation<Input, DiagnoseFacts, StaleCniPlan
       excluded: run.apiNodes.filter((n) => n.excluded).map((n) => n.name),
       controlPlane: run.apiNodes.filter((n) => n.controlPlane).map((n) => n.name),
       podTimeoutMs: run.input.podTimeoutMs,
+      full: run.input.full,
+      escalate: run.input.escalate,
+      // A Ready control-plane node the worker can reach makes the join token.
+      joinFrom: run.apiNodes.find((n) => n.controlPlane && n.ready === 'True' && run.everyNode.includes(n.name))?.name ?? null,
+      joinTimeoutMs: run.input.joinTimeoutMs,
     }),
 
   async apply(planned: StaleCniNode, ctx: NodeContext<Input>) {
-    const base = { cluster: ctx.cluster, node: ctx.node };
-    let deleted: string[] = [];
-    let already: string[] = [];
-    if (planned.deletes.length) {
-      ctx.step(Step.DeletingStaleDevices, planned.deletes.map((d) => `${d.dev} (${d.stale.join(' ')})`).join(', '));
-      // No undo: the CNI makes the device again with the podCIDR's address; the old one back would be the fault.
-      const r = await ctx.acts.deleteStaleDevices({ ...base, devices: planned.deletes, audit: ctx.audit });
-      deleted = r.deleted;
-      already = r.already;
-      ctx.resumed.push(...r.already.map((d) => `delete-${d}`));
+    if (planned.level === 'full') return fullLevel(planned, ctx, null, null);
+    if (!planned.escalate) return lightLevel(planned, ctx);
+    let light: Applied;
+    try {
+      light = await lightLevel(planned, ctx);
+    } catch (err) {
+      const type = failureType(err);
+      if (!type || !ESCALATABLE.has(type)) throw err;
+      ctx.step(Step.Escalating, describe(err));
+      return fullLevel(planned, ctx, `the light level failed: ${describe(err)}`, null);
     }
-    let restarted: string[] = [];
-    if (planned.flannelPods.length) {
-      ctx.step(Step.RestartingFlannel, planned.flannelPods.map((p) => `${p.namespace}/${p.name}`).join(', '));
-      // No undo: the DaemonSet recreates the pod, which is the point.
-      const r = await ctx.acts.restartCniPods({ ...base, pods: planned.flannelPods, audit: ctx.audit, why: `that the node's stale CNI devices are gone (${planned.restartWhy})` });
-      if (r.already.length) ctx.resumed.push('restart-pod');
-      restarted = [...r.deleted, ...r.already];
-    }
-    ctx.step(Step.WaitingForFlannel);
-    const cni = await ctx.longActs.waitForCniPods({ ...base, replaced: planned.flannelPods, flannel: true, podCidr: planned.podCidr, timeoutMs: ctx.input.podTimeoutMs });
-    return { deleted, already, restarted, newPods: cni.pods };
+    ctx.step(Step.CheckingLightFix);
+    const problems = await lightProblems(planned, ctx);
+    if (!problems.length) return light;
+    ctx.step(Step.Escalating, problems.join('; '));
+    return fullLevel(planned, ctx, `the light fix did not verify: ${problems.join('; ')}`, light);
   },
 
   async verifyNode(planned, applied, ctx) {
@@ -111,10 +254,13 @@ export const staleCniRemediation: Remediation<Input, DiagnoseFacts, StaleCniPlan
         probeIp: probe.ip,
         cni0: n.cni0,
         flannel1: n.flannel1,
+        level: applied.level,
+        escalatedBecause: applied.escalatedBecause,
+        ...(applied.reset ? { reset: applied.reset.outcome, moved: applied.moved ?? [], joined: applied.joined } : {}),
       },
       detail: `cni0 ${n.cni0?.join(' ')}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}; probe pod ${probe.ip}`,
       record: {
-        action: `verified: probe sandbox got ${probe.ip} in ${planned.podCidr}; cni0 ${n.cni0?.join(' ')}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}, subnet.env ${subnet}`,
+        action: `verified${applied.level === 'full' ? ' after kubeadm reset and re-join' : ''}: probe sandbox got ${probe.ip} in ${planned.podCidr}; cni0 ${n.cni0?.join(' ')}, flannel.1 ${n.flannel1?.join(' ') ?? '-'}, subnet.env ${subnet}`,
         before: { found: planned.found, deletes: planned.deletes, flannelPods: planned.flannelPods.map((p) => `${p.namespace}/${p.name}`) },
         after: { cni0: n.cni0, flannel1: n.flannel1, flannelSubnet: subnet, probeIp: probe.ip, newPods: applied.newPods },
       },

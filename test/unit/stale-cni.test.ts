@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { DiagnoseFacts } from '../../lib/detect/facts';
 import { detectStaleCni } from '../../lib/detect/seed003-stale-cni';
 import { deleteOutcome, detectStaleCniFindings, expectedFor, manualProcedure, planStaleCni, problemsAfter, staleCniFacts, staleCniLines } from '../../lib/stale-cni';
-import { DELETE_STALE_DEVICE_SCRIPT, deleteStaleDeviceArgv, parseDeleteOutput } from '../../lib/stale-cni-scripts';
+import { backupArgv, DELETE_STALE_DEVICE_SCRIPT, deleteStaleDeviceArgv, MOVE_LEFTOVERS_SCRIPT, moveLeftoversArgv, parseBackupOutput, parseDeleteOutput, parseMoveOutput, parseResetOutput, RESET_SCRIPT, resetArgv } from '../../lib/stale-cni-scripts';
 import { commandLine } from '../../lib/shell';
 import { factsOf } from '../helpers/diagnose-fixtures';
 import { staleCniText } from '../../cli/render';
@@ -26,7 +26,7 @@ function lab(o: { joined?: boolean; released?: boolean } = {}): DiagnoseFacts {
   if (o.released) for (const n of f.nodes) n.hostLocal = [];
   return f;
 }
-const opts = { cluster: 'lab', selected: ['node1', 'node2', 'node3'], excluded: [] as string[], controlPlane: ['node1'], podTimeoutMs: 300_000 };
+const opts = { cluster: 'lab', selected: ['node1', 'node2', 'node3'], excluded: [] as string[], controlPlane: ['node1'], podTimeoutMs: 300_000, full: false, escalate: false, joinFrom: 'node1' as string | null, joinTimeoutMs: 300_000 };
 const plan = (f: DiagnoseFacts, o: Partial<typeof opts> = {}) => planStaleCni(f, detectStaleCniFindings(f), { ...opts, ...o });
 
 describe('detect: diagnose\'s own seed-003 detector, its stale-cni findings', () => {
@@ -176,7 +176,7 @@ describe('planStaleCni', () => {
     const f = lab({ joined: true, released: true });
     f.nodes.find((n) => n.name === 'node2')!.cniConfigs.push({ file: '/etc/cni/net.d/05-weave.conflist', network: 'weave', types: ['weave-net'] });
     expect(plan(f, { selected: ['node2'] }).refused).toEqual([
-      "node2: /etc/cni/net.d/05-weave.conflist is the first CNI config (the kubelet uses it) and is not flannel's (weave-net): the light level changes no CNI config; move it aside by hand (mv /etc/cni/net.d/05-weave.conflist /root/) and run again",
+      "node2: /etc/cni/net.d/05-weave.conflist is the first CNI config (the kubelet uses it) and is not flannel's (weave-net): the light level changes no CNI config; move it aside by hand (mv /etc/cni/net.d/05-weave.conflist /root/) and run again, or run with --full (kubeadm reset, the config moved into a backup, re-join)",
     ]);
   });
 
@@ -360,7 +360,7 @@ describe('staleCniText: the CLI result', () => {
     const fixed = staleCniText({
       ...base,
       outcome: 'fixed',
-      nodes: [{ name: 'node2', podCidr: '10.244.1.0/24', deleted: ['cni0'], alreadyGone: ['flannel.1'], restartedPods: ['kube-flannel/kube-flannel-ds-abcde'], newPods: ['kube-flannel/kube-flannel-ds-fghij'], flannelSubnet: '10.244.1.1/24', probeIp: '10.244.1.7', cni0: ['10.244.1.1/24'], flannel1: ['10.244.1.0/32'], uncordoned: true, resumed: ['delete-flannel.1'] }],
+      nodes: [{ name: 'node2', podCidr: '10.244.1.0/24', deleted: ['cni0'], alreadyGone: ['flannel.1'], restartedPods: ['kube-flannel/kube-flannel-ds-abcde'], newPods: ['kube-flannel/kube-flannel-ds-fghij'], flannelSubnet: '10.244.1.1/24', probeIp: '10.244.1.7', cni0: ['10.244.1.1/24'], flannel1: ['10.244.1.0/32'], level: 'light', escalatedBecause: null, uncordoned: true, resumed: ['delete-flannel.1'] }],
     });
     expect(fixed).toBe(
       'stale-cni on cluster lab: fixed (approved by alice)\n' +
@@ -370,5 +370,150 @@ describe('staleCniText: the CLI result', () => {
     expect(dry).toContain(`plan ${p.id}\n`);
     expect(dry).toContain('  1. node2 (worker)\n       ip link delete cni0: only if it still carries exactly 10.244.102.1/24');
     expect(dry.endsWith('  still stale: node2: cni0 has 10.244.102.1/24\n')).toBe(true);
+  });
+});
+
+describe('the full level: kubeadm reset and re-join', () => {
+  const joined = () => lab({ joined: true, released: true });
+  const withFlags = (f: DiagnoseFacts, line: string) => {
+    const n2 = f.nodes.find((n) => n.name === 'node2')!;
+    n2.kubeletArgs = [...n2.kubeletArgs.filter((l) => !l.startsWith('/var/lib/kubelet/kubeadm-flags.env: ')), `/var/lib/kubelet/kubeadm-flags.env: ${line}`];
+    return f;
+  };
+
+  test('--full: backup, reset, the devices, the join from the control plane (keeping kubeadm-flags.env\'s --node-ip), the waits and the checks, in that order', () => {
+    const f = withFlags(joined(), 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --node-ip=10.213.0.12"');
+    const p = plan(f, { selected: ['node2'], full: true });
+    expect(p.refused).toEqual([]);
+    const [n2] = p.nodes;
+    expect(n2).toMatchObject({ name: 'node2', level: 'full', escalate: false, full: { joinFrom: 'node1', nodeIp: '10.213.0.12', moveConfigs: [], deadNetworks: [] } });
+    expect(n2.steps).toBe(n2.full!.steps);
+    expect(n2.steps.map((x) => x.split(/[:(]/)[0].trim())).toEqual([
+      'back up, once',
+      'kubeadm reset -f',
+      'ip link delete cni0',
+      'ip link delete flannel.1',
+      'kubeadm token create --ttl 15m0s --print-join-command on node1; kubeadm join --config as node2',
+      'wait up to 300 s for the Node Ready with a kubelet heartbeat after the join',
+      "wait up to 300 s for the node's kube-flannel pod Ready and /run/flannel/subnet.env inside 10.244.1.0/24",
+      'crictl runp a probe sandbox',
+    ]);
+    expect(n2.steps[4]).toContain('nodeRegistration keeps --node-ip=10.213.0.12 from kubeadm-flags.env');
+    expect(n2.steps[1]).toContain('from here there is no undo');
+    expect(p.summary!.join('\n')).toMatch(/^Full level on every node/);
+    expect(p.summary!.join('\n')).toMatch(/appears in no input, result, history or audit record/);
+  });
+
+  test('--escalate: the light steps, then the full level only if they do not verify; the plan id differs from the light plan', () => {
+    const f = joined();
+    const light = plan(f, { selected: ['node2'] });
+    const esc = plan(f, { selected: ['node2'], escalate: true });
+    expect(esc.nodes[0]).toMatchObject({ level: 'light', escalate: true, full: { joinFrom: 'node1', nodeIp: null } });
+    expect(esc.nodes[0].steps.slice(0, -1)).toEqual(light.nodes[0].steps);
+    expect(esc.nodes[0].steps.at(-1)).toMatch(/^if any check above fails \(or flannel's pod is not Ready in time\): escalate to the full level: back up, once/);
+    expect(light.nodes[0]).toMatchObject({ level: 'light', escalate: false, full: null });
+    expect(esc.id).not.toBe(light.id);
+    expect(plan(f, { selected: ['node2'], full: true }).id).not.toBe(esc.id);
+    expect(esc.summary![0]).toMatch(/Escalation allowed \(--escalate\)/);
+  });
+
+  test("a foreign first CNI config: --full and --escalate plan the full level, which moves it and the dead network's host-local directory into the backup", () => {
+    const f = joined();
+    const n2 = f.nodes.find((n) => n.name === 'node2')!;
+    n2.cniConfigs.push({ file: '/etc/cni/net.d/05-weave.conflist', network: 'weave', types: ['weave-net'] });
+    n2.hostLocal = [{ network: 'weave', ip: '10.32.0.5', containerId: 'abc', mtime: 0 }];
+    for (const o of [{ full: true }, { escalate: true }]) {
+      const p = plan(f, { selected: ['node2'], ...o });
+      expect(p.refused).toEqual([]);
+      expect(p.nodes[0]).toMatchObject({ level: 'full', escalate: false, full: { moveConfigs: ['/etc/cni/net.d/05-weave.conflist'], deadNetworks: ['weave'] } });
+      expect(p.nodes[0].steps).toContain('move /etc/cni/net.d/05-weave.conflist (not the installed CNI\'s: weave-net) into the backup');
+      expect(p.nodes[0].steps).toContain('move /var/lib/cni/networks/weave (host-local\'s reservations for weave, a network no remaining CNI config names) into the backup');
+    }
+  });
+
+  test('refused: no control-plane node to make the token; a control-plane target; a --node-ip that is not an address; names kubemend does not move', () => {
+    const f = joined();
+    expect(plan(f, { selected: ['node2'], full: true, joinFrom: null }).refused).toEqual([
+      "node2: the full level re-joins the node with a token made on a control-plane node, and the worker's config lists none besides the nodes being fixed: add one to the config, or run without --full and --escalate",
+    ]);
+    const cp = plan(lab({ joined: true, released: true }), { selected: ['node1'], full: true, controlPlane: ['node1'] });
+    expect(cp.nodes).toEqual([]);
+    expect(cp.refused[0]).toMatch(/^node1 is a control-plane node: .*and never runs kubeadm reset on one \(it deletes the static pods and, with stacked etcd, the etcd member/);
+    expect(plan(withFlags(joined(), 'KUBELET_KUBEADM_ARGS="--node-ip=$(reboot)"'), { selected: ['node2'], full: true }).refused[0]).toMatch(/^node2: its kubeadm-flags.env line .* cannot be read with certainty \(it uses quoting or expansion/);
+    expect(plan(withFlags(joined(), 'KUBELET_KUBEADM_ARGS="--node-ip=10.213.0.300"'), { selected: ['node2'], full: true }).refused[0]).toMatch(/^node2: kubeadm-flags.env gives the kubelet --node-ip="10.213.0.300", which is not an IPv4 address/);
+    const odd = joined();
+    odd.nodes.find((n) => n.name === 'node2')!.cniConfigs.push({ file: '/etc/cni/net.d/.hidden;rm', network: 'x', types: ['bridge'] });
+    expect(plan(odd, { selected: ['node2'], full: true }).refused[0]).toMatch(/^node2: the full level moves CNI leftovers into its backup, and these names are not ones kubemend moves: "\/etc\/cni\/net.d\/.hidden;rm"/);
+  });
+});
+
+describe('the full level\'s node scripts', () => {
+  test('argv: constant scripts, the run\'s backup directory and the items as arguments; hostile values refused', () => {
+    expect(backupArgv('stale-cni-lab-1')).toEqual(['sh', '-c', expect.any(String), 'kubemend-stale-cni-backup', '/var/lib/kubemend/backup/stale-cni-lab-1/stale-cni']);
+    expect(resetArgv('r1').slice(3)).toEqual(['kubemend-stale-cni-reset', '/var/lib/kubemend/backup/r1/stale-cni']);
+    expect(moveLeftoversArgv('r1', ['/etc/cni/net.d/05-weave.conflist'], ['weave']).slice(3)).toEqual(['kubemend-stale-cni-move', '/var/lib/kubemend/backup/r1/stale-cni', 'config:/etc/cni/net.d/05-weave.conflist', 'network:weave']);
+    for (const bad of ['../x', 'a/b', 'r1;reboot', '']) expect(() => backupArgv(bad)).toThrow(/not a run tag/);
+    expect(() => moveLeftoversArgv('r1', ['/etc/passwd'], [])).toThrow(/not a CNI config/);
+    expect(() => moveLeftoversArgv('r1', ['/etc/cni/net.d/../x'], [])).toThrow(/not a CNI config/);
+    expect(() => moveLeftoversArgv('r1', [], ['../../etc'])).toThrow(/not a CNI network name/);
+  });
+
+  test('parsers: each answer; anything else is a problem', () => {
+    expect(parseBackupOutput('made\n--- kubeadm-flags.env\nKUBELET_KUBEADM_ARGS="--node-ip=10.0.0.1"\n')).toEqual({ state: 'made', kubeadmFlags: 'KUBELET_KUBEADM_ARGS="--node-ip=10.0.0.1"\n' });
+    expect(parseBackupOutput('already\n--- kubeadm-flags.env\n')).toEqual({ state: 'already', kubeadmFlags: '' });
+    expect(parseBackupOutput('made\n')).toHaveProperty('problem');
+    expect(parseResetOutput('reset\n1764160000\n[reset] Stopping the kubelet service\n\n')).toEqual({ state: 'reset', at: 1764160000, output: ['[reset] Stopping the kubelet service'] });
+    expect(parseResetOutput('reset\nsoon\n')).toHaveProperty('problem');
+    expect(parseMoveOutput('moved config:/etc/cni/net.d/a.conf\ngone network:weave\n', 2)).toEqual({ moved: ['config:/etc/cni/net.d/a.conf'], gone: ['network:weave'] });
+    expect(parseMoveOutput('moved config:/etc/cni/net.d/a.conf\n', 2)).toHaveProperty('problem');
+    expect(parseMoveOutput('copied x\n', 1)).toHaveProperty('problem');
+  });
+
+  describe('run by sh against a stand-in kubeadm', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stalecni-full-'));
+    const backup = join(dir, 'backup');
+    const calls = join(dir, 'calls');
+    writeFileSync(join(dir, 'kubeadm'), `#!/bin/sh\necho "kubeadm $*" >> ${calls}\n[ -e ${dir}/fail ] && { echo "error: boom" >&2; exit 1; }\necho "[reset] Stopping the kubelet service"\necho "W1126 warning on stderr" >&2\n`);
+    chmodSync(join(dir, 'kubeadm'), 0o755);
+    const reset = () => spawnSync('sh', ['-c', RESET_SCRIPT, 'x', backup], { encoding: 'utf8', env: { PATH: `${dir}:/usr/bin:/bin` } });
+
+    test('no complete backup: exit 4, kubeadm never called', () => {
+      const r = reset();
+      expect(r.status).toBe(4);
+      expect(r.stderr).toContain('kubemend runs kubeadm reset only on a node it has backed up');
+      expect(existsSync(calls)).toBe(false);
+    });
+
+    test('a failing reset: exit 6 with its output, no marker; then it succeeds once, and a retry finds it done with the same time', () => {
+      spawnSync('mkdir', ['-p', backup]);
+      writeFileSync(join(backup, 'complete'), 'x\n');
+      writeFileSync(join(dir, 'fail'), '');
+      const failed = reset();
+      expect(failed.status).toBe(6);
+      expect(failed.stdout).toBe('failed 1\nerror: boom\n');
+      spawnSync('rm', [join(dir, 'fail')]);
+      const first = reset();
+      expect(first.status).toBe(0);
+      const p1 = parseResetOutput(first.stdout);
+      expect(p1).toMatchObject({ state: 'reset', output: ['[reset] Stopping the kubelet service', 'W1126 warning on stderr'] });
+      const again = parseResetOutput(reset().stdout);
+      expect(again).toEqual({ ...(p1 as object), state: 'already' });
+      expect(readFileSync(calls, 'utf8')).toBe('kubeadm reset -f\nkubeadm reset -f\n');
+    });
+
+    test('move: each item once; gone counts; a half-made copy is made again', () => {
+      const net = join(dir, 'net.d');
+      spawnSync('mkdir', ['-p', net]);
+      writeFileSync(join(net, '05-weave.conflist'), '{"name":"weave"}');
+      const move = (...items: string[]) => spawnSync('sh', ['-c', MOVE_LEFTOVERS_SCRIPT, 'x', backup, ...items], { encoding: 'utf8' });
+      spawnSync('mkdir', ['-p', join(backup, 'moved-cni-net.d', '05-weave.conflist')]); // a killed cross-filesystem mv left a partial copy
+      const r = move(`config:${join(net, '05-weave.conflist')}`);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toBe(`moved config:${join(net, '05-weave.conflist')}\n`);
+      expect(readFileSync(join(backup, 'moved-cni-net.d', '05-weave.conflist'), 'utf8')).toBe('{"name":"weave"}');
+      expect(existsSync(join(net, '05-weave.conflist'))).toBe(false);
+      expect(move(`config:${join(net, '05-weave.conflist')}`).stdout).toBe(`gone config:${join(net, '05-weave.conflist')}\n`);
+      expect(move('bogus').status).toBe(3);
+    });
   });
 });
