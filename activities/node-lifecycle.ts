@@ -152,9 +152,9 @@ export function createLifecycleActivities(rc: LifecycleContext) {
       return whileHeartbeating(() => listNodes(input.cluster));
     },
 
-    /** Refuses to start on a cluster whose NotReady nodes already use the budget. */
-    async checkClusterHealth(input: { cluster: string; maxUnavailable: number }): Promise<void> {
-      const verdict = clusterHealthy(await whileHeartbeating(() => listNodes(input.cluster)), input.maxUnavailable);
+    /** Refuses to start on a cluster whose NotReady nodes (other than the run's own targets) already use the budget. */
+    async checkClusterHealth(input: { cluster: string; maxUnavailable: number; targets?: string[] }): Promise<void> {
+      const verdict = clusterHealthy(await whileHeartbeating(() => listNodes(input.cluster)), input.maxUnavailable, input.targets ?? []);
       if (!verdict.ok) throw fail(Failure.BudgetExhausted, verdict.reason);
     },
 

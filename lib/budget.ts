@@ -36,12 +36,17 @@ export function mayDisrupt(nodes: readonly ClusterNode[], target: string, maxUna
 
 /**
  * Before a run starts: the NotReady nodes must leave room in the budget for one more (a
- * sick cluster is not the moment for planned reboots).
+ * sick cluster is not the moment for planned reboots). A NotReady node the run is about to
+ * fix is not "one more": it is already out, and fixing it is the point (medik8s counts the
+ * unhealthy node it remediates the same way), so `targets` that are NotReady are left out of
+ * the count; each target still passes mayDisrupt, which counts the other targets, before it
+ * is taken out.
  */
-export function clusterHealthy(nodes: readonly ClusterNode[], maxUnavailable: number): BudgetVerdict {
-  const notReady = nodes.filter((n) => n.ready !== 'True');
+export function clusterHealthy(nodes: readonly ClusterNode[], maxUnavailable: number, targets: readonly string[] = []): BudgetVerdict {
+  const notReady = nodes.filter((n) => n.ready !== 'True' && !targets.includes(n.name));
   if (notReady.length >= maxUnavailable) {
-    return { ok: false, reason: `${notReady.length} node(s) NotReady (${notReady.map((n) => n.name).join(', ')}), budget ${maxUnavailable}: refusing to start` };
+    const fixing = nodes.filter((n) => n.ready !== 'True' && targets.includes(n.name)).map((n) => n.name);
+    return { ok: false, reason: `${notReady.length} node(s) NotReady (${notReady.map((n) => n.name).join(', ')}), budget ${maxUnavailable}: refusing to start${fixing.length ? ` (not counted: ${fixing.join(', ')}, which this run fixes)` : ''}` };
   }
   return { ok: true };
 }

@@ -243,7 +243,7 @@ export async function runRemediation<In extends Parsed, F, P extends RunbookPlan
     // 4. Approve: a sick cluster is refused first, so nobody approves what cannot run.
     if (r.disruption.outOfService) {
       try {
-        await acts.checkClusterHealth({ cluster, maxUnavailable: input.maxUnavailable });
+        await acts.checkClusterHealth({ cluster, maxUnavailable: input.maxUnavailable, targets: plan.nodes.map((n) => n.name) });
       } catch (err) {
         await record({ node: '', step: 'refused', action: 'none', outcome: 'refused', error: describe(err) });
         throw err;

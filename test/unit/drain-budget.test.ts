@@ -57,4 +57,8 @@ test('clusterHealthy: NotReady nodes must leave room for one more', () => {
   expect(clusterHealthy([node('a'), node('b')], 1)).toEqual({ ok: true });
   expect(clusterHealthy([node('a'), node('b', { ready: 'False' })], 1)).toEqual({ ok: false, reason: expect.stringContaining('1 node(s) NotReady (b), budget 1') });
   expect(clusterHealthy([node('a'), node('b', { ready: 'False' })], 2)).toEqual({ ok: true });
+  // A NotReady node the run fixes is already out: not counted; another NotReady node still is.
+  expect(clusterHealthy([node('a'), node('b', { ready: 'False' })], 1, ['b'])).toEqual({ ok: true });
+  expect(clusterHealthy([node('a', { ready: 'Unknown' }), node('b', { ready: 'False' })], 1, ['b'])).toEqual({ ok: false, reason: '1 node(s) NotReady (a), budget 1: refusing to start (not counted: b, which this run fixes)' });
+  expect(clusterHealthy([node('a'), node('b', { ready: 'False' })], 1, ['a'])).toEqual({ ok: false, reason: expect.stringContaining('1 node(s) NotReady (b), budget 1') });
 });
