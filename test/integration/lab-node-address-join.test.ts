@@ -10,7 +10,7 @@
  *    fixes the control plane's kubelet and Calico, and the join token appears nowhere: not in
  *    the run's workflow history, not in the audit trail.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { AuditRecord } from '../../lib/audit';
 import type { DiagnoseReport } from '../../lib/diagnose';
@@ -19,9 +19,8 @@ import type { NodeAddressResult } from '../../workflows/node-address';
 import { waitForCalicoNodes } from '../lab/calico-node';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { down, type LabState, up } from '../lab/lab';
-import { labSsh, labTestConfig } from '../helpers/lab';
-import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, temporalAddress, tempDir } from '../helpers/harness';
-import { toolPath } from '../helpers/temporal-dev';
+import { BOOTSTRAP_TOKEN, historyText, labSsh, labTestConfig } from '../helpers/lab';
+import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
 
 const KUBECTL = join(TOOLS_BIN, 'kubectl');
 const dir = join(tempDir('nodejoin'), 'lab');
@@ -31,8 +30,7 @@ let worker: RunningWorker | undefined;
 let config: string;
 const names = ['node1', 'node2', 'node3'];
 const OWN: Record<string, string> = { node1: '10.213.0.11', node2: '10.213.0.12', node3: '10.213.0.13' };
-/** A bootstrap token as kubeadm makes them. */
-const TOKEN = /\b[a-z0-9]{6}\.[a-z0-9]{16}\b/;
+const TOKEN = BOOTSTRAP_TOKEN;
 
 beforeAll(async () => {
   state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['nat-advertise'], rebootDowntimeMs: 300 });
@@ -62,22 +60,6 @@ async function auditOf(runId: string): Promise<AuditRecord[]> {
   return JSON.parse(r.stdout) as AuditRecord[];
 }
 
-/** A run's whole history as text, every payload decoded: what a token scan must look through. */
-function historyText(runId: string): string {
-  const json = execFileSync(toolPath('temporal'), ['workflow', 'show', '--address', temporalAddress(), '--workflow-id', runId, '--output', 'json'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const out: string[] = [json];
-  const walk = (v: unknown): void => {
-    if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === 'object') {
-      for (const [k, x] of Object.entries(v)) {
-        if (k === 'data' && typeof x === 'string') out.push(Buffer.from(x, 'base64').toString('utf8'));
-        else walk(x);
-      }
-    }
-  };
-  walk(JSON.parse(json));
-  return out.join('\n');
-}
 
 test('bad flags: exit 2 naming what is wrong, and no run starts', async () => {
   for (const [args, message] of [
