@@ -69,8 +69,12 @@ const Step = {
   WaitingForRejoin: 'WaitingForRejoin',
 } as const;
 
-/** Failures of the light level that the full level can get past (not a refusal: a changed node is never escalated). */
-const ESCALATABLE = new Set<string>([Failure.VerificationFailed, Failure.CommandFailed]);
+/**
+ * Failures of the light level that escalate: its verification (flannel not back in time, the
+ * probe sandbox refused). Not a refusal (a node changed since the plan is never escalated),
+ * not a command that failed (kubemend does not answer its own failure with a reset).
+ */
+const ESCALATABLE = new Set<string>([Failure.VerificationFailed]);
 
 function failureType(err: unknown): string | undefined {
   const cause = (err as { cause?: unknown }).cause;
@@ -87,7 +91,8 @@ async function lightProblems(planned: StaleCniNode, ctx: NodeContext<Input>): Pr
   return problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet: n.subnetEnv?.FLANNEL_SUBNET ?? null, probeIp: probe.ip });
 }
 
-async function lightLevel(planned: StaleCniNode, ctx: NodeContext<Input>): Promise<Applied> {
+/** The light level; what it did so far is in `done` too, for an escalation after it failed half-way. */
+async function lightLevel(planned: StaleCniNode, ctx: NodeContext<Input>, done: Applied = emptyApplied()): Promise<Applied> {
   const base = { cluster: ctx.cluster, node: ctx.node };
   let deleted: string[] = [];
   let already: string[] = [];
@@ -97,6 +102,8 @@ async function lightLevel(planned: StaleCniNode, ctx: NodeContext<Input>): Promi
     const r = await ctx.acts.deleteStaleDevices({ ...base, devices: planned.deletes, audit: ctx.audit });
     deleted = r.deleted;
     already = r.already;
+    done.deleted.push(...deleted);
+    done.already.push(...already);
     ctx.resumed.push(...r.already.map((d) => `delete-${d}`));
   }
   let restarted: string[] = [];
@@ -106,11 +113,14 @@ async function lightLevel(planned: StaleCniNode, ctx: NodeContext<Input>): Promi
     const r = await ctx.acts.restartCniPods({ ...base, pods: planned.flannelPods, audit: ctx.audit, why: `that the node's stale CNI devices are gone (${planned.restartWhy})` });
     if (r.already.length) ctx.resumed.push('restart-pod');
     restarted = [...r.deleted, ...r.already];
+    done.restarted.push(...restarted);
   }
   ctx.step(Step.WaitingForFlannel);
   const cni = await ctx.longActs.waitForCniPods({ ...base, replaced: planned.flannelPods, flannel: true, podCidr: planned.podCidr, timeoutMs: ctx.input.podTimeoutMs });
   return { deleted, already, restarted, newPods: cni.pods, level: 'light', escalatedBecause: null };
 }
+
+const emptyApplied = (): Applied => ({ deleted: [], already: [], restarted: [], newPods: [], level: 'light', escalatedBecause: null });
 
 /** How to finish a node by hand once it was reset and the run stopped. */
 function finishByHand(planned: StaleCniNode, ctx: NodeContext<Input>): string {
@@ -220,13 +230,14 @@ export const staleCniRemediation: Remediation<Input, DiagnoseFacts, StaleCniPlan
     if (planned.level === 'full') return fullLevel(planned, ctx, null, null);
     if (!planned.escalate) return lightLevel(planned, ctx);
     let light: Applied;
+    const done = emptyApplied();
     try {
-      light = await lightLevel(planned, ctx);
+      light = await lightLevel(planned, ctx, done);
     } catch (err) {
       const type = failureType(err);
       if (!type || !ESCALATABLE.has(type)) throw err;
       ctx.step(Step.Escalating, describe(err));
-      return fullLevel(planned, ctx, `the light level failed: ${describe(err)}`, null);
+      return fullLevel(planned, ctx, `the light level failed: ${describe(err)}`, done);
     }
     ctx.step(Step.CheckingLightFix);
     const problems = await lightProblems(planned, ctx);
