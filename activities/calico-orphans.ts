@@ -28,7 +28,7 @@ import { Failure } from '../lib/failures';
 import type { AuditContext } from '../lib/remediation-input';
 import type { Recorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
-import { type KubeCluster, kubeFailure } from './kube';
+import { evictPod, type KubeCluster, kubeFailure } from './kube';
 import { pollDelay } from './node-lifecycle';
 import type { SshPort, SshSession } from './ssh';
 
@@ -300,16 +300,10 @@ export function createCalicoOrphansActivities(d: Deps) {
           await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `none: keep pod ${ref}`, before: { pod: p }, after: { kept: `${p.veth} is there now` }, outcome: 'skipped' });
           continue;
         }
-        try {
-          await kube.core.createNamespacedPodEviction({ name: p.name, namespace: p.namespace, body: { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: p.name, namespace: p.namespace }, deleteOptions: { preconditions: { uid: p.uid } } } });
-        } catch (err) {
-          // 404: gone; 409: a pod of that name with another uid (its replacement). Both: done.
-          if (err instanceof ApiException && (err.code === 404 || err.code === 409)) {
-            already.push(ref);
-            await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `evict pod ${ref}`, before: { pod: p }, outcome: 'already-done' });
-            continue;
-          }
-          throw kubeFailure(err, `evicting pod ${ref}`);
+        if ((await evictPod(kube.core, p)) === 'already') {
+          already.push(ref);
+          await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `evict pod ${ref}`, before: { pod: p }, outcome: 'already-done' });
+          continue;
         }
         evicted.push(ref);
         await d.record(input.audit, {

@@ -6,7 +6,7 @@
  * The commands and parsers are in lib/default-route-scripts.ts, the decisions in
  * lib/default-route.ts.
  */
-import { ApiException, type V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/common';
 import { AuditReason } from '../lib/audit-reasons';
 import type { NodeTarget } from '../lib/config';
@@ -33,7 +33,7 @@ import type { AuditContext } from '../lib/remediation-input';
 import { commandLine } from '../lib/shell';
 import type { Recorder } from './audit';
 import { whileHeartbeating } from './heartbeat';
-import { type KubeCluster, kubeFailure } from './kube';
+import { evictPod, type KubeCluster } from './kube';
 import { pollUntil, type Poll } from './poll';
 import type { SshPort, SshSession } from './ssh';
 
@@ -162,18 +162,10 @@ export function createDefaultRouteActivities(d: Deps) {
       for (const p of input.pods) {
         const ref = `${p.namespace}/${p.name}`;
         const step = `${input.node}/restart-pod`;
-        try {
-          // Through the Eviction API, as a drain does: a PodDisruptionBudget still holds (429, retried).
-          const deleteOptions = p.uid ? { preconditions: { uid: p.uid } } : undefined;
-          await kube.core.createNamespacedPodEviction({ name: p.name, namespace: p.namespace, body: { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: p.name, namespace: p.namespace }, ...(deleteOptions ? { deleteOptions } : {}) } });
-        } catch (err) {
-          // 404: gone; 409: a pod of that name with another uid (its replacement). Both: done.
-          if (err instanceof ApiException && (err.code === 404 || err.code === 409)) {
-            already.push(ref);
-            await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `evict pod ${ref}`, before: { pod: ref, uid: p.uid }, outcome: 'already-done' });
-            continue;
-          }
-          throw kubeFailure(err, `deleting pod ${ref}`);
+        if ((await evictPod(kube.core, p)) === 'already') {
+          already.push(ref);
+          await d.record(input.audit, { cluster: input.cluster, node: input.node, step, action: `evict pod ${ref}`, before: { pod: ref, uid: p.uid }, outcome: 'already-done' });
+          continue;
         }
         deleted.push(ref);
         await d.record(input.audit, {

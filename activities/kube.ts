@@ -86,3 +86,19 @@ export function kubeFailure(err: unknown, what: string): ApplicationFailure {
   }
   return ApplicationFailure.create({ type: Failure.KubeApiTransient, message: `${what}: ${(err as Error).message ?? String(err)}` });
 }
+
+/**
+ * Evicts a pod through the Eviction API, as a drain does (a PodDisruptionBudget still holds:
+ * its 429 is an API error the caller's retry handles), only the pod with that uid when one is
+ * given, so a retry never evicts its replacement. Gone (404) or replaced (409: a pod of that
+ * name with another uid) is done already.
+ */
+export async function evictPod(core: CoreV1Api, p: { namespace: string; name: string; uid: string | null }): Promise<'evicted' | 'already'> {
+  try {
+    await core.createNamespacedPodEviction({ name: p.name, namespace: p.namespace, body: { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: p.name, namespace: p.namespace }, ...(p.uid ? { deleteOptions: { preconditions: { uid: p.uid } } } : {}) } });
+    return 'evicted';
+  } catch (err) {
+    if (err instanceof ApiException && (err.code === 404 || err.code === 409)) return 'already';
+    throw kubeFailure(err, `evicting pod ${p.namespace}/${p.name}`);
+  }
+}
