@@ -91,21 +91,23 @@ async function lightProblems(planned: StaleCniNode, ctx: NodeContext<Input>): Pr
   return problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet: n.subnetEnv?.FLANNEL_SUBNET ?? null, probeIp: probe.ip });
 }
 
+/** Deletes the plan's stale devices, each only if it still carries what the plan named (both levels). */
+async function deleteDevices(planned: StaleCniNode, ctx: NodeContext<Input>, afterLight = false): Promise<{ deleted: string[]; already: string[] }> {
+  if (!planned.deletes.length) return { deleted: [], already: [] };
+  ctx.step(Step.DeletingStaleDevices, planned.deletes.map((d) => `${d.dev} (${d.stale.join(' ')})`).join(', '));
+  // No undo: the CNI makes the device again with the podCIDR's address; the old one back would be the fault.
+  const r = await ctx.acts.deleteStaleDevices({ cluster: ctx.cluster, node: ctx.node, devices: planned.deletes, audit: ctx.audit });
+  // After the light level (an escalation), a device found gone or right is the light level's work, not a retry's.
+  if (!afterLight) ctx.resumed.push(...r.already.map((d) => `delete-${d}`));
+  return r;
+}
+
 /** The light level; what it did so far is in `done` too, for an escalation after it failed half-way. */
 async function lightLevel(planned: StaleCniNode, ctx: NodeContext<Input>, done: Applied = emptyApplied()): Promise<Applied> {
   const base = { cluster: ctx.cluster, node: ctx.node };
-  let deleted: string[] = [];
-  let already: string[] = [];
-  if (planned.deletes.length) {
-    ctx.step(Step.DeletingStaleDevices, planned.deletes.map((d) => `${d.dev} (${d.stale.join(' ')})`).join(', '));
-    // No undo: the CNI makes the device again with the podCIDR's address; the old one back would be the fault.
-    const r = await ctx.acts.deleteStaleDevices({ ...base, devices: planned.deletes, audit: ctx.audit });
-    deleted = r.deleted;
-    already = r.already;
-    done.deleted.push(...deleted);
-    done.already.push(...already);
-    ctx.resumed.push(...r.already.map((d) => `delete-${d}`));
-  }
+  const { deleted, already } = await deleteDevices(planned, ctx);
+  done.deleted.push(...deleted);
+  done.already.push(...already);
   let restarted: string[] = [];
   if (planned.flannelPods.length) {
     ctx.step(Step.RestartingFlannel, planned.flannelPods.map((p) => `${p.namespace}/${p.name}`).join(', '));
@@ -150,14 +152,7 @@ async function fullLevel(planned: StaleCniNode, ctx: NodeContext<Input>, because
   const reset = await ctx.longActs.kubeadmReset({ ...base, runTag: ctx.runTag, audit: ctx.audit });
   if (reset.outcome === 'already') ctx.resumed.push('kubeadm-reset');
   try {
-    let deleted: string[] = [];
-    let already: string[] = [];
-    if (planned.deletes.length) {
-      ctx.step(Step.DeletingStaleDevices, planned.deletes.map((d) => `${d.dev} (${d.stale.join(' ')})`).join(', '));
-      const r = await ctx.acts.deleteStaleDevices({ ...base, devices: planned.deletes, audit: ctx.audit });
-      deleted = r.deleted;
-      already = r.already;
-    }
+    const { deleted, already } = await deleteDevices(planned, ctx, light !== null);
     let moved: string[] = [];
     if (f.moveConfigs.length || f.deadNetworks.length) {
       ctx.step(Step.MovingCniLeftovers, [...f.moveConfigs, ...f.deadNetworks].join(', '));
