@@ -1,9 +1,11 @@
 /** What lab tests share: ssh to a node as an operator would, and the lab's config pointed at the suite's Temporal. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { temporalAddress, uniqueQueue, writeConfig } from './harness';
+import type { AuditRecord } from '../../lib/audit';
+import { TOOLS_BIN } from '../../worker/paths';
+import { runCli, temporalAddress, uniqueQueue, writeConfig } from './harness';
 import { toolPath } from './temporal-dev';
 
 /** ssh arguments with the lab's key and strict host-key checking against the lab's known_hosts. */
@@ -40,4 +42,28 @@ export function historyText(runId: string): string {
   };
   walk(JSON.parse(json));
   return out.join('\n');
+}
+
+/** The lab's kubectl (Debian's, in .tools/bin) as the lab's admin: code, stdout, stderr. */
+export function labKubectl(adminKubeconfig: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(join(TOOLS_BIN, 'kubectl'), ['--kubeconfig', adminKubeconfig, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A device's IPv4 addresses on a lab node ("a.b.c.d/len"), as `ip -j addr` shows them; null without the device. */
+export function nodeIpv4(dir: string, port: number, dev: string): string[] | null {
+  const r = spawnSync('ssh', labSshArgs(dir, port, `ip -j addr show dev ${dev}`), { encoding: 'utf8' });
+  if (r.status !== 0) {
+    if (!r.stderr.includes('does not exist')) throw new Error(`ip addr show dev ${dev}: exit ${r.status}: ${r.stderr}`);
+    return null;
+  }
+  const [link] = JSON.parse(r.stdout) as Array<{ addr_info: Array<{ family: string; local: string; prefixlen: number }> }>;
+  return link.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
+}
+
+/** A run's audit trail, as `kubemend audit show <run> --json` prints it. */
+export async function auditTrail(config: string, runId: string): Promise<AuditRecord[]> {
+  const r = await runCli(['--config', config, 'audit', 'show', runId, '--json']);
+  if (r.stderr !== '') throw new Error(`kubemend audit show ${runId}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as AuditRecord[];
 }

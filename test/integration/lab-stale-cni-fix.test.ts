@@ -13,10 +13,8 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { AuditRecord } from '../../lib/audit';
 import { inCidr } from '../../lib/detect/facts';
 import type { DiagnoseReport } from '../../lib/diagnose';
-import { TOOLS_BIN } from '../../worker/paths';
 import type { StaleCniResult } from '../../workflows/stale-cni';
 import { CniPluginError, podAdd, podDel } from '../lab/cni';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
@@ -24,10 +22,9 @@ import { readSubnetEnv } from '../lab/flannel';
 import { flannelPod, waitForFlannelPodReady } from '../lab/flannel-kubelet';
 import { down, type LabState, LIVE_PODS_PER_NODE, podCidrPrefix, staleLeasePrefix, up } from '../lab/lab';
 import { describeError, runThroughCrashes } from '../helpers/crash-run';
-import { labSsh, labTestConfig } from '../helpers/lab';
+import { auditTrail, labKubectl, labSsh, labTestConfig, nodeIpv4 } from '../helpers/lab';
 import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir, testClient } from '../helpers/harness';
 
-const KUBECTL = join(TOOLS_BIN, 'kubectl');
 // Three nodes: node2's pods (the web Deployment, under a PodDisruptionBudget) need another worker to drain to.
 const dir = join(tempDir('stalecnifix'), 'lab');
 let state: LabState;
@@ -71,20 +68,8 @@ afterAll(async () => {
 
 const port = (name: string) => state.nodes.find((n) => n.name === name)!.port;
 const ssh = (name: string, cmd: string) => labSsh(dir, port(name), cmd);
-function kubectl(args: string[]) {
-  const r = spawnSync(KUBECTL, ['--kubeconfig', cp.adminKubeconfig, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-/** A device's IPv4 addresses as `ip -j addr` shows them ("a.b.c.d/len"), or null without the device. */
-function v4(name: string, dev: string): string[] | null {
-  const r = spawnSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port(name)), 'root@127.0.0.1', `ip -j addr show dev ${dev}`], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    expect(r.stderr).toContain('does not exist');
-    return null;
-  }
-  const [link] = JSON.parse(r.stdout) as Array<{ addr_info: Array<{ family: string; local: string; prefixlen: number }> }>;
-  return link.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
-}
+const kubectl = (args: string[]) => labKubectl(cp.adminKubeconfig, args);
+const v4 = (name: string, dev: string) => nodeIpv4(dir, port(name), dev);
 const unschedulable = (name: string) => kubectl(['get', 'node', name, '-o', 'jsonpath={.spec.unschedulable}']).stdout.trim() === 'true';
 
 /** What a run could change, as an operator would look at it: devices, subnet.env, flannel pods, cordons, host-local's files. */
@@ -101,11 +86,7 @@ async function clusterState() {
   );
 }
 
-async function auditOf(runId: string): Promise<AuditRecord[]> {
-  const r = await runCli(['--config', config, 'audit', 'show', runId, '--json']);
-  expect(r.stderr).toBe('');
-  return JSON.parse(r.stdout) as AuditRecord[];
-}
+const auditOf = (runId: string) => auditTrail(config, runId);
 
 async function diagnose(): Promise<DiagnoseReport> {
   const r = await runCli(['--config', config, 'diagnose', '--cluster', 'lab', '--json']);
