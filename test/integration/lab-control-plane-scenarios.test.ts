@@ -6,12 +6,14 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { joinConfiguration, parseJoinCommand } from '../../lib/node-address-scripts';
 import type { ProbeReport } from '../../lib/probe';
 import { TOOLS_BIN } from '../../worker/paths';
 import { isRunning, waitForLabPods } from '../lab/calico-kubelet';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
+import { moveAdvertiseAddress } from '../lab/kubeadm-cluster';
 import { down, type LabState, up } from '../lab/lab';
-import { labSsh, labTestConfig } from '../helpers/lab';
+import { labSsh, labSshArgs, labTestConfig } from '../helpers/lab';
 import { loadTestConfig, runCli, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
 
 const KUBECTL = join(TOOLS_BIN, 'kubectl');
@@ -61,19 +63,26 @@ test('seed 001: only the control plane joined, advertising 10.0.2.15; the probe 
 
 test('seed 001: a join to the NAT address fails and registers nothing; a join to the right address registers the Node', async () => {
   const n2 = state.nodes[1];
-  const failed = spawnSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'BatchMode=yes', '-p', String(n2.port), 'root@127.0.0.1', 'kubeadm join 10.0.2.15:6443 --token abcdef.0123456789abcdef'], { encoding: 'utf8' });
+  // The real kubeadm v1.34.4: a token made on the control plane; its printed join names the advertised 10.0.2.15.
+  const printed = parseJoinCommand(labSsh(dir, state.nodes[0].port, 'kubeadm token create --ttl 15m0s --print-join-command'));
+  if ('problem' in printed) throw new Error(printed.problem);
+  expect(printed.endpoint).toBe('10.0.2.15:6443');
+  // Discovery given 10 s: by default kubeadm retries an unreachable endpoint for 5 minutes.
+  const config = (endpoint: string) => `${joinConfiguration({ ...printed, endpoint }, null)}timeouts:\n  discovery: 10s\n`;
+  const join = (endpoint: string) => spawnSync('ssh', labSshArgs(dir, n2.port, 'f=$(mktemp /run/join.XXXXXX) && cat > "$f" && kubeadm join --config "$f"; rc=$?; rm -f "$f"; exit $rc'), { encoding: 'utf8', input: config(endpoint) });
+  const failed = join('10.0.2.15:6443');
   expect(failed.status).toBe(1);
   expect(failed.stderr).toMatch(/dial tcp 10\.0\.2\.15:6443: connect: connection refused/);
   await sleep(1000);
   expect(kubectl(['get', 'node', 'node2']).code).not.toBe(0);
 
   // By the right address it fails too while cluster-info names 10.0.2.15; once the advertise address is moved, it joins.
-  const early = spawnSync('ssh', ['-i', join(dir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'BatchMode=yes', '-p', String(n2.port), 'root@127.0.0.1', 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef'], { encoding: 'utf8' });
+  const early = join('10.213.0.11:6443');
   expect(early.status).toBe(1);
   expect(early.stderr).toMatch(/unable to fetch the kubeadm-config ConfigMap: .*dial tcp 10\.0\.2\.15:6443: connect: connection refused/);
-  labSsh(dir, state.nodes[0].port, "sed -i 's/--advertise-address=10.0.2.15/--advertise-address=10.213.0.11/' /etc/kubernetes/manifests/kube-apiserver.yaml");
-  for (const n of state.nodes) labSsh(dir, n.port, "sed -i 's/^ADVERTISED=.*/ADVERTISED=10.213.0.11/' /var/lib/kmlab/cluster");
-  labSsh(dir, n2.port, 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef >/dev/null');
+  await moveAdvertiseAddress(dir, '10.213.0.11');
+  const joined = join('10.213.0.11:6443');
+  expect(joined.status).toBe(0);
   const until = Date.now() + 30_000;
   let ready: string | undefined;
   while (Date.now() < until && ready !== 'True') {

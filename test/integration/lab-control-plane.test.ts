@@ -213,7 +213,10 @@ test('a reboot shows on the Node (new boot id); kubeadm reset takes it NotReady 
   const join = kubectlJson<{ spec: { unschedulable?: boolean } }>(['get', 'node', 'node3']); // the Node object stays, as after a real reset
   expect(join.spec.unschedulable).toBeUndefined();
 
-  labSsh(dir, n3.port, 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef --discovery-token-unsafe-skip-ca-verification >/dev/null');
+  // A real token made on the control plane, a real join (kubeadm v1.34.4; the lab kubelet's TLS bootstrap is real too).
+  const joinCommand = labSsh(dir, state.nodes[0].port, 'kubeadm token create --ttl 15m0s --print-join-command').trim();
+  expect(joinCommand).toMatch(/^kubeadm join 10\.213\.0\.11:6443 --token [a-z0-9]{6}\.[a-z0-9]{16} --discovery-token-ca-cert-hash sha256:[0-9a-f]{64}$/);
+  labSsh(dir, n3.port, `${joinCommand} >/dev/null`);
   await eventually('node3 Ready after the re-join', () => (readyOf() === 'True' ? true : undefined), 30_000);
 });
 

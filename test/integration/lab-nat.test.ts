@@ -194,10 +194,12 @@ test('failNextKubeletStart: the kubelet exits (is-active: activating, exit 3), t
   expect(log).toMatch(/err="failed to run Kubelet: injected once"/);
 }, 240_000);
 
-test('systemctl: other verbs and units keep the refusal', () => {
-  const r = ssh('node2', 'systemctl restart containerd; echo rc=$?; systemctl status kubelet; echo rc=$?');
-  expect(r.stdout).toBe('rc=1\nrc=1\n');
+test("systemctl: other verbs and units keep the refusal; kubelet's status, is-enabled and daemon-reload answer as kubeadm reads them", () => {
+  const r = ssh('node2', 'systemctl restart containerd; echo rc=$?; systemctl status containerd; echo rc=$?; systemctl is-enabled containerd; echo rc=$?');
+  expect(r.stdout).toBe('rc=1\nrc=1\nrc=1\n');
   expect(r.stderr).toMatch(/System has not been booted with systemd/);
+  const k = ssh('node2', 'systemctl status kubelet; echo rc=$?; systemctl is-enabled kubelet; systemctl daemon-reload; echo rc=$?');
+  expect(k.stdout).toContain('Loaded: loaded (/lib/systemd/system/kubelet.service; enabled; preset: enabled)\n     Active: active (running)\nrc=0\nenabled\nrc=0\n');
 });
 
 describe('nat-advertise', () => {

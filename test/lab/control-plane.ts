@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
+import { CONTROL_PLANE_NODE_IPS, kubeadmInit } from './kubeadm-cluster';
 import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
 import { CALICO_NODE_DAEMONSET, type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, labRunsCalicoNode, WORKER_USER } from './manifests';
@@ -71,7 +72,11 @@ function openssl(args: string[], cwd: string): void {
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
-/** A CA, the API server's serving certificate, client certificates and the service-account key pair. */
+/**
+ * A CA, the API server's serving certificate, client certificates and the service-account key
+ * pair. The serving certificate names the control-plane node's addresses too, as kubeadm's
+ * does: nodes reach the API server on <address>:6443 (kubeadm-cluster.ts).
+ */
 function makePki(pki: string): void {
   mkdirSync(pki, { recursive: true });
   openssl(['req', '-x509', ...EC, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=kubemend-lab-ca', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], pki);
@@ -80,7 +85,7 @@ function makePki(pki: string): void {
     openssl(['req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject], pki);
     openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '30', '-out', `${name}.crt`, '-extfile', `${name}.ext`], pki);
   };
-  const san = ['IP:127.0.0.1', 'IP:10.96.0.1', 'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local'];
+  const san = ['IP:127.0.0.1', 'IP:10.96.0.1', ...CONTROL_PLANE_NODE_IPS.map((ip) => `IP:${ip}`), 'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local'];
   sign('apiserver', '/CN=kube-apiserver', `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${san.join(',')}\n`);
   const client = 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n';
   for (const [name, subject] of Object.entries(CLIENTS)) sign(name, subject, client);
@@ -224,6 +229,7 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
     `--service-account-key-file=${join(pki, 'sa.pub')}`, `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
     '--service-account-issuer=https://kubernetes.default.svc.cluster.local', '--service-cluster-ip-range=10.96.0.0/12',
     '--authorization-mode=Node,RBAC', '--allow-privileged=true', '--enable-admission-plugins=NodeRestriction',
+    '--enable-bootstrap-token-auth', // kubeadm's: joining nodes authenticate with bootstrap tokens
     '--profiling=false', '--v=1',
   ]);
   await until('kube-apiserver ready (/readyz)', 60_000, async () => ((await adminRequest(dir, apiPort, 'GET', '/readyz')).status === 200 ? true : undefined), join(cp, 'kube-apiserver.log'));
@@ -233,7 +239,11 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
     `--kubeconfig=${cmKubeconfig}`, `--authentication-kubeconfig=${cmKubeconfig}`, `--authorization-kubeconfig=${cmKubeconfig}`,
     '--bind-address=127.0.0.1', '--secure-port=0', '--leader-elect=false', '--use-service-account-credentials=true',
     `--service-account-private-key-file=${join(pki, 'sa.key')}`, `--root-ca-file=${join(pki, 'ca.crt')}`,
-    '--cluster-name=kubemend-lab', '--allocate-node-cidrs=false', '--controllers=*,-bootstrapsigner,-tokencleaner,-csrsigning',
+    '--cluster-name=kubemend-lab', '--allocate-node-cidrs=false',
+    // As kubeadm's manifest: the token controllers (off in "*") sign cluster-info and remove
+    // expired tokens; csrsigning signs the kubelets' client certificates with the lab CA.
+    '--controllers=*,bootstrapsigner,tokencleaner',
+    `--cluster-signing-cert-file=${join(pki, 'ca.crt')}`, `--cluster-signing-key-file=${join(pki, 'ca.key')}`,
     `--node-monitor-grace-period=${NODE_MONITOR_GRACE_S}s`, '--node-monitor-period=2s', '--profiling=false', '--v=1',
   ]);
   const schedKubeconfig = join(cp, 'scheduler.kubeconfig');
@@ -253,6 +263,8 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
     ...(state.scenarios.includes('orphan-calico') || labRunsCalicoNode(state.scenarios) ? [`--disregard-status-with-label-selector=${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`] : []),
   ]);
 
+  // What kubeadm init leaves, for the real kubeadm on the nodes (kubeadm-cluster.ts).
+  await kubeadmInit(state);
   const api = adminApi(dir);
   const objects: ClusterObjects = labObjects(state, readManifest(join(REPO_ROOT, 'deploy', 'rbac.yaml')), readManifest(join(REPO_ROOT, 'test', 'lab', 'manifests', 'calico-crds.yaml')));
   await createAll(api, objects.setup);

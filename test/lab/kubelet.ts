@@ -28,6 +28,7 @@ import { execFile } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { api } from './calico-kubelet';
+import { BOOTSTRAP_KUBELET_CONF, checkKubeletCredentials, readNodeFile, startHealthz, stopHealthz, tlsBootstrap } from './kubeadm-cluster';
 import { setKubelet } from './control-plane';
 import { kubeletConfigured, labProcesses, LabError, readState } from './lab';
 import { nodeObject } from './manifests';
@@ -216,6 +217,7 @@ const merge = (data: unknown) => ({ contentType: 'application/merge-patch+json',
 
 /** The kubelet exits: no heartbeats (the Node goes NotReady after its grace), systemd restarts it later. */
 async function exited(dir: string, node: string, message: string, nodeExists: boolean): Promise<void> {
+  stopHealthz(dir, node);
   log(dir, node, klogLine('E', 'run.go', `"command failed" err="${klogQuote(message)}"`));
   if (nodeExists) await setKubelet(dir, node, false);
   writeKubeletState(dir, node, 'activating');
@@ -273,12 +275,34 @@ async function start(dir: string, name: string, ids?: { machineId: string; bootI
     return { started: false };
   }
   if (!kubeletConfigured(dir, name)) {
-    // Before `kubeadm join` the kubelet has neither kubelet.conf nor a bootstrap kubeconfig: it crash-loops.
-    await exited(dir, name, 'failed to run Kubelet: unable to load bootstrap kubeconfig: stat /etc/kubernetes/bootstrap-kubelet.conf: no such file or directory', nodeExists);
-    return { started: false };
+    if (!state.controlPlane || readNodeFile(holder, BOOTSTRAP_KUBELET_CONF) === undefined) {
+      // Before `kubeadm join` the kubelet has neither kubelet.conf nor a bootstrap kubeconfig: it crash-loops.
+      await exited(dir, name, `failed to run Kubelet: unable to load bootstrap kubeconfig: stat ${BOOTSTRAP_KUBELET_CONF}: no such file or directory`, nodeExists);
+      return { started: false };
+    }
+    // `kubeadm join` wrote the bootstrap kubeconfig: the kubelet's TLS bootstrap, for real (kubeadm-cluster.ts).
+    writeKubeletState(dir, name, 'activating');
+    await startHealthz(dir, name, holder);
+    try {
+      await tlsBootstrap(dir, holder, name, (line) => log(dir, name, klogLine('I', 'bootstrap.go', line)));
+    } catch (err) {
+      stopHealthz(dir, name);
+      await exited(dir, name, (err as Error).message, nodeExists);
+      return { started: false };
+    }
   }
   writeKubeletState(dir, name, 'active');
   if (!state.controlPlane) return { started: true };
+  await startHealthz(dir, name, holder);
+  // Its client: kubelet.conf's CA and client certificate, as the API server sees them.
+  const server = (s: string) => `Post "${s}/api/v1/nodes"`;
+  const creds = checkKubeletCredentials(dir, holder, server);
+  if (!creds.ok) {
+    // It runs, but every call fails: no registration, no status, no heartbeat (NotReady after the grace period).
+    log(dir, name, klogLine('E', 'kubelet_node_status.go', `"Unable to register node with API server" err="${klogQuote(creds.error)}" node="${name}"`));
+    if (nodeExists) await setKubelet(dir, name, false);
+    return { started: true };
+  }
   const machineIdFile = join(dir, 'nodes', name, 'etc.upper', 'machine-id');
   const machineId = ids?.machineId ?? (existsSync(machineIdFile) ? readFileSync(machineIdFile, 'utf8').trim() : node.bootMachineId);
   const bootId = ids?.bootId ?? node.bootId;
@@ -311,6 +335,7 @@ export function stopKubelet(dir: string, name: string): Promise<void> {
 
 async function stop(dir: string, name: string): Promise<void> {
   cancelRestart(name);
+  stopHealthz(dir, name);
   const was = kubeletState(dir, name);
   writeKubeletState(dir, name, 'inactive');
   if (was !== 'inactive') log(dir, name, klogLine('I', 'kubelet.go', '"Shutting down kubelet"'));

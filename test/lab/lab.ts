@@ -32,6 +32,7 @@ import { freeLowPort, sshdConfig } from './sshd';
 import { listeningInode, listensOn } from './tcp-listen';
 import { calicoPods, defaultKubeletText, HOSTONLY_PREFIX, joinedAtUp, KUBEADM_FLAGS_TEXT, kubeletsOnNat, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, startControlPlane } from './control-plane';
+import { ensureApiServerForwarder, LAB_JOIN_IGNORED_PREFLIGHT } from './kubeadm-cluster';
 import { labCnis, labRunsCalicoNode } from './manifests';
 
 export { Patience } from './patience';
@@ -69,8 +70,6 @@ function writeKubeadmState(nodeDir: string, node: { index: number; role: 'contro
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, text);
   };
-  // ADVERTISED: the control plane's advertise address, as its kube-public/cluster-info names it (what a join talks to after discovery).
-  put(join(varlib, 'kmlab', 'cluster'), `# kubemend lab facts for the kubeadm stand-in\nCONTROL_PLANE=${cpAddress}\nADVERTISED=${advertise}\nROLE=${node.role}\nPOD_CIDR=${podCidrPrefix(node.index)}.0/24\n`);
   // Debian's kubelet package ships /etc/default/kubelet. A correctly provisioned Vagrant node has
   // --node-ip there (kubeadm reset leaves /etc/default alone, so it survives a rejoin); seed 001's nodes have none.
   put(join(etc, 'default', 'kubelet'), defaultKubeletText(natKubelet ? undefined : node.address));
@@ -84,7 +83,9 @@ function writeKubeadmState(nodeDir: string, node: { index: number; role: 'contro
   put(join(varlib, 'kubelet', 'pki', 'kubelet.crt'), 'kubemend lab placeholder: not a certificate\n');
   if (node.role !== 'control-plane') return;
   put(join(etc, 'kubernetes', 'admin.conf'), kubeconfigText(advertise, 'kubernetes-admin'));
-  for (const c of ['etcd', 'kube-controller-manager', 'kube-scheduler']) put(join(etc, 'kubernetes', 'manifests', `${c}.yaml`), staticPod(c, []));
+  for (const c of ['kube-controller-manager', 'kube-scheduler']) put(join(etc, 'kubernetes', 'manifests', `${c}.yaml`), staticPod(c, []));
+  // etcd's data directory is its "etcd-data" hostPath volume, where `kubeadm reset` looks for it.
+  put(join(etc, 'kubernetes', 'manifests', 'etcd.yaml'), staticPod('etcd', ['--data-dir=/var/lib/etcd'], [{ name: 'etcd-data', path: '/var/lib/etcd' }]));
   put(join(etc, 'kubernetes', 'manifests', 'kube-apiserver.yaml'), staticPod('kube-apiserver', [`--advertise-address=${advertise}`, '--secure-port=6443', '--service-cluster-ip-range=10.96.0.0/12']));
   for (const f of ['ca.key', 'apiserver.crt', 'apiserver.key', 'sa.key', 'sa.pub']) put(join(etc, 'kubernetes', 'pki', f), 'kubemend lab placeholder\n');
   put(join(varlib, 'etcd', 'member', 'snap', 'db'), '');
@@ -94,8 +95,9 @@ function kubeconfigText(server: string, user: string): string {
   return `apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: a3ViZW1lbmQtbGFi\n    server: https://${server}:6443\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: ${user}\n  name: ${user}@kubernetes\ncurrent-context: ${user}@kubernetes\nusers:\n- name: ${user}\n  user:\n    client-certificate-data: a3ViZW1lbmQtbGFi\n`;
 }
 
-function staticPod(component: string, args: string[]): string {
-  return [`apiVersion: v1`, `kind: Pod`, `metadata:`, `  name: ${component}`, `  namespace: kube-system`, `spec:`, `  hostNetwork: true`, `  containers:`, `  - name: ${component}`, `    command:`, `    - ${component}`, ...args.map((a) => `    - ${a}`), ''].join('\n');
+function staticPod(component: string, args: string[], volumes: Array<{ name: string; path: string }> = []): string {
+  const vols = volumes.length ? ['  volumes:', ...volumes.flatMap((v) => [`  - hostPath:`, `      path: ${v.path}`, `      type: DirectoryOrCreate`, `    name: ${v.name}`])] : [];
+  return [`apiVersion: v1`, `kind: Pod`, `metadata:`, `  name: ${component}`, `  namespace: kube-system`, `spec:`, `  hostNetwork: true`, `  containers:`, `  - name: ${component}`, `    command:`, `    - ${component}`, ...args.map((a) => `    - ${a}`), ...vols, ''].join('\n');
 }
 
 /** seed 002: it was the control-plane node whose uplink did not come up after reboot. */
@@ -723,6 +725,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
   requireRoot();
   if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > MAX_NODES) throw new LabError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${opts.nodes}`);
   checkLabDir(opts.dir);
+  requireKubeadm();
   if (opts.controlPlane) requireBinaries();
   const scenarios = opts.scenarios ?? [];
   if (opts.realFlannel) {
@@ -915,15 +918,26 @@ export async function down(dir: string): Promise<{ killed: number }> {
  * Stand-ins on every node's PATH (/usr/local/sbin, bind-mounted from .lab/bin): kubeadm,
  * crictl, netplan, systemctl, reboot, weave. `reboot` and `systemctl reboot` ask the lab
  * daemon to reboot the node, as the real commands ask systemd; `systemctl start|restart|stop
- * kubelet` ask it to act on the node's kubelet (kubelet.ts).
+ * kubelet` ask it to act on the node's kubelet (kubelet.ts). The kubeadm script hands the
+ * subcommands that are real to the real kubeadm (KUBEADM, its path written in here: the
+ * repository's .tools/bin is the same path inside a node).
  */
 function installStandIns(dir: string): void {
   const bin = join(dir, 'bin');
   mkdirSync(bin, { recursive: true });
   for (const name of readdirSync(STAND_INS)) {
-    copyFileSync(join(STAND_INS, name), join(bin, name));
+    const text = readFileSync(join(STAND_INS, name), 'utf8');
+    writeFileSync(join(bin, name), name === 'kubeadm' ? text.replaceAll('@KUBEADM@', KUBEADM).replaceAll('@JOIN_IGNORED_PREFLIGHT@', LAB_JOIN_IGNORED_PREFLIGHT.join(',')) : text);
     chmodSync(join(bin, name), 0o755);
   }
+}
+
+/** The real kubeadm v1.34.4 (scripts/build-k8s.sh): lab nodes run it for what is real of kubeadm (standins/kubeadm). */
+export const KUBEADM = join(TOOLS_BIN, 'kubeadm');
+
+function requireKubeadm(): void {
+  if (!existsSync(KUBEADM)) throw new LabError(`missing ${KUBEADM}: run \`bash scripts/build-k8s.sh\` (or \`npm run setup\`)`);
+  if (/['\s]/.test(KUBEADM)) throw new LabError(`${KUBEADM}: the lab's kubeadm path must not contain whitespace or a quote`);
 }
 
 /** Stops everything in a node's namespaces and its forwarder; the node's files stay. */
@@ -987,6 +1001,8 @@ export async function rebootNode(dir: string, name: string): Promise<LabNode> {
     throw err;
   }
   await waitForSsh(dir, node);
+  // kube-apiserver's :6443 on the control-plane node (a forwarder in its namespaces) comes back with it.
+  if (state.controlPlane && node.role === 'control-plane') await ensureApiServerForwarder(dir, name);
   // The kubelet starts at boot if the node is joined (kubeadm left it a kubelet.conf), with its flags and the node's addresses (kubelet.ts).
   if (kubelet && kubeletConfigured(dir, name)) await kubelet.startKubelet(dir, name, { machineId: node.bootMachineId, bootId: node.bootId });
   // Other nodes may have rebooted meanwhile: update this node in the current state only

@@ -1,6 +1,6 @@
 /**
  * npm run lab -- up --nodes N [--real-flannel] | status | reboot <node> | pod add|del <node> <ns>/<name> | flanneld start|stop <node>
- *   | fault kubelet-start <node> [--starts N] [--message M] | down
+ *   | fault kubelet-start <node> [--starts N] [--message M] | fault kubelet-credentials <node> | down
  * Exit codes as kubemend's: 0 ok, 1 failed, 2 bad input (including "not root").
  */
 import { Command, CommanderError } from 'commander';
@@ -97,14 +97,20 @@ async function main(argv: string[]): Promise<number> {
     });
   program
     .command('fault')
-    .description("inject a fault: `kubelet-start <node>` makes the node's next kubelet start fail (the kubelet exits with the message; later starts work)")
-    .argument('<kind>', 'kubelet-start')
+    .description("inject a fault: `kubelet-start <node>` makes the node's next kubelet start fail (the kubelet exits with the message; later starts work); `kubelet-credentials <node>` gives the node's kubelet a previous cluster's kubelet.conf and client certificate and restarts it (TLS to the API server fails, the Node goes NotReady; kubeadm reset -f and a join fix it)")
+    .argument('<kind>', 'kubelet-start or kubelet-credentials')
     .argument('<node>', 'node name')
     .option('--message <text>', "the kubelet's error (default: containerd not answering)")
     .option('--starts <n>', 'how many starts fail, systemd\'s automatic restarts included', '1')
     .action(async (kind: string, node: string, o: { message?: string; starts: string }) => {
       requireRoot();
-      if (kind !== 'kubelet-start') throw new LabError(`fault: <kind> must be kubelet-start, got ${JSON.stringify(kind)}`);
+      if (kind === 'kubelet-credentials') {
+        const { previousClusterCredentials } = await import('./kubeadm-cluster');
+        await previousClusterCredentials(DIR, node);
+        console.log(`${node}: its kubelet restarted with a previous cluster's credentials`);
+        return;
+      }
+      if (kind !== 'kubelet-start') throw new LabError(`fault: <kind> must be kubelet-start or kubelet-credentials, got ${JSON.stringify(kind)}`);
       if (!/^\d+$/.test(o.starts)) throw new LabError(`fault: --starts must be a positive integer, got ${JSON.stringify(o.starts)}`);
       const { failNextKubeletStart } = await import('./kubelet');
       failNextKubeletStart(DIR, node, o.message, Number(o.starts));

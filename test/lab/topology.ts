@@ -40,3 +40,10 @@ export const kubeletsOnNat = (scenarios: readonly string[]) => NAT_SCENARIOS.som
 export const KUBEADM_FLAGS_TEXT = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10"\n';
 /** /etc/default/kubelet: Debian's package ships it with KUBELET_EXTRA_ARGS= (empty), or a provisioner's --node-ip. */
 export const defaultKubeletText = (nodeIp?: string) => `KUBELET_EXTRA_ARGS=${nodeIp ? `--node-ip=${nodeIp}` : ''}\n`;
+
+/** The control-plane node (node1)'s address on the host-only network. */
+export const CONTROL_PLANE_ADDRESS = `${HOSTONLY_PREFIX}.11`;
+/** The address the control plane advertises (its API server's, in cluster-info and admin.conf): seed 001's nat-advertise took the NAT address. */
+export const advertisedAddress = (scenarios: readonly string[]) => (scenarios.includes('nat-advertise') ? NAT_ADDRESS.split('/')[0] : CONTROL_PLANE_ADDRESS);
+/** Where kubeadm's clusters serve the API on each control-plane node. */
+export const API_SERVER_PORT = 6443;
