@@ -119,6 +119,28 @@ export function createStaleCniActivities(d: Deps) {
     },
 
     /**
+     * Waits until the Node is no longer Ready after `kubeadm reset` stopped its kubelet: the
+     * node lifecycle controller marks it so after its grace period (40 to 50 s by default).
+     * `kubeadm join` refuses a name whose Node is Ready ("a Node with name ... and status
+     * "Ready" already exists in the cluster"); kubemend keeps the Node object (its podCIDR,
+     * labels and taints) rather than deleting it, so it waits. A Node that is gone counts too.
+     */
+    async waitForNodeNotReady(input: { cluster: string; node: string; timeoutMs: number }): Promise<{ ready: string | null }> {
+      return pollUntil(input.timeoutMs, (seen) => `${input.node}: its Node still Ready ${Math.round(input.timeoutMs / 1000)} s after kubeadm reset stopped the kubelet (last seen: ${seen}); kubeadm join refuses a Ready Node's name`, async (): Promise<Poll<{ ready: string | null }>> => {
+        let node;
+        try {
+          node = await d.kube(input.cluster).core.readNode({ name: input.node });
+        } catch (err) {
+          if ((err as { code?: number }).code === 404) return { ok: { ready: null } };
+          return { seen: kubeFailure(err, `reading Node ${input.node}`).message };
+        }
+        const n = nodeObjectFacts(node);
+        if (n.ready !== 'True') return { ok: { ready: n.ready } };
+        return { seen: 'Ready True' };
+      });
+    },
+
+    /**
      * Waits for a re-joined node: its Node Ready, with a heartbeat after `since` (the reset's
      * end on the node's own clock, the clock its kubelet stamps heartbeats with), so an old
      * Ready from before the reset does not count.

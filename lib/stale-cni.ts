@@ -207,6 +207,7 @@ function fullSteps(n: StaleCniNodeFacts, expected: Expected, deletes: DeviceDele
     ...deletes.map((d) => `ip link delete ${d.dev}: only if it still carries exactly ${d.stale.join(' ')} (gone, or only ${d.expected}, counts as done)`),
     ...f.moveConfigs.map((c) => `move ${c} (not the installed CNI's: ${n.cniConfigs.find((x) => x.file === c)?.types.join(', ') || 'no plugin types'}) into the backup`),
     ...f.deadNetworks.map((d) => `move /var/lib/cni/networks/${d} (host-local's reservations for ${d}, a network no remaining CNI config names) into the backup`),
+    `wait up to ${secs(opts.joinTimeoutMs ?? 300_000)} until the Node is no longer Ready (the node lifecycle controller's grace period): kubeadm join refuses the name of a Ready Node, and the Node object is kept (its podCIDR, labels and taints), not deleted`,
     `kubeadm token create --ttl 15m0s --print-join-command on ${f.joinFrom}; kubeadm join --config as ${n.name} (the JoinConfiguration through ssh's stdin into a 0600 file, removed after${f.nodeIp ? `; nodeRegistration keeps --node-ip=${f.nodeIp} from kubeadm-flags.env` : ''}); kubeadm token delete, whatever the join did`,
     `wait up to ${secs(opts.joinTimeoutMs ?? 300_000)} for the Node Ready with a kubelet heartbeat after the join`,
     `wait up to ${secs(opts.podTimeoutMs)} for the node's kube-flannel pod Ready and /run/flannel/subnet.env inside ${n.podCidr}`,

@@ -65,6 +65,7 @@ const Step = {
   BackingUp: 'BackingUp',
   ResettingNode: 'ResettingNode',
   MovingCniLeftovers: 'MovingCniLeftovers',
+  WaitingForNotReady: 'WaitingForNotReady',
   Joining: 'Joining',
   WaitingForRejoin: 'WaitingForRejoin',
 } as const;
@@ -159,6 +160,9 @@ async function fullLevel(planned: StaleCniNode, ctx: NodeContext<Input>, because
       // The way back is a mv from the backup; nothing is deleted.
       moved = (await ctx.acts.moveCniLeftovers({ ...base, runTag: ctx.runTag, configs: f.moveConfigs, networks: f.deadNetworks, audit: ctx.audit })).moved;
     }
+    // kubeadm join refuses the name of a Node that is still Ready; the Node is kept (its podCIDR, labels, taints), so wait for the controller to see the kubelet gone.
+    ctx.step(Step.WaitingForNotReady);
+    await ctx.longActs.waitForNodeNotReady({ ...base, timeoutMs: ctx.input.joinTimeoutMs });
     ctx.step(Step.Joining, `token from ${f.joinFrom}`);
     // No undo: undoing a join is another reset. The token is made, used and deleted inside this one activity.
     const joined = await ctx.longActs.joinNode({ ...base, controlPlane: f.joinFrom, nodeIp: f.nodeIp, name: ctx.node, audit: ctx.audit });

@@ -393,12 +393,13 @@ describe('the full level: kubeadm reset and re-join', () => {
       'kubeadm reset -f',
       'ip link delete cni0',
       'ip link delete flannel.1',
+      'wait up to 300 s until the Node is no longer Ready',
       'kubeadm token create --ttl 15m0s --print-join-command on node1; kubeadm join --config as node2',
       'wait up to 300 s for the Node Ready with a kubelet heartbeat after the join',
       "wait up to 300 s for the node's kube-flannel pod Ready and /run/flannel/subnet.env inside 10.244.1.0/24",
       'crictl runp a probe sandbox',
     ]);
-    expect(n2.steps[4]).toContain('nodeRegistration keeps --node-ip=10.213.0.12 from kubeadm-flags.env');
+    expect(n2.steps[5]).toContain('nodeRegistration keeps --node-ip=10.213.0.12 from kubeadm-flags.env');
     expect(n2.steps[1]).toContain('from here there is no undo');
     expect(p.summary!.join('\n')).toMatch(/^Full level on every node/);
     expect(p.summary!.join('\n')).toMatch(/appears in no input, result, history or audit record/);
