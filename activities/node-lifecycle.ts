@@ -219,7 +219,8 @@ export function createLifecycleActivities(rc: LifecycleContext) {
     async drain(input: { cluster: string; node: string; timeoutMs: number; audit: AuditContext } & DrainOptions): Promise<{ evicted: string[]; skipped: string[] }> {
       const core = rc.kube(input.cluster).core;
       const podsOnNode = async () => (await api(`listing pods on ${input.node}`, () => core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${input.node}` }))).items;
-      const decision = drainDecision(await podsOnNode(), input);
+      const nodeReady = nodeObjectFacts(await api(`reading Node ${input.node}`, () => core.readNode({ name: input.node }))).ready === 'True';
+      const decision = drainDecision(await podsOnNode(), input, nodeReady);
       if (decision.refuse.length) throw fail(Failure.DrainRefused, `drain of ${input.node} refused: ${decision.refuse.map((r) => `${r.pod} ${r.why}`).join('; ')}`);
       const deadline = Date.now() + input.timeoutMs;
       const evicted = new Set<string>();
@@ -231,7 +232,7 @@ export function createLifecycleActivities(rc: LifecycleContext) {
           const remaining = new Set((await podsOnNode()).map((p) => p.metadata?.uid));
           const left = decision.evict.filter((p) => remaining.has(p.uid));
           if (left.length === 0) {
-            const done = { evicted: [...evicted], skipped: decision.skip.map((s) => `${s.pod} (${s.why})`) };
+            const done = { evicted: [...evicted], skipped: decision.skip.map((s) => `${s.pod} (${s.why})`), ...(decision.leave.length ? { left: decision.leave.map((s) => `${s.pod} (${s.why})`) } : {}) };
             await record(input.audit, {
               cluster: input.cluster,
               node: input.node,
@@ -240,7 +241,7 @@ export function createLifecycleActivities(rc: LifecycleContext) {
               before: { pods: decision.evict.map((p) => `${p.namespace}/${p.name}`) },
               after: done,
               outcome: 'applied',
-              event: { reason: AuditReason.NodeDrained, message: `drained by kubemend: ${done.evicted.length} pod(s) evicted` },
+              event: { reason: AuditReason.NodeDrained, message: `drained by kubemend: ${done.evicted.length} pod(s) evicted${decision.leave.length ? `; ${decision.leave.length} left (not Ready on this NotReady node: already out of service)` : ''}` },
             });
             return done;
           }

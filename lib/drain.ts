@@ -7,7 +7,7 @@
 export interface PodLike {
   metadata?: { name?: string; namespace?: string; uid?: string; annotations?: Record<string, string>; ownerReferences?: Array<{ kind?: string; controller?: boolean }> };
   spec?: { volumes?: Array<{ name?: string; emptyDir?: unknown }> };
-  status?: { phase?: string };
+  status?: { phase?: string; conditions?: Array<{ type?: string; status?: string }> };
 }
 
 export interface DrainOptions {
@@ -19,12 +19,24 @@ export interface DrainDecision {
   evict: Array<{ namespace: string; name: string; uid: string }>;
   skip: Array<{ pod: string; why: string }>;
   refuse: Array<{ pod: string; why: string }>;
+  /** Pods already out of service on a NotReady node: not evicted, not waited for. */
+  leave: Array<{ pod: string; why: string }>;
 }
+
+/** Why a drain leaves a pod that is not Ready on a node that is not Ready. */
+export const LEFT_ON_NOT_READY_NODE = "not Ready on a NotReady node: already out of service (out of its Services' endpoints), and no kubelet answers to carry out an eviction; it restarts on the node when its kubelet is back";
 
 export const MIRROR_POD_ANNOTATION = 'kubernetes.io/config.mirror';
 
-export function drainDecision(pods: readonly PodLike[], opts: DrainOptions): DrainDecision {
-  const out: DrainDecision = { evict: [], skip: [], refuse: [] };
+/**
+ * `nodeReady`: the Node's Ready condition is True. On a node that is not (its kubelet does not
+ * answer), a pod that is not Ready either is already out of service: an eviction would wait
+ * for a kubelet that cannot carry it out, and its PodDisruptionBudget, which counts it as
+ * unhealthy already, may block it for ever. Such pods are left (as the node lifecycle
+ * controller leaves them); a pod still Ready there is drained as anywhere.
+ */
+export function drainDecision(pods: readonly PodLike[], opts: DrainOptions, nodeReady = true): DrainDecision {
+  const out: DrainDecision = { evict: [], skip: [], refuse: [], leave: [] };
   for (const p of pods) {
     const ns = p.metadata?.namespace ?? 'default';
     const name = p.metadata?.name ?? '';
@@ -36,6 +48,11 @@ export function drainDecision(pods: readonly PodLike[], opts: DrainOptions): Dra
     }
     if (controller?.kind === 'DaemonSet') {
       out.skip.push({ pod: id, why: 'DaemonSet-managed' });
+      continue;
+    }
+    const podReady = p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+    if (!nodeReady && !podReady) {
+      out.leave.push({ pod: id, why: LEFT_ON_NOT_READY_NODE });
       continue;
     }
     const finished = p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed';

@@ -1,10 +1,10 @@
 import { type ClusterNode, clusterHealthy, mayDisrupt } from '../../lib/budget';
 import { drainDecision, type PodLike } from '../../lib/drain';
 
-const pod = (name: string, o: { owner?: string; mirror?: boolean; emptyDir?: boolean; phase?: string } = {}): PodLike => ({
+const pod = (name: string, o: { owner?: string; mirror?: boolean; emptyDir?: boolean; phase?: string; ready?: boolean } = {}): PodLike => ({
   metadata: { name, namespace: 'ns', uid: `uid-${name}`, annotations: o.mirror ? { 'kubernetes.io/config.mirror': 'x' } : {}, ownerReferences: o.owner ? [{ kind: o.owner, controller: true }] : [] },
   spec: { volumes: o.emptyDir ? [{ name: 'cache', emptyDir: {} }] : [{ name: 'cfg' }] },
-  status: { phase: o.phase ?? 'Running' },
+  status: { phase: o.phase ?? 'Running', conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }] },
 });
 
 describe('drainDecision', () => {
@@ -15,6 +15,16 @@ describe('drainDecision', () => {
     expect(d.skip.map((s) => s.pod)).toEqual(['ns/ds', 'ns/mirror']);
     expect(d.refuse.map((r) => r.pod)).toEqual(['ns/bare', 'ns/cache']);
     expect(d.refuse[1].why).toMatch(/emptyDir data \(cache\)/);
+  });
+  test('a NotReady node: its pods that are not Ready are left (already out of service, no kubelet to evict them); Ready ones are drained as anywhere', () => {
+    const onDead = [pod('web-1', { owner: 'ReplicaSet', ready: false }), pod('web-2', { owner: 'ReplicaSet' }), pod('ds', { owner: 'DaemonSet', ready: false }), pod('bare', { ready: false })];
+    const d = drainDecision(onDead, { deleteEmptyDirData: false, force: false }, false);
+    expect(d.evict.map((e) => e.name)).toEqual(['web-2']);
+    expect(d.leave.map((l) => l.pod)).toEqual(['ns/web-1', 'ns/bare']);
+    expect(d.leave[0].why).toMatch(/^not Ready on a NotReady node: already out of service/);
+    expect(d.skip.map((s) => s.pod)).toEqual(['ns/ds']);
+    // On a Ready node an unready pod is drained as kubectl drains it.
+    expect(drainDecision(onDead, { deleteEmptyDirData: false, force: false }, true)).toMatchObject({ evict: [{ name: 'web-1' }, { name: 'web-2' }], refuse: [{ pod: 'ns/bare' }], leave: [] });
   });
   test('--force and --delete-emptydir-data allow them', () => {
     const d = drainDecision(pods, { deleteEmptyDirData: true, force: true });
