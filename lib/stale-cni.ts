@@ -351,6 +351,8 @@ export interface AfterFix {
   flannel1: string[] | null;
   subnet: string | null;
   probeIp: string | null;
+  /** The Node's Ready condition ("True", "False", "Unknown", null: none); undefined when not read (runs recorded before it was). */
+  nodeReady?: string | null;
 }
 
 /** What is still wrong with a node after its fix; empty when it is fixed. */
@@ -365,6 +367,8 @@ export function problemsAfter(planned: Pick<StaleCniNode, 'podCidr' | 'expected'
   const flannelTouched = planned.deletes.some((d) => d.dev === 'flannel.1') || planned.flannelPods.length > 0;
   if (flannelTouched && (after.flannel1 === null || after.flannel1.length !== 1 || after.flannel1[0] !== e.flannel1)) out.push(`flannel.1 carries ${after.flannel1 === null ? 'nothing (missing)' : after.flannel1.join(' ') || 'no address'}, not ${e.flannel1}`);
   if (after.subnet !== e.flannelSubnet) out.push(`/run/flannel/subnet.env says FLANNEL_SUBNET=${after.subnet ?? '(missing)'}, not ${e.flannelSubnet}`);
+  // A pod network that works on the node is not enough: its kubelet must report the node Ready, or nothing new is scheduled there.
+  if (after.nodeReady !== undefined && after.nodeReady !== 'True') out.push(`the Node is not Ready (Ready=${after.nodeReady ?? 'never reported'}): its kubelet does not report to the API server`);
   return out;
 }
 

@@ -31,7 +31,7 @@
  * level. Nothing destructive before the backup; after the reset there is no undo: the node
  * stays cordoned and the failure says how to finish by hand.
  */
-import { ApplicationFailure } from '@temporalio/workflow';
+import { ApplicationFailure, patched } from '@temporalio/workflow';
 import type { DiagnoseFacts } from '../lib/detect/facts';
 import { Failure } from '../lib/failures';
 import { StaleCniInput } from '../lib/remediation-input';
@@ -84,12 +84,21 @@ function failureType(err: unknown): string | undefined {
   return undefined;
 }
 
-/** What is still wrong after the light level, read as verifyNode reads it (probe, devices, subnet.env). */
+/** Runs recorded before verification read the Node's readiness replay without that read. */
+const PATCH_VERIFY_READY = 'stale-cni-verify-node-ready';
+
+/** The Node's Ready condition, as the budget reads it (undefined on a run recorded before this check). */
+async function nodeReady(ctx: NodeContext<Input>): Promise<string | null | undefined> {
+  if (!patched(PATCH_VERIFY_READY)) return undefined;
+  return (await ctx.acts.listClusterNodes({ cluster: ctx.cluster })).find((n) => n.name === ctx.node)?.ready ?? null;
+}
+
+/** What is still wrong after the light level, read as verifyNode reads it (probe, devices, subnet.env, the Node Ready). */
 async function lightProblems(planned: StaleCniNode, ctx: NodeContext<Input>): Promise<string[]> {
   const probe = await ctx.acts.probePodNetwork({ cluster: ctx.cluster, node: ctx.node, runTag: ctx.runTag });
   const facts = await ctx.acts.gatherNodeFacts({ cluster: ctx.cluster, node: ctx.node });
   const n = staleCniFacts({ cluster: ctx.cluster, configured: [ctx.node], nodes: [facts], api: null }, ctx.node)!;
-  return problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet: n.subnetEnv?.FLANNEL_SUBNET ?? null, probeIp: probe.ip });
+  return problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet: n.subnetEnv?.FLANNEL_SUBNET ?? null, probeIp: probe.ip, nodeReady: await nodeReady(ctx) });
 }
 
 /** Deletes the plan's stale devices, each only if it still carries what the plan named (both levels). */
@@ -250,7 +259,7 @@ export const staleCniRemediation: Remediation<Input, DiagnoseFacts, StaleCniPlan
     const facts = await ctx.acts.gatherNodeFacts({ cluster: ctx.cluster, node: ctx.node });
     const n = staleCniFacts({ cluster: ctx.cluster, configured: [ctx.node], nodes: [facts], api: null }, ctx.node)!;
     const subnet = n.subnetEnv?.FLANNEL_SUBNET ?? null;
-    const problems = problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet, probeIp: probe.ip });
+    const problems = problemsAfter(planned, { cni0: n.cni0, flannel1: n.flannel1, subnet, probeIp: probe.ip, nodeReady: await nodeReady(ctx) });
     if (problems.length) throw ApplicationFailure.create({ type: Failure.VerificationFailed, message: `${ctx.node} after its fix: ${problems.join('; ')}`, nonRetryable: true });
     return {
       result: {

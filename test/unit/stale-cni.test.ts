@@ -221,6 +221,11 @@ describe('problemsAfter', () => {
   const planned = () => plan(lab({ joined: true, released: true }), { selected: ['node2'] }).nodes[0];
   const good = { cni0: ['10.244.1.1/24'], flannel1: ['10.244.1.0/32'], subnet: '10.244.1.1/24', probeIp: '10.244.1.2' };
   test('fixed: nothing', () => expect(problemsAfter(planned(), good)).toEqual([]));
+  test('the Node not Ready is a problem once read; not read (an old run) is none', () => {
+    expect(problemsAfter(planned(), { ...good, nodeReady: 'True' })).toEqual([]);
+    expect(problemsAfter(planned(), { ...good, nodeReady: 'False' })).toEqual(['the Node is not Ready (Ready=False): its kubelet does not report to the API server']);
+    expect(problemsAfter(planned(), { ...good, nodeReady: null })).toEqual(['the Node is not Ready (Ready=never reported): its kubelet does not report to the API server']);
+  });
   test('each way it can still be wrong', () => {
     expect(problemsAfter(planned(), { ...good, probeIp: null })).toEqual(['the probe sandbox got no address']);
     expect(problemsAfter(planned(), { ...good, probeIp: '10.244.102.3' })).toEqual(["the probe sandbox got 10.244.102.3, outside the Node's podCIDR 10.244.1.0/24"]);
