@@ -13,7 +13,8 @@
  *    ("Failed to set some node status fields" err="failed to validate nodeIP: node IP: \"X\"
  *    not found in the host's network interfaces", pkg/kubelet/nodestatus/setters.go and
  *    kubelet_node_status.go's validateNodeIP): the addresses stay what they were;
- *  - without it (and the hostname not resolving, as on the lab's nodes), the first global IPv4
+ *  - without it (the hostname resolving only to 127.0.1.1 in /etc/hosts, as on the lab's and
+ *    Debian's nodes: the kubelet skips a loopback address), the first global IPv4
  *    address of the interface holding the default route (apimachinery's ChooseHostInterface);
  *    without a default route the setter fails with ChooseHostInterface's own error;
  *  - then InternalIP and Hostname are patched into the Node's status.

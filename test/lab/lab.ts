@@ -440,6 +440,25 @@ function writeNetplan(nodeDir: string, address: string): void {
   writeFileSync(join(nodeDir, 'etc.upper', 'netplan', '50-cloud-init.yaml'), yaml, { mode: 0o600 });
 }
 
+/**
+ * The node's /etc/hosts as Debian's installer and Vagrant's Debian boxes leave it: the node's
+ * name on 127.0.1.1. kubeadm join's Hostname preflight check then resolves it at once (without
+ * it, it waits on DNS the lab's nodes cannot reach); the kubelet skips the loopback address
+ * and still takes the default route's interface when it has no --node-ip.
+ */
+export function nodeHostsText(name: string): string {
+  return [
+    '127.0.0.1\tlocalhost',
+    `127.0.1.1\t${name}`,
+    '',
+    '# The following lines are desirable for IPv6 capable hosts',
+    '::1     localhost ip6-localhost ip6-loopback',
+    'ff02::1 ip6-allnodes',
+    'ff02::2 ip6-allrouters',
+    '',
+  ].join('\n');
+}
+
 /** Files a node keeps across reboots: identity, host key, sshd config, overlay upper dirs, root's home. */
 async function prepareNode(dir: string, index: number, clientPub: string, sharedMachineId?: string): Promise<Omit<LabNode, 'port' | 'bootId' | 'boots' | 'weaveMac' | 'bootMachineId'>> {
   const name = `node${index}`;
@@ -450,6 +469,7 @@ async function prepareNode(dir: string, index: number, clientPub: string, shared
   writeFileSync(join(nodeDir, 'etc.upper', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'varlib.upper', 'dbus', 'machine-id'), `${machineId}\n`);
   writeFileSync(join(nodeDir, 'etc.upper', 'hostname'), `${name}\n`);
+  writeFileSync(join(nodeDir, 'etc.upper', 'hosts'), nodeHostsText(name));
   writeNetplan(nodeDir, `${HOSTONLY_PREFIX}.${10 + index}`);
   const hostKey = join(nodeDir, 'ssh', 'ssh_host_ed25519_key');
   await keygen(hostKey);
