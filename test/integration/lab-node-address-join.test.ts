@@ -1,12 +1,12 @@
 /**
  * node-address (seed 001) on the lab's `nat-advertise` scenario: the control plane advertises
  * 10.0.2.15, the NAT address every node has, and the workers never joined. Real Temporal, real
- * sshd, a real kube-apiserver and controllers; kubeadm is the lab's stand-in (kubeadm does not
- * build here), which fails a join whose cluster-info names an address the node cannot reach,
- * as kubeadm does.
+ * sshd, a real kube-apiserver and controllers, the real kubeadm v1.34.4 on the nodes for
+ * token and join (only `kubeadm init` is the lab's), which fails a join whose cluster-info names
+ * an address the node cannot reach.
  *  - kubemend does not move the advertise address: the plan gives the procedure, and no join;
- *  - once the operator has moved it (done here with commands on the nodes, the lab's stand-in
- *    for the procedure), an approved run joins both workers with --node-ip from the start,
+ *  - once the operator has moved it (done here by the lab's moveAdvertiseAddress, the
+ *    procedure's effect by hand), an approved run joins both workers with --node-ip from the start,
  *    fixes the control plane's kubelet and Calico, and the join token appears nowhere: not in
  *    the run's workflow history, not in the audit trail.
  */
@@ -18,6 +18,7 @@ import { TOOLS_BIN } from '../../worker/paths';
 import type { NodeAddressResult } from '../../workflows/node-address';
 import { waitForCalicoNodes } from '../lab/calico-node';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
+import { moveAdvertiseAddress } from '../lab/kubeadm-cluster';
 import { down, type LabState, up } from '../lab/lab';
 import { BOOTSTRAP_TOKEN, historyText, labSsh, labTestConfig } from '../helpers/lab';
 import { loadTestConfig, recordHistory, runCli, runIdFrom, type RunningWorker, startWorker, tempDir } from '../helpers/harness';
@@ -86,16 +87,20 @@ test('with the control plane advertising 10.0.2.15: the plan gives the procedure
   expect(plan.manual[0]).toMatch(/^node1: kube-apiserver advertises 10\.0\.2\.15, an address other nodes hold too; kubemend does not move a control plane's advertise address/);
   expect(plan.manual.slice(1)).toEqual(['node2', 'node3'].map((n) => `never joined: ${n}. Once the control plane advertises an address it reaches, kubemend run node-address joins it (or by hand: kubeadm token create --print-join-command --ttl 15m on node1, and the command it prints on ${n})`));
   // Why: discovery works by the right address, then cluster-info sends the join to 10.0.2.15.
-  const join = spawnSync('ssh', ['-i', labFile('id_ed25519'), '-o', `UserKnownHostsFile=${labFile('known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port('node2')), 'root@127.0.0.1', `kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:${'0'.repeat(64)}`], { encoding: 'utf8' });
+  // A real token (a made-up one would wait in discovery until its timeout): the join command node1 prints, sent to the address node2 reaches.
+  const command = ssh('node1', 'kubeadm token create --print-join-command').trim().replace('10.0.2.15:6443', '10.213.0.11:6443');
+  expect(command).toMatch(/^kubeadm join 10\.213\.0\.11:6443 --token /);
+  const join = spawnSync('ssh', ['-i', labFile('id_ed25519'), '-o', `UserKnownHostsFile=${labFile('known_hosts')}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-p', String(port('node2')), 'root@127.0.0.1', command], { encoding: 'utf8' });
   expect(join.status).toBe(1);
   expect(join.stderr).toContain('error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: failed to get config map: Get "https://10.0.2.15:6443/api/v1/namespaces/kube-system/configmaps/kubeadm-config?timeout=10s": dial tcp 10.0.2.15:6443: connect: connection refused');
   expect(nodeNames()).toEqual(['node1']);
+  ssh('node1', `kubeadm token delete ${/--token ([a-z0-9]{6})\./.exec(command)![1]}`);
 }, 120_000);
 
 test('after the operator moved the advertise address: an approved run joins node2 and node3 with their own InternalIP, fixes node1, Calico Ready everywhere; no token anywhere', async () => {
-  // The procedure's effect, by hand on the nodes (the lab's stand-in for it).
-  ssh('node1', "sed -i 's/--advertise-address=10.0.2.15/--advertise-address=10.213.0.11/' /etc/kubernetes/manifests/kube-apiserver.yaml && sed -i 's#https://10.0.2.15:6443#https://10.213.0.11:6443#' /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf");
-  for (const n of names) ssh(n, "sed -i 's/^ADVERTISED=.*/ADVERTISED=10.213.0.11/' /var/lib/kmlab/cluster");
+  // The procedure's effect, by hand (manifest, cluster-info, admin.conf), and node1's kubelet.conf.
+  await moveAdvertiseAddress(dir, '10.213.0.11');
+  ssh('node1', "sed -i 's#https://10.0.2.15:6443#https://10.213.0.11:6443#' /etc/kubernetes/kubelet.conf");
   const d = JSON.parse((await runCli(['--config', config, 'diagnose', '--cluster', 'lab', '--json'])).stdout) as DiagnoseReport;
   expect(d.findings.filter((f) => f.signature === 'never joined').map((f) => [f.node, f.fixable])).toEqual([['node2', true], ['node3', true]]);
 
