@@ -172,7 +172,8 @@ export function createNodeAddressActivities(d: Deps) {
           throw fail(Failure.NodeStateUnexpected, `${input.node}: ${why}`);
         }
         const r = await whileHeartbeating((signal) => d.ssh.withSession(d.target(input.cluster, input.node), (s) => s.run(JOIN_ARGV, { check: false, stdin: joinConfiguration(join, input.nodeIp, input.name), timeoutMs: 300_000 }), signal));
-        const output = redact(`${r.stdout}\n${r.stderr}`).split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-20);
+        // kubeadm's preflight colours its system verification lines: the audit keeps the words.
+        const output = redact(`${r.stdout}\n${r.stderr}`).replace(/\x1b\[[0-9;]*m/g, '').split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-20);
         if (r.exitCode !== 0) {
           const why = `kubeadm join on ${input.node}: exit ${r.exitCode}: ${redact(r.stderr.trim()).split('\n').filter((l) => !/^To see the stack trace/.test(l)).slice(-3).join(' ').slice(0, 600)}`;
           await d.record(input.audit, { ...base, after: { output }, outcome: 'failed', error: why });

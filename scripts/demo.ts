@@ -88,7 +88,7 @@ async function wallTime(client: Client, runId: string, approvalMs: number): Prom
   const reboot = (spent.reboot ?? 0) + (spent.waitForReturn ?? 0);
   const reset = (spent.backupBeforeReset ?? 0) + (spent.kubeadmReset ?? 0);
   const join = spent.joinNode ?? 0;
-  const waits = (spent.waitForRejoinedNode ?? 0) + (spent.waitForCniPods ?? 0);
+  const waits = (spent.waitForNodeNotReady ?? 0) + (spent.waitForRejoinedNode ?? 0) + (spent.waitForCniPods ?? 0);
   // The wait for a person, as the run saw it: from the last step before the wait (the plan's
   // notification) to the accepted approval. The demo's own clock is the fallback.
   const accepted = events.findIndex((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
@@ -103,7 +103,7 @@ async function wallTime(client: Client, runId: string, approvalMs: number): Prom
     ...(reboot ? [`reboots until back and Ready ${f(reboot)}`] : []),
     ...(reset ? [`backup and kubeadm reset ${f(reset)}`] : []),
     ...(join ? [`kubeadm join (token, TLS bootstrap) ${f(join)}`] : []),
-    ...(waits ? [`waits for the Node and flannel ${f(waits)}`] : []),
+    ...(waits ? [`waits for the Node (NotReady after a reset, Ready after the join) and flannel ${f(waits)}`] : []),
     `waiting for approval ${f(approvalMs)}`,
   ];
   return `run took ${f(total)}: ${parts.join(', ')}, kubemend's own work ${f(own)} (SSH reads, API calls, verification, Temporal round trips)`;
