@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
-import { controlPlaneInfo } from '../lab/control-plane';
+import { controlPlaneInfo, NODE_MONITOR_GRACE_S } from '../lab/control-plane';
 import { flanneldLog, flanneldPid, flannelProcesses, readSubnetEnv } from '../lab/flannel';
 import { type FlannelPod, flannelPod, flannelPods, inCrashLoop, waitForFlannelCrashLoop, waitForFlannelPod, waitForFlannelPodReady } from '../lab/flannel-kubelet';
 import { down, labProcesses, type LabState, Patience, requestReboot, up } from '../lab/lab';
@@ -191,12 +191,18 @@ describe('the healthy node', () => {
     const before = (await waitForFlannelPodReady(dir, 'node2'))!;
     ssh('node2', 'kubeadm reset -f >/dev/null');
     await eventually('flanneld stopped on node2', () => (flanneldPid(dir, 'node2') === undefined ? true : undefined));
-    ssh('node2', 'kubeadm join 10.213.0.11:6443 --token abcdef.0123456789abcdef --discovery-token-unsafe-skip-ca-verification >/dev/null');
+    // The real kubeadm join refuses a Ready Node's name: the kubelet stopped, so the Node goes NotReady after its grace period.
+    await eventually('node2 NotReady after the reset', () => (kubectl('get', 'node', 'node2', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') !== 'True' ? true : undefined), (NODE_MONITOR_GRACE_S + 40) * 1000);
+    // A real token, made on the control plane as kubemend does.
+    const command = ssh('node1', 'kubeadm token create --ttl 15m0s --print-join-command').trim();
+    expect(command).toMatch(/^kubeadm join 10\.213\.0\.11:6443 --token [a-z0-9]{6}\.[a-z0-9]{16} --discovery-token-ca-cert-hash sha256:[0-9a-f]{64}$/);
+    ssh('node2', `${command} >/dev/null`);
+    ssh('node1', `kubeadm token delete ${/--token ([a-z0-9]{6})\./.exec(command)![1]} >/dev/null`);
     const p = await waitForFlannelPod(dir, 'node2', 'Ready after the join', (x) => x.uid === before.uid && x.ready && x.restartCount === before.restartCount + 1);
     // Stopped with SIGTERM, as a kubelet stops a container.
     expect(p.lastTerminated).toMatchObject({ exitCode: 143, reason: 'Error', containerID: before.containerID });
     expect(flanneldPid(dir, 'node2')).toBeDefined();
-  }, 150_000);
+  }, 300_000);
 });
 
 /** Host pids whose network namespace is one of `namespaces` (zombies aside). */
