@@ -5,7 +5,8 @@
  * JoinConfiguration as kubemend writes it) on the worker, the token deleted after. The lab
  * kubelet does the TLS bootstrap for real: a CSR approved and signed by the controller manager.
  * And the fault an escalation needs: a worker whose kubelet kept a previous cluster's
- * credentials goes NotReady, and reset plus a fresh join fixes it.
+ * credentials goes NotReady, and reset plus a fresh join fixes it. Meanwhile that kubelet sees
+ * no new pod: a kube-flannel pod made for the node stays Pending until the fresh join.
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -16,7 +17,10 @@ import { JOIN_ARGV, joinConfiguration, parseJoinCommand } from '../../lib/node-a
 import { TOOLS_BIN } from '../../worker/paths';
 import { controlPlaneInfo, NODE_MONITOR_GRACE_S } from '../lab/control-plane';
 import { LAB_JOIN_IGNORED_PREFLIGHT, previousClusterCredentials } from '../lab/kubeadm-cluster';
+import { flanneldPid } from '../lab/flannel';
+import { flannelPods, waitForFlannelPod } from '../lab/flannel-kubelet';
 import { kubeletLogPath } from '../lab/kubelet';
+import { KUBELET_LABEL } from '../lab/manifests';
 import { down, type LabState, up } from '../lab/lab';
 import { tempDir } from '../helpers/harness';
 import { hostSnapshot } from '../helpers/host';
@@ -29,7 +33,8 @@ const hostHad = { etcKubernetes: existsSync('/etc/kubernetes'), varLibKubelet: e
 
 beforeAll(async () => {
   hostBefore = hostSnapshot();
-  state = await up({ dir, nodes: 3, scenarios: ['stale-cni'], controlPlane: true });
+  // realFlannel: the lab's kubelet runs kube-flannel's pods (flanneld for real), so what a kubelet without the API server does to them shows.
+  state = await up({ dir, nodes: 3, scenarios: ['stale-cni'], controlPlane: true, realFlannel: true });
 }, 240_000);
 afterAll(async () => {
   await down(dir);
@@ -144,3 +149,36 @@ test("a worker whose kubelet kept a previous cluster's credentials goes NotReady
   expect(new X509Certificate(ssh('node2', 'cat /var/lib/kubelet/pki/kubelet-client-current.pem')).verify(labCa().publicKey)).toBe(true);
   expect(ssh('node1', 'kubeadm token list')).toBe('');
 }, 300_000);
+
+test("a kubelet that cannot reach the API server starts no new pod: node2's kube-flannel pod, deleted, is replaced by one that stays Pending (the old flanneld keeps running); after reset and a fresh join the new pod runs and is Ready", async () => {
+  const label = () => kubectl(['get', 'node', 'node2', '-o', `jsonpath={.metadata.labels.${KUBELET_LABEL.replace(/\./g, '\\.')}}`]).stdout.trim();
+  const before = await waitForFlannelPod(dir, 'node2', 'Ready before the fault', (p) => p.ready);
+  await previousClusterCredentials(dir, 'node2');
+  await eventually('node2 NotReady', () => ready('node2') !== 'True', (NODE_MONITOR_GRACE_S + 40) * 1000);
+  const oldPid = flanneldPid(dir, 'node2');
+  expect(oldPid).toBeDefined(); // containers keep running while the kubelet cannot reach the API server
+
+  // The kubelet cannot finish a deletion: the pod is removed from the API as an operator does when a node is gone (--force).
+  const del = kubectl(['-n', 'kube-flannel', 'delete', 'pod', before.name, '--grace-period=0', '--force']);
+  expect(del.status).toBe(0);
+  const fresh = await waitForFlannelPod(dir, 'node2', "the DaemonSet's new pod bound to node2", (p) => p.uid !== before.uid, 60_000);
+  // For 30 s: nothing on node2 sees it. Pending, not Ready, no container; the old flanneld still runs; kwok's label still says stopped.
+  for (let i = 0; i < 30; i++) {
+    const now = (await flannelPods(dir)).find((p) => p.uid === fresh.uid);
+    expect(now).toMatchObject({ node: 'node2', phase: 'Pending', ready: false, deleting: false, restartCount: 0 });
+    expect(now!.running).toBeUndefined();
+    expect(flanneldPid(dir, 'node2')).toBe(oldPid);
+    expect(label()).toBe('stopped');
+    await sleep(1000);
+  }
+
+  expect(sshRun('node2', 'kubeadm reset -f').status).toBe(0);
+  const { join: joined } = await tokenJoinDelete('node2', '10.213.0.12');
+  expect(joined.status).toBe(0);
+  await eventually('node2 Ready after the fresh join', () => ready('node2') === 'True', 60_000);
+  const p = await waitForFlannelPod(dir, 'node2', 'the new pod Ready after the join', (x) => x.uid === fresh.uid && x.ready);
+  expect(p).toMatchObject({ phase: 'Running', restartCount: 0 });
+  expect(flanneldPid(dir, 'node2')).toBeDefined();
+  expect(flanneldPid(dir, 'node2')).not.toBe(oldPid);
+  expect(label()).toBe('running');
+}, 400_000);

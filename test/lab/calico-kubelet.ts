@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { adoptSandbox, calicoAdd, calicoDelete, calicoRecords } from './calico-cni';
 import type { SandboxRecord } from './cni';
 import { adminRequest, controlPlaneInfo } from './control-plane';
+import { kubeletApiAccess } from './kubelet';
 import { labProcesses, LabError, readState } from './lab';
 import { KUBELET_LABEL, LAB_KUBELET_POD_LABEL } from './manifests';
 import { Patience } from './patience';
@@ -130,7 +131,8 @@ export async function runCalicoKubelets(dir: string): Promise<void> {
       const up = holders(dir);
       for (const n of state.nodes) {
         const node = nodes.find((x) => x.metadata.name === n.name);
-        if (busy.has(n.name) || !up.has(n.name) || node?.metadata.labels?.[KUBELET_LABEL] !== 'running') continue;
+        // Only a kubelet that reaches the API server sees its pods (kubelet.ts's kubeletApiAccess), as well as kwok's label.
+        if (busy.has(n.name) || !up.has(n.name) || node?.metadata.labels?.[KUBELET_LABEL] !== 'running' || kubeletApiAccess(dir, n.name, up.get(n.name)) !== 'reaches') continue;
         busy.add(n.name);
         sync(dir, node, pods.filter((p) => p.spec.nodeName === n.name))
           .catch((err) => say(`${n.name}: ${(err as Error).message}`))

@@ -37,7 +37,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { api, daemonLogTail, finishDeletion, getList, holders } from './calico-kubelet';
 import { apiTime, type ApiPodStatus, type ContainerView, crashLoopMessage, podStatus, type PodRef, replacedIps, RestartBackoff, statusShows, type Terminated, terminationMessageFromLog } from './flannel-kubelet';
-import { type IpLink, type IpRoute, isGlobalUnicast4, isIpv4, nodeNetwork } from './kubelet';
+import { type IpLink, type IpRoute, isGlobalUnicast4, isIpv4, kubeletApiAccess, nodeNetwork } from './kubelet';
 import { LabError, readState } from './lab';
 import { CALICO_NODE_CONTAINER, CALICO_NODE_DAEMONSET, KUBELET_LABEL } from './manifests';
 import { Patience } from './patience';
@@ -427,7 +427,7 @@ async function sync(dir: string, k: NodeKubelet, all: Map<string, NodeKubelet>, 
     rec0.lastFinishedAtMs = Date.now();
     rec0.container = undefined;
   }
-  if (holder === undefined || node?.metadata.labels?.[KUBELET_LABEL] !== 'running') {
+  if (holder === undefined || node?.metadata.labels?.[KUBELET_LABEL] !== 'running' || kubeletApiAccess(dir, k.name, holder) !== 'reaches') {
     k.kubelet = undefined; // a stopped kubelet leaves its containers running, and reports nothing
     return;
   }

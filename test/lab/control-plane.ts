@@ -10,7 +10,8 @@
  * in <dir>/cp and goes with the lab directory.
  *
  * A node's kubelet runs when the node is up and joined: the label KUBELET_LABEL=running is
- * what makes kwok heartbeat it. A reboot or `kubeadm reset` sets it to "stopped", and the
+ * what makes kwok heartbeat it. A reboot, `kubeadm reset` or a kubelet that cannot reach the
+ * API server (kubelet.ts) sets it to "stopped", and the
  * node lifecycle controller then marks the Node NotReady after its grace period, as it
  * would for a real kubelet that went quiet.
  */

@@ -16,7 +16,11 @@
  *    uid only), as a kubelet's status manager does; the DaemonSet's new pod started at once;
  *  - the node rebooted: flanneld died with it; the kubelet that starts with the node starts it
  *    again for the same pod, restartCount + 1, with a fresh back-off (it lives in memory);
- *  - the kubelet stopped (`kubeadm reset`): flanneld stopped, nothing reported.
+ *  - the kubelet stopped (`kubeadm reset`): flanneld stopped, nothing reported;
+ *  - the kubelet runs but cannot reach the API server (a previous cluster's credentials:
+ *    kubelet.ts's kubeletApiAccess): flanneld keeps running as it was; a new pod is never
+ *    started (it stays Pending), nothing is reported, no deletion finished, until a join gives
+ *    the kubelet good credentials.
  *
  * kwok leaves these pods alone (control-plane.ts passes it --disregard-status-with-label-selector):
  * its pod-ready stage would otherwise mark each new pod Running and Ready the moment it is
@@ -29,6 +33,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { adminRequest, controlPlaneInfo } from './control-plane';
 import { type FlanneldRun, flanneldLog, flanneldPid, startFlanneld, stopFlanneld, subnetEnvOfRun } from './flannel';
+import { kubeletApiAccess } from './kubelet';
 import { labProcesses, LabError, readState } from './lab';
 import { FLANNEL_CONTAINER, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL } from './manifests';
 import { Patience } from './patience';
@@ -329,8 +334,12 @@ export async function runFlannelKubelets(dir: string): Promise<void> {
 
 /** One sync of a node's kubelet for its kube-flannel pod. */
 async function sync(dir: string, k: NodeKubelet, node: ApiNode | undefined, pods: ApiPod[], holder: number | undefined): Promise<void> {
-  const running = holder !== undefined && node?.metadata.labels?.[KUBELET_LABEL] === 'running';
-  if (!running) {
+  const access = kubeletApiAccess(dir, k.name, holder);
+  if (access === 'unreachable') {
+    // It runs but cannot reach the API server: its containers keep running; it sees no new pod, reports nothing, finishes no deletion.
+    return;
+  }
+  if (holder === undefined || access !== 'reaches' || node?.metadata.labels?.[KUBELET_LABEL] !== 'running') {
     // A kubelet that stops (`kubeadm reset`) stops its containers; a node that went down took them with it.
     const c = k.pod?.container;
     if (c && !c.exit && !c.stopping && c.holder === holder) {

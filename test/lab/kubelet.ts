@@ -156,6 +156,24 @@ function log(dir: string, node: string, line: string): void {
   appendFileSync(kubeletLogPath(dir, node), `${line}\n`);
 }
 
+/**
+ * What a node's kubelet can do with the API server, read from the kubelet itself (its unit's
+ * state and the credentials in its kubelet.conf), not from the Node object:
+ *  - 'reaches': it runs with credentials the API server takes: it sees the pods bound to its
+ *    node, starts them, reports their status and finishes their deletion;
+ *  - 'unreachable': it runs, but every call to the API server fails (a previous cluster's
+ *    credentials): its containers keep running, but it sees no new pod, reports nothing and
+ *    finishes no deletion (a new pod stays Pending; a deleted one stays Terminating);
+ *  - 'stopped': not running (never joined, `kubeadm reset`, crash-looping, or the node is down).
+ * Every lab kubelet model (flannel-kubelet.ts, calico-kubelet.ts, calico-node.ts) asks this as
+ * well as KUBELET_LABEL (kwok's selector), which the lab sets from the same facts at each start.
+ */
+export type KubeletApiAccess = 'reaches' | 'unreachable' | 'stopped';
+export function kubeletApiAccess(dir: string, node: string, holder: number | undefined): KubeletApiAccess {
+  if (holder === undefined || kubeletState(dir, node) !== 'active') return 'stopped';
+  return checkKubeletCredentials(dir, holder, (s) => s).ok ? 'reaches' : 'unreachable';
+}
+
 /** The default failure: containerd not answering, the commonest reason a kubelet will not start. */
 const DEFAULT_FAULT = 'failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "unix:///var/run/containerd/containerd.sock": rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: dial unix /var/run/containerd/containerd.sock: connect: no such file or directory"';
 
@@ -323,6 +341,11 @@ async function start(dir: string, name: string, ids?: { machineId: string; bootI
     internalIp = choice.ip;
   } else {
     log(dir, name, klogLine('E', 'kubelet_node_status.go', `"Failed to set some node status fields" err="${klogQuote(choice.error.replace('%NODE%', name))}" node="${name}"`));
+  }
+  // Its credentials again, as they are now: a fault written while this start ran must not see the label go back to running.
+  if (!checkKubeletCredentials(dir, holder, server).ok) {
+    await setKubelet(dir, name, false);
+    return { started: true, internalIp };
   }
   await setKubelet(dir, name, true, { machineId, bootId });
   log(dir, name, klogLine('I', 'kubelet.go', `"Started kubelet"${internalIp ? ` nodeIP="${internalIp}"` : ''}`));
