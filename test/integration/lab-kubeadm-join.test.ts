@@ -71,7 +71,9 @@ async function tokenJoinDelete(node: string, nodeIp: string): Promise<{ join: Re
   const j = parseJoinCommand(created.stdout);
   if ('problem' in j) throw new Error(j.problem);
   expect(j.endpoint).toBe('10.213.0.11:6443');
+  const started = Date.now();
   const joined = sshRun(node, JOIN_ARGV, joinConfiguration(j, nodeIp));
+  process.stdout.write(`kubeadm join on ${node}: ${((Date.now() - started) / 1000).toFixed(1)} s (exit ${joined.status})\n`);
   const deleted = ssh('node1', `kubeadm token delete ${j.tokenId}`);
   return { join: joined, deleted };
 }
