@@ -36,6 +36,7 @@ const N3_VTEP = `${podCidrPrefix(3)}.0/32`;
 const N3_STALE_GW = `${staleLeasePrefix(3)}.1/24`;
 const N2_CIDR = `${podCidrPrefix(2)}.0/24`;
 const N2_GW = `${podCidrPrefix(2)}.1/24`;
+const N2_STALE_GW = `${staleLeasePrefix(2)}.1/24`;
 
 beforeAll(async () => {
   state = await up({ dir, nodes: 3, controlPlane: true, scenarios: ['stale-cni'], realFlannel: true, rebootDowntimeMs: 300 });
@@ -182,13 +183,25 @@ test('an approved --full run on node3: backed up, reset (kubeadm\'s output in th
   recordHistory(runId, 'remediate-stale-cni-full.json');
 }, 960_000);
 
-test("--escalate on node2, whose kubelet holds a previous cluster's credentials (NotReady): the light level cannot bring flannel back, so the run goes on to the full level as the plan said, and node2 ends joined, Ready and fixed", async () => {
+test("node2's kubelet holds a previous cluster's credentials (NotReady): without --escalate the light level fails and nothing is reset; with it the run goes on to the full level as the plan said, and node2 ends joined, Ready and fixed", async () => {
   const gc = await runCli(['--config', config, 'run', 'ipam-gc', '--cluster', 'lab', '--node', 'node2', '--grace', '0s', '--auto-approve', '--json'], {}, 300_000);
   expect(gc.code).toBe(0);
   await previousClusterCredentials(dir, 'node2');
   for (let i = 0; i < 120 && readyOf('node2') === 'True'; i++) await new Promise((r) => setTimeout(r, 1000));
   expect(readyOf('node2')).not.toBe('True');
   const csrsBefore = csrsOf('node2');
+  // Without --escalate the plan does not allow the full level: the light level fails its verification, nothing is reset, node2 stays cordoned.
+  const lightOnly = await runCli(['--config', config, 'run', 'stale-cni', '--cluster', 'lab', '--node', 'node2', '--auto-approve', '--json', '--drain-timeout', '150s', '--pod-timeout', '40s'], {}, 600_000);
+  expect(lightOnly.code).toBe(1);
+  expect(lightOnly.stderr).toMatch(/run failed: VerificationFailed: /);
+  const lightTrail = (await auditOf(runIdFrom(lightOnly.stderr))).map((x) => x.step);
+  expect(lightTrail).toContain('node2/delete-cni0');
+  expect(lightTrail.filter((x) => /backup|kubeadm-reset|join/.test(x))).toEqual([]);
+  expect(csrsOf('node2')).toBe(csrsBefore);
+  expect(unschedulable('node2')).toBe(true);
+  expect(kubectl(['uncordon', 'node2']).code).toBe(0); // as an SRE would before running again
+  // The light run deleted cni0: the stale bridge back, as the scenario made it, so the next run has seed 003's finding to plan for.
+  ssh('node2', `ip link show cni0 >/dev/null 2>&1 || ip link add cni0 type bridge; ip addr flush dev cni0 && ip addr add ${N2_STALE_GW} dev cni0 && ip link set cni0 up`);
   const r = await runCli(['--config', config, 'run', 'stale-cni', '--cluster', 'lab', '--node', 'node2', '--escalate', '--auto-approve', '--json', '--drain-timeout', '150s', '--pod-timeout', '40s', '--join-timeout', '240s'], {}, 900_000);
   expect(r.stderr).not.toMatch(/run failed/);
   expect(r.code).toBe(0);
@@ -204,7 +217,7 @@ test("--escalate on node2, whose kubelet holds a previous cluster's credentials 
   expect(inCidr(added.address, N2_CIDR)).toBe(true);
   await podDel(dir, 'node2', { namespace: 'default', name: 'after-escalation' });
   const steps = (await auditOf(runId)).map((x) => x.step);
-  expect(steps.indexOf('node2/delete-cni0')).toBeLessThan(steps.indexOf('node2/backup'));
+  expect(steps.indexOf('node2/backup')).toBeGreaterThan(0);
   expect(steps.slice(steps.indexOf('node2/backup'))).toEqual(['node2/backup', 'node2/kubeadm-reset', 'node2/join', 'node2/join-token-delete', 'node2/restart-pod', 'node2/uncordon', 'node2/fixed']);
   expect(historyText(runId)).not.toMatch(BOOTSTRAP_TOKEN);
 }, 960_000);
