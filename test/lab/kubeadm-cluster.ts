@@ -452,7 +452,8 @@ export async function startHealthz(dir: string, node: string, holder: number): P
   if (healthzPids(dir, node).length) return;
   const script = join(dir, 'nodes', node, 'kubelet-healthz.sh');
   writeFileSync(script, HEALTHZ_REPLY, { mode: 0o755 });
-  const child = spawn('bash', ['-c', 'exec nsenter -t "$1" -n -p -- bash -c \'exec -a "$0" socat "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork" "EXEC:bash $2"\' "$0" "$2" "$3"', healthzMarker(dir, node), String(holder), String(KUBELET_HEALTHZ_PORT), script], { detached: true, stdio: 'ignore', env: { PATH } });
+  // nsenter stays as the parent of what it runs in the node's PID namespace: it carries the marker too.
+  const child = spawn('bash', ['-c', 'exec -a "$0" nsenter -t "$1" -n -p -- bash -c \'exec -a "$0" socat "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork" "EXEC:bash $2"\' "$0" "$2" "$3"', healthzMarker(dir, node), String(holder), String(KUBELET_HEALTHZ_PORT), script], { detached: true, stdio: 'ignore', env: { PATH } });
   child.on('error', () => undefined);
   child.unref();
   for (let i = 0; i < 100; i++) {
