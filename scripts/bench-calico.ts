@@ -29,7 +29,7 @@ import type { CalicoOrphansInput } from '../lib/remediation-input';
 import { SA_CLUSTER, SA_NODE, SA_REMEDIATION } from '../lib/search-attributes';
 import type { CalicoOrphansResult } from '../workflows/calico-orphans';
 import { stopProcess } from '../test/helpers/temporal-dev';
-import { waitForCalicoPodsRunning } from '../test/lab/calico-kubelet';
+import { waitForCalicoPodsRunning } from '../test/lab/pod-kubelet';
 import { adminRequest, controlPlaneInfo } from '../test/lab/control-plane';
 import { down, up } from '../test/lab/lab';
 import { LAB_KUBELET_POD_LABEL } from '../test/lab/manifests';

@@ -17,7 +17,7 @@ import type { DiagnoseReport } from '../../lib/diagnose';
 import type { RunStatus } from '../../lib/run-status';
 import type { CalicoOrphansResult } from '../../workflows/calico-orphans';
 import { ipamAssign } from '../lab/calico-cni';
-import { isRunning, waitForCalicoPodsRunning, waitForLabPods } from '../lab/calico-kubelet';
+import { isRunning, waitForCalicoPodsRunning, waitForLabPods } from '../lab/pod-kubelet';
 import { adminRequest, controlPlaneInfo } from '../lab/control-plane';
 import { calicoPods, down, type LabState, up } from '../lab/lab';
 import { LAB_KUBELET_POD_LABEL } from '../lab/manifests';

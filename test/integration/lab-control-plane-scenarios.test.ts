@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { joinConfiguration, parseJoinCommand } from '../../lib/node-address-scripts';
 import type { ProbeReport } from '../../lib/probe';
 import { TOOLS_BIN } from '../../worker/paths';
-import { isRunning, waitForLabPods } from '../lab/calico-kubelet';
+import { isRunning, waitForLabPods } from '../lab/pod-kubelet';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { moveAdvertiseAddress } from '../lab/kubeadm-cluster';
 import { down, type LabState, up } from '../lab/lab';

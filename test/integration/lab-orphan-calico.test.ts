@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { calicoVethName } from '../../lib/calico';
 import { adminRequest, controlPlaneInfo } from '../lab/control-plane';
-import { type ApiPod, isRunning, labKubeletPods, waitForLabPods } from '../lab/calico-kubelet';
+import { type ApiPod, isRunning, labKubeletPods, waitForLabPods } from '../lab/pod-kubelet';
 import { calicoPods, down, type LabState, LIVE_PODS_PER_NODE, requestReboot, up } from '../lab/lab';
 import { CALICO_STATEFULSET_LABEL, sandboxId } from '../lab/manifests';
 import { tempDir } from '../helpers/harness';

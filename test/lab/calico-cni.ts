@@ -25,7 +25,7 @@
  * line format of cni.ts) with a container line, so `crictl pods`, `ps` and `inspectp` show the
  * sandbox; and a file /var/lib/kmlab/calico/<sandbox id> holding what the DEL needs (handle,
  * block, address): a sandbox with that file is one this module made, and the lab's kubelet
- * (calico-kubelet.ts) runs these pods.
+ * (pod-kubelet.ts) runs these pods.
  */
 import { randomBytes } from 'node:crypto';
 import { calicoVethName } from '../../lib/calico';

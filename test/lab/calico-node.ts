@@ -35,7 +35,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { api, daemonLogTail, finishDeletion, getList, holders } from './calico-kubelet';
+import { api, daemonLogTail, finishDeletion, getList, holders } from './pod-kubelet';
 import { apiTime, type ApiPodStatus, type ContainerView, crashLoopMessage, podStatus, type PodRef, replacedIps, RestartBackoff, statusShows, type Terminated, terminationMessageFromLog } from './flannel-kubelet';
 import { type IpLink, type IpRoute, isGlobalUnicast4, isIpv4, kubeletApiAccess, nodeNetwork } from './kubelet';
 import { LabError, readState } from './lab';

@@ -311,8 +311,10 @@ export type SandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
 
 /**
  * A sandbox as the runtime records it: one line of /var/lib/kmlab/cri,
- * "pod <id> <name> <namespace> <state> [<uid> <attempt> <created ms> <ip>]" ("-" for empty).
- * Lines the lab writes at `up` and `pod add` have the first five fields only.
+ * "pod <id> <name> <namespace> <state> [<uid> <attempt> <created ms> <ip> [<owner>]]" ("-" for empty).
+ * Lines the lab writes at `up` and `pod add` have the first five fields only; `owner` is
+ * "kubelet" on the sandboxes the lab's kubelet made for API pods (pod-kubelet.ts), which it
+ * alone tears down when their pod goes, as a kubelet leaves sandboxes it did not make alone.
  */
 export interface SandboxRecord extends Sandbox {
   state: SandboxState;
@@ -323,6 +325,8 @@ export interface SandboxRecord extends Sandbox {
   createdAtMs?: number;
   /** eth0's address without its prefix; '' once stopped, or where not recorded. */
   ip: string;
+  /** 'kubelet' where the lab's kubelet made it for an API pod. */
+  owner?: 'kubelet';
 }
 
 export function parseRecordLine(line: string): SandboxRecord | undefined {
@@ -338,11 +342,12 @@ export function parseRecordLine(line: string): SandboxRecord | undefined {
     attempt: /^\d+$/.test(opt(6)) ? Number(opt(6)) : 0,
     ...(/^\d+$/.test(opt(7)) ? { createdAtMs: Number(opt(7)) } : {}),
     ip: opt(8),
+    ...(opt(9) === 'kubelet' ? { owner: 'kubelet' as const } : {}),
   };
 }
 
 export function recordLine(r: SandboxRecord): string {
-  const words = [r.id, r.pod.name, r.pod.namespace, r.state, r.uid || '-', String(r.attempt), r.createdAtMs === undefined ? '-' : String(r.createdAtMs), r.ip || '-'];
+  const words = [r.id, r.pod.name, r.pod.namespace, r.state, r.uid || '-', String(r.attempt), r.createdAtMs === undefined ? '-' : String(r.createdAtMs), r.ip || '-', ...(r.owner ? [r.owner] : [])];
   // Every word is the runtime's own or checked before it gets here (DNS-1123 names, a uid without spaces).
   for (const w of words) if (!/^[A-Za-z0-9._:-]+$/.test(w)) throw new LabError(`refusing ${JSON.stringify(w)} in a runtime record`);
   return `pod ${words.join(' ')}`;
@@ -525,6 +530,8 @@ export interface SandboxSpec {
   attempt: number;
   /** The pod config as crictl sent it, kept for the sandbox's status. */
   config: unknown;
+  /** Set by the lab's kubelet: the sandbox is its own, and its pod's containers run in it (one "container" line each). */
+  kubelet?: { containers: string[] };
 }
 
 /** containerd's name for a sandbox, reserved from RunPodSandbox until RemovePodSandbox. */
@@ -570,12 +577,12 @@ export async function runSandbox(dir: string, node: string, spec: SandboxSpec): 
     inFlight.set(name, id);
   });
   try {
-    const record: SandboxRecord = { id, pod: spec.pod, netns: `/var/run/netns/${netnsName(id)}`, state: 'SANDBOX_READY', uid: spec.uid, attempt: spec.attempt, createdAtMs: Date.now(), ip: '' };
+    const record: SandboxRecord = { id, pod: spec.pod, netns: `/var/run/netns/${netnsName(id)}`, state: 'SANDBOX_READY', uid: spec.uid, attempt: spec.attempt, createdAtMs: Date.now(), ip: '', ...(spec.kubelet ? { owner: 'kubelet' as const } : {}) };
     try {
       await attach(pid, record, spec.uid, async (ip) => {
         record.ip = ip.address.split('/')[0];
         await nodeWrite(pid, `${CRI_CONFIGS}/${id}.json`, `${JSON.stringify(spec.config)}\n`);
-        await withRecordLock(pid, () => nodeWrite(pid, CRI_DB, `${recordLine(record)}\n`, true));
+        await withRecordLock(pid, () => nodeWrite(pid, CRI_DB, `${recordLine(record)}\n${(spec.kubelet?.containers ?? []).map((c) => containerLine(record, c)).join('')}`, true));
       });
     } catch (err) {
       await nodeRun(pid, ['rm', '-f', '--', `${CRI_CONFIGS}/${id}.json`]).catch(() => undefined);
@@ -585,6 +592,12 @@ export async function runSandbox(dir: string, node: string, spec: SandboxSpec): 
   } finally {
     inFlight.delete(name);
   }
+}
+
+/** The runtime's line for a container running in the sandbox: "container <id> <sandbox-id> <name> <pod> CONTAINER_RUNNING". */
+export function containerLine(r: Pick<SandboxRecord, 'id' | 'pod'>, container: string): string {
+  if (!DNS1123_LABEL.test(container)) throw new LabError(`refusing container name ${JSON.stringify(container)} in a runtime record`);
+  return `container ${randomBytes(32).toString('hex')} ${r.id} ${container} ${r.pod.name} CONTAINER_RUNNING\n`;
 }
 
 /** The pod config a `crictl runp` sandbox was made with; undefined for the lab's own records. */

@@ -25,7 +25,7 @@ import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { CONTROL_PLANE_NODE_IPS, kubeadmInit } from './kubeadm-cluster';
 import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
-import { CALICO_NODE_DAEMONSET, type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, FLANNEL_POD_LABEL, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, labRunsCalicoNode, WORKER_USER } from './manifests';
+import { CALICO_NODE_DAEMONSET, type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, labRunsCalicoNode, WORKER_USER } from './manifests';
 
 export { KUBELET_LABEL } from './manifests';
 import type { LabState } from './lab';
@@ -255,13 +255,13 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   startComponent(dir, 'kwok', [
     `--kubeconfig=${join(cp, 'kwok.kubeconfig')}`, '--manage-all-nodes=false', `--manage-nodes-with-label-selector=${KUBELET_LABEL}=running`,
     `--node-lease-duration-seconds=${NODE_LEASE_S}`, `--server-address=127.0.0.1:${kwokPort}`, '--v=WARN',
-    // With --real-flannel the lab's own kubelet runs kube-flannel's pods (flannel-kubelet.ts). kwok
-    // must leave them alone: its pod-ready stage would mark each new one Running and Ready the
-    // moment it is bound, before any flanneld ran (kwok then ignores them wholly, deletion included).
-    ...(state.realFlannel ? [`--disregard-status-with-label-selector=${FLANNEL_POD_LABEL.key}=${FLANNEL_POD_LABEL.value}`] : []),
-    // orphan-calico: seed 004's pods are the lab's kubelet's (calico-kubelet.ts), which reports their Calico address.
-    // nat-advertise, nat-node-ip: calico-node's pods are the lab's kubelet's too (calico-node.ts), same label.
-    ...(state.scenarios.includes('orphan-calico') || labRunsCalicoNode(state.scenarios) ? [`--disregard-status-with-label-selector=${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`] : []),
+    // Pods the lab's own kubelets run carry LAB_KUBELET_POD_LABEL, and kwok must leave them alone: its
+    // pod-ready stage would mark each new one Running and Ready the moment it is bound (kwok then
+    // ignores them wholly, deletion included). With --real-flannel: kube-flannel's pods (the real
+    // flanneld, flannel-kubelet.ts) and the Deployments' pods (real sandboxes, pod-kubelet.ts).
+    // orphan-calico: seed 004's pods (pod-kubelet.ts, Calico addresses). nat-advertise, nat-node-ip:
+    // calico-node's pods (calico-node.ts).
+    ...(state.realFlannel || state.scenarios.includes('orphan-calico') || labRunsCalicoNode(state.scenarios) ? [`--disregard-status-with-label-selector=${LAB_KUBELET_POD_LABEL.key}=${LAB_KUBELET_POD_LABEL.value}`] : []),
   ]);
 
   // What kubeadm init leaves, for the real kubeadm on the nodes (kubeadm-cluster.ts).

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runCalicoKubelets } from './calico-kubelet';
+import { runPodKubelets } from './pod-kubelet';
 import { runCalicoNodes } from './calico-node';
 import { kubeletRequest } from './kubelet';
 import { labRunsCalicoNode } from './manifests';
@@ -20,9 +20,10 @@ async function main(dir: string): Promise<void> {
   const busy = new Set<string>();
   // With --real-flannel, the nodes' kubelets run kube-flannel's pods as the real flanneld, beside the requests below.
   if (readState(dir)?.realFlannel) void runFlannelKubelets(dir).catch((err) => console.error(`lab daemon: flannel kubelets stopped: ${(err as Error).stack}`));
-  // With orphan-calico and the control plane, the nodes' kubelets run seed 004's pods (Calico-style sandboxes).
+  // The nodes' kubelets for the labelled pods: with orphan-calico, seed 004's pods (Calico-style sandboxes);
+  // with --real-flannel, every pod the lab's Deployments place (sandboxes by the real CNI plugins).
   const st = readState(dir);
-  if (st?.controlPlane && st.scenarios.includes('orphan-calico')) void runCalicoKubelets(dir).catch((err) => console.error(`lab daemon: calico kubelets stopped: ${(err as Error).stack}`));
+  if (st?.controlPlane && (st.scenarios.includes('orphan-calico') || st.realFlannel)) void runPodKubelets(dir).catch((err) => console.error(`lab daemon: pod kubelets stopped: ${(err as Error).stack}`));
   // With seed 001's scenarios and the control plane, the nodes' kubelets run calico-node's pods (its IP autodetection and BIRD's peering).
   if (st?.controlPlane && labRunsCalicoNode(st.scenarios)) void runCalicoNodes(dir).catch((err) => console.error(`lab daemon: calico-node kubelets stopped: ${(err as Error).stack}`));
   for (;;) {

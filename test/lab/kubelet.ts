@@ -28,7 +28,7 @@
 import { execFile } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { api } from './calico-kubelet';
+import { api } from './pod-kubelet';
 import { BOOTSTRAP_KUBELET_CONF, checkKubeletCredentials, readNodeFile, startHealthz, stopHealthz, tlsBootstrap } from './kubeadm-cluster';
 import { setKubelet } from './control-plane';
 import { kubeletConfigured, labProcesses, LabError, readState } from './lab';
@@ -165,7 +165,7 @@ function log(dir: string, node: string, line: string): void {
  *    credentials): its containers keep running, but it sees no new pod, reports nothing and
  *    finishes no deletion (a new pod stays Pending; a deleted one stays Terminating);
  *  - 'stopped': not running (never joined, `kubeadm reset`, crash-looping, or the node is down).
- * Every lab kubelet model (flannel-kubelet.ts, calico-kubelet.ts, calico-node.ts) asks this as
+ * Every lab kubelet model (flannel-kubelet.ts, pod-kubelet.ts, calico-node.ts) asks this as
  * well as KUBELET_LABEL (kwok's selector), which the lab sets from the same facts at each start.
  */
 export type KubeletApiAccess = 'reaches' | 'unreachable' | 'stopped';

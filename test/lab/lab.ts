@@ -387,7 +387,7 @@ export function readState(dir: string): LabState | undefined {
 class CriRecords {
   private readonly lines: string[] = ['# kubemend lab: what the crictl stand-in reports. pod <sandbox-id> <name> <namespace> <state> | container <id> <sandbox-id> <name> <pod> <state>'];
   pod(name: string, namespace: string, sandbox = randomBytes(32).toString('hex'), ip?: string): string {
-    // With an address, the full record (no uid: the pod's kubelet gives it its pod's, calico-kubelet.ts).
+    // With an address, the full record (no uid: the pod's kubelet gives it its pod's, pod-kubelet.ts).
     this.lines.push(`pod ${sandbox} ${name} ${namespace} SANDBOX_READY${ip ? ` - 0 ${Date.now()} ${ip}` : ''}`);
     this.lines.push(`container ${randomBytes(32).toString('hex')} ${sandbox} app ${name} CONTAINER_RUNNING`);
     return sandbox;
@@ -819,10 +819,13 @@ export async function up(opts: UpOptions): Promise<LabState> {
       // Loaded here, not at the top: flannel-kubelet.ts reaches this module through flannel.ts.
       const { waitForFlannelPodsSettled } = await import('./flannel-kubelet');
       await waitForFlannelPodsSettled(opts.dir);
+      // Then the Deployments' pods get their real sandboxes (pod-kubelet.ts): up returns once each has run or failed in one.
+      const { waitForAppPodsSettled } = await import('./pod-kubelet');
+      await waitForAppPodsSettled(opts.dir);
     }
     if (opts.controlPlane && scenarios.includes('orphan-calico')) {
-      // seed 004's pods are run by the daemon's kubelet (calico-kubelet.ts): up returns once each reports Running.
-      const { waitForCalicoPodsRunning } = await import('./calico-kubelet');
+      // seed 004's pods are run by the daemon's kubelet (pod-kubelet.ts): up returns once each reports Running.
+      const { waitForCalicoPodsRunning } = await import('./pod-kubelet');
       await waitForCalicoPodsRunning(opts.dir);
     }
     if (opts.controlPlane && labRunsCalicoNode(scenarios)) {

@@ -18,8 +18,10 @@ export const WORKER_USER = 'kubemend-worker';
 /** kwok plays the kubelet of Nodes labelled running (see control-plane.ts). */
 export const KUBELET_LABEL = 'lab.kubemend.io/kubelet';
 /**
- * Pods whose kubelet is the lab's own (calico-kubelet.ts), not kwok: kwok is told to disregard
- * pods with this label (control-plane.ts). orphan-calico's web and db pods carry it.
+ * Pods whose kubelet is the lab's own, not kwok: kwok is told to disregard pods with this
+ * label (control-plane.ts). orphan-calico's web and db pods carry it (pod-kubelet.ts), calico-node's
+ * under seed 001 (calico-node.ts), and with --real-flannel kube-flannel's (flannel-kubelet.ts) and
+ * the Deployments' (coredns, demo/web: pod-kubelet.ts, real sandboxes).
  */
 export const LAB_KUBELET_POD_LABEL = { key: 'lab.kubemend.io/kubelet-pods', value: 'lab' };
 export const KUBERNETES_VERSION = 'v1.34.4';
@@ -42,7 +44,7 @@ export function labCnis(scenarios: readonly string[]): Array<'flannel' | 'weave'
   return cnis;
 }
 
-export function labObjects(state: Pick<LabState, 'nodes' | 'scenarios'>, rbac: KubernetesObject[], calicoCrds: KubernetesObject[]): ClusterObjects {
+export function labObjects(state: Pick<LabState, 'nodes' | 'scenarios' | 'realFlannel'>, rbac: KubernetesObject[], calicoCrds: KubernetesObject[]): ClusterObjects {
   const cnis = labCnis(state.scenarios);
   const ns = (name: string): Obj => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
   const setup: KubernetesObject[] = [
@@ -208,14 +210,22 @@ function deployment(namespace: string, name: string, replicas: number, image: st
   };
 }
 
-function workloads(state: Pick<LabState, 'nodes' | 'scenarios'>, cnis: Array<'flannel' | 'weave' | 'calico'>): KubernetesObject[] {
+/** The pod template's labels gain LAB_KUBELET_POD_LABEL: the lab's kubelets run its pods, not kwok. */
+function labKubeletRuns(o: Obj): Obj {
+  const template = (o.spec as { template: { metadata: { labels: Record<string, string> } } }).template;
+  template.metadata.labels = { ...template.metadata.labels, [LAB_KUBELET_POD_LABEL.key]: LAB_KUBELET_POD_LABEL.value };
+  return o;
+}
+
+function workloads(state: Pick<LabState, 'nodes' | 'scenarios' | 'realFlannel'>, cnis: Array<'flannel' | 'weave' | 'calico'>): KubernetesObject[] {
+  const real = state.realFlannel ? labKubeletRuns : (o: Obj) => o;
   const out: Obj[] = [daemonSet('kube-system', 'kube-proxy', `registry.k8s.io/kube-proxy:${KUBERNETES_VERSION}`)];
   // With --real-flannel the lab's kubelet runs this container as the real flanneld (flannel-kubelet.ts):
   // the image is the release it runs, and a crash's termination message is the tail of its log
   // (FallbackToLogsOnError: flanneld writes no termination-log file), so the pod's status says why.
   if (cnis.includes('flannel')) {
     const image = 'ghcr.io/flannel-io/flannel:v0.28.10';
-    out.push(daemonSet(FLANNEL_NAMESPACE, FLANNEL_DAEMONSET, image, { ...container(FLANNEL_CONTAINER, image), terminationMessagePolicy: 'FallbackToLogsOnError' }));
+    out.push(real(daemonSet(FLANNEL_NAMESPACE, FLANNEL_DAEMONSET, image, { ...container(FLANNEL_CONTAINER, image), terminationMessagePolicy: 'FallbackToLogsOnError' })));
   }
   if (cnis.includes('weave')) out.push(daemonSet('kube-system', 'weave-net', 'weaveworks/weave-kube:2.8.1'));
   if (cnis.includes('calico')) out.push(labRunsCalicoNode(state.scenarios) ? calicoNodeDaemonSet() : daemonSet('kube-system', CALICO_NODE_DAEMONSET, CALICO_NODE_IMAGE));
@@ -223,10 +233,10 @@ function workloads(state: Pick<LabState, 'nodes' | 'scenarios'>, cnis: Array<'fl
   const cpToleration = [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }, { key: 'CriticalAddonsOnly', operator: 'Exists' }];
   const coredns = deployment('kube-system', 'coredns', 2, 'registry.k8s.io/coredns/coredns:v1.12.1', { tolerations: cpToleration, priorityClassName: 'system-cluster-critical' });
   (coredns.metadata as { labels: Record<string, string> }).labels = { 'k8s-app': 'kube-dns' };
-  out.push(coredns);
+  out.push(real(coredns));
   // An application with a budget: drains must evict its pods one at a time.
   const workers = state.nodes.filter((n) => n.role === 'worker').length;
-  out.push(deployment(APP_NAMESPACE, 'web', Math.max(2, workers), 'nginx:1.27'));
+  out.push(real(deployment(APP_NAMESPACE, 'web', Math.max(2, workers), 'nginx:1.27')));
   out.push({ apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: { namespace: APP_NAMESPACE, name: 'web' }, spec: { maxUnavailable: 1, selector: { matchLabels: { app: 'web' } } } });
   if (cnis.includes('calico')) out.push(...calicoObjects(state));
   return out;
@@ -238,7 +248,7 @@ const podsOf = (state: Pick<LabState, 'nodes' | 'scenarios'>) => state.nodes.map
  * Calico in KDD mode: the default pool, one affine /26 block per node, and an allocation
  * with its handle for every pod that has an address on the node (calicoSeedAddresses): the
  * pods with a veth, the pods that are gone but whose veth and address remain, and the pods
- * that run without their veth (seed 004). The lab's kubelet (calico-kubelet.ts) runs these
+ * that run without their veth (seed 004). The lab's kubelet (pod-kubelet.ts) runs these
  * pods: web-<node>-a/b and db-<node>-1 are bare pods bound to their node, db-<node>-0 is the
  * one pod of the StatefulSet db-<node>, pinned to the node, so an eviction has it recreated there.
  */

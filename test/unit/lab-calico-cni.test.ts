@@ -1,6 +1,7 @@
 /** The lab's Calico stand-in, its pure parts: calico-ipam's block changes, Go's time string, the kubelet's status. */
 import { assignInBlock, goUtcString, type IpamBlock, releaseInBlock, seedSandboxes } from '../lab/calico-cni';
-import { type ApiPod, runningStatus, showsRunning } from '../lab/calico-kubelet';
+import { CniPluginError, SandboxNetworkError } from '../lab/cni';
+import { type ApiPod, runningStatus, sandboxFailedMessage, sandboxFailedStatus, sandboxSettled, showsRunning, showsSandboxFailed } from '../lab/pod-kubelet';
 import { sandboxId } from '../lab/manifests';
 
 const block = (): IpamBlock['spec'] => {
@@ -84,6 +85,33 @@ test("the kubelet's status: Running, Ready, the sandbox's address; compared so n
   const shown = { ...pod, status: s } as ApiPod;
   expect(showsRunning(shown, '192.168.202.0')).toBe(true);
   expect(showsRunning(shown, '192.168.202.1')).toBe(false);
+});
+
+test("a sandbox's attempt is its containers' restart count (a pod whose sandbox died with a reboot runs again in attempt 1)", () => {
+  const pod: ApiPod = { metadata: { name: 'web-1', namespace: 'demo', uid: 'u1' }, spec: { nodeName: 'node2', containers: [{ name: 'web', image: 'nginx:1.27' }] } };
+  const s = runningStatus(pod, { id: 'f'.repeat(64), ip: '10.244.1.7', createdAtMs: 0, attempt: 1 }, '10.213.0.12', 0) as Record<string, Any>;
+  expect(s.containerStatuses[0].restartCount).toBe(1);
+});
+
+test("a failed sandbox as the kubelet reports it: Pending, containers waiting in ContainerCreating, libcni's words in the event's message", () => {
+  const pod: ApiPod = { metadata: { name: 'web-1', namespace: 'demo', uid: 'u1' }, spec: { nodeName: 'node3', containers: [{ name: 'web', image: 'nginx:1.27' }, { name: 'side', image: 'busybox' }] }, status: { phase: 'Pending' } };
+  const s = sandboxFailedStatus(pod, '10.213.0.13', Date.UTC(2026, 10, 26)) as Record<string, Any>;
+  expect(s).toMatchObject({ phase: 'Pending', hostIP: '10.213.0.13', startTime: '2026-11-26T00:00:00Z' });
+  expect(s.podIP).toBeUndefined();
+  expect(s.conditions.map((c: { type: string; status: string }) => `${c.type}=${c.status}`)).toEqual(['PodReadyToStartContainers=False', 'Initialized=True', 'Ready=False', 'ContainersReady=False']);
+  expect(s.conditions[2]).toMatchObject({ reason: 'ContainersNotReady', message: 'containers with unready status: [web side]' });
+  expect(s.containerStatuses.map((c: Any) => c.state)).toEqual([{ waiting: { reason: 'ContainerCreating' } }, { waiting: { reason: 'ContainerCreating' } }]);
+  expect(showsSandboxFailed(pod)).toBe(false);
+  const shown = { ...pod, status: s } as ApiPod;
+  expect(showsSandboxFailed(shown)).toBe(true);
+  expect(sandboxSettled(shown)).toBe(true);
+  expect(sandboxSettled(pod)).toBe(false);
+
+  const id = 'c'.repeat(64);
+  const plugin = new CniPluginError('bridge', 'ADD', 11, 'failed to set bridge addr: "cni0" already has an IP address different from 10.244.2.1/24').of({ type: 'flannel' });
+  expect(sandboxFailedMessage(new SandboxNetworkError(id, 'setup', plugin))).toBe(
+    `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for sandbox "${id}": plugin type="flannel" failed (add): failed to set bridge addr: "cni0" already has an IP address different from 10.244.2.1/24`,
+  );
 });
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -1,5 +1,5 @@
 /** The lab's crictl runp/inspectp/stopp/rmp, its pure parts: the command line, the pod config, crictl's output. */
-import { CniPluginError, parseRecordLine, recordLine, type SandboxRecord } from '../lab/cni';
+import { CniPluginError, containerLine, parseRecordLine, recordLine, type SandboxRecord } from '../lab/cni';
 import { cniFailure, CriConfigError, CrictlNotSimulated, fatalLine, goJson, goQuote, inspectpJson, klogError, parseCrictlArgs, parsePodSandboxConfig, resolveSandbox } from '../lab/cri';
 
 const PROBE = { metadata: { name: 'kubemend-probe', namespace: 'default', uid: 'c3d1a0e2-5b7f-4e8a-9c61-2f0e8d4b7a13', attempt: 1 }, log_directory: '/tmp', linux: {} };
@@ -162,4 +162,18 @@ test("the runtime's record line: the lab's five fields, or crictl's metadata aft
   expect(recordLine({ ...r, state: 'SANDBOX_NOTREADY', ip: '' })).toBe(`pod ${id} probe default SANDBOX_NOTREADY u-1 2 1768384218822 -`);
   expect(parseRecordLine(`container ${id} x`)).toBeUndefined();
   expect(() => recordLine({ ...r, uid: 'a b' })).toThrow('refusing "a b" in a runtime record');
+  // The lab's kubelet marks its own sandboxes; any other tenth word is not an owner.
+  const own = parseRecordLine(`pod ${id} web-1 demo SANDBOX_READY u-2 0 1768384218822 10.244.1.6 kubelet`)!;
+  expect(own.owner).toBe('kubelet');
+  expect(recordLine(own)).toBe(`pod ${id} web-1 demo SANDBOX_READY u-2 0 1768384218822 10.244.1.6 kubelet`);
+  expect(parseRecordLine(`pod ${id} web-1 demo SANDBOX_READY u-2 0 1768384218822 10.244.1.6 someone`)!.owner).toBeUndefined();
+  expect(r.owner).toBeUndefined();
+});
+
+test("a container line for a sandbox: a fresh 64-hex id, the sandbox's, the container's and the pod's names, running; a name crictl's awk would split is refused", () => {
+  const sandbox = { id: 'a'.repeat(64), pod: { name: 'web-1', namespace: 'demo' } };
+  const line = containerLine(sandbox, 'web');
+  expect(line).toMatch(new RegExp(`^container [0-9a-f]{64} ${'a'.repeat(64)} web web-1 CONTAINER_RUNNING\n$`));
+  expect(containerLine(sandbox, 'web')).not.toBe(line);
+  expect(() => containerLine(sandbox, 'web app')).toThrow('refusing container name "web app"');
 });

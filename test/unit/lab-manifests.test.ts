@@ -62,6 +62,20 @@ test('system workloads and an app with a budget', () => {
   expect(setup.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata?.name)).toEqual(expect.arrayContaining(['ipamblocks.crd.projectcalico.org', 'ipamhandles.crd.projectcalico.org', 'blockaffinities.crd.projectcalico.org', 'ippools.crd.projectcalico.org']));
 });
 
+test("--real-flannel: the lab's kubelets run kube-flannel's pods and the Deployments' pods (the label kwok disregards); without it kwok runs them all", () => {
+  const labelsOf = (o: Any) => o.spec.template.metadata.labels as Record<string, string>;
+  const real = labObjects({ nodes, scenarios: [], realFlannel: true }, rbac, crds).workloads;
+  for (const [kind, name] of [['DaemonSet', 'kube-flannel-ds'], ['Deployment', 'coredns'], ['Deployment', 'web']]) {
+    const o = find(real, kind, name);
+    expect(labelsOf(o)[LAB_KUBELET_POD_LABEL.key]).toBe(LAB_KUBELET_POD_LABEL.value);
+    // The selector stays the workload's own: the label is the template's alone.
+    expect(o.spec.selector.matchLabels[LAB_KUBELET_POD_LABEL.key]).toBeUndefined();
+  }
+  expect(labelsOf(find(real, 'DaemonSet', 'kube-proxy'))[LAB_KUBELET_POD_LABEL.key]).toBeUndefined();
+  const kwok = labObjects({ nodes, scenarios: [] }, rbac, crds).workloads;
+  for (const [kind, name] of [['DaemonSet', 'kube-flannel-ds'], ['Deployment', 'coredns'], ['Deployment', 'web']]) expect(labelsOf(find(kwok, kind, name))[LAB_KUBELET_POD_LABEL.key]).toBeUndefined();
+});
+
 test('orphan-calico (seed 004): one block per node, an allocation per address a pod has or had, the pods the lab kubelet runs', () => {
   const { workloads } = labObjects({ nodes, scenarios: ['orphan-calico'] }, rbac, crds);
   const block = find(workloads, 'IPAMBlock', '192-168-202-0-26');
