@@ -1,6 +1,9 @@
 /**
  * Prints figures, asserts nothing: time and memory to bring N lab nodes up (default 50)
- * and down. Needs root. Run: npm run bench:lab -- [nodes] [scenario,...|all]
+ * and down. Needs root. Run: npm run bench:lab -- [nodes] [scenario,...|all] [--real-flannel]
+ * With --real-flannel the lab has its control plane, the real flanneld runs as every node's
+ * kube-flannel pod, and every Deployment pod gets a real sandbox: up returns once each
+ * flannel pod is Ready (or crash-looping) and each Deployment pod has run or failed in one.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,17 +45,29 @@ function labMemory(dir: string): { processes: number; pssMiB: number; rssMiB: nu
 }
 
 async function main(): Promise<void> {
-  const nodes = Number(process.argv[2] ?? 50);
-  const scenarios = parseScenarios(process.argv[3] === 'all' ? Object.keys(SCENARIOS).join(',') : process.argv[3]);
+  const args = process.argv.slice(2);
+  const realFlannel = args.includes('--real-flannel');
+  const [nodesArg, scenariosArg] = args.filter((a) => a !== '--real-flannel');
+  const nodes = Number(nodesArg ?? 50);
+  if (!Number.isInteger(nodes) || nodes < 1) throw new Error(`nodes: a positive whole number, got ${JSON.stringify(nodesArg)}`);
+  const scenarios = parseScenarios(scenariosArg === 'all' ? Object.keys(SCENARIOS).join(',') : scenariosArg);
   const dir = join(REPO_ROOT, '.lab-bench');
   const memBefore = memAvailableMiB();
   let t = Date.now();
-  await up({ dir, nodes, scenarios });
+  await up({ dir, nodes, scenarios, ...(realFlannel ? { controlPlane: true, realFlannel: true } : {}) });
   const upMs = Date.now() - t;
   const memUp = memAvailableMiB();
-  console.log(`lab up, ${nodes} nodes${scenarios.length ? ` with ${scenarios.join(', ')}` : ''}: ${(upMs / 1000).toFixed(1)} s (every sshd answering through its forwarder)`);
+  const what = realFlannel ? 'every sshd answering, the control plane up, every kube-flannel pod Ready or crash-looping, every Deployment pod run or failed in a real sandbox' : 'every sshd answering through its forwarder';
+  console.log(`lab up, ${nodes} nodes${scenarios.length ? ` with ${scenarios.join(', ')}` : ''}${realFlannel ? ', --real-flannel' : ''}: ${(upMs / 1000).toFixed(1)} s (${what})`);
+  if (realFlannel) {
+    const { flannelPods } = await import('../test/lab/flannel-kubelet');
+    const { labKubeletPods, isRunning } = await import('../test/lab/pod-kubelet');
+    const fp = await flannelPods(dir);
+    const pods = await labKubeletPods(dir);
+    console.log(`kube-flannel pods Ready: ${fp.filter((p) => p.ready).length} of ${fp.length}; Deployment pods Running in a real sandbox: ${pods.filter(isRunning).length} of ${pods.length}`);
+  }
   const m = labMemory(dir);
-  console.log(`memory: ${m.processes} lab processes (holders, hub, forwarders, sshd), PSS ${m.pssMiB.toFixed(0)} MiB (RSS summed ${m.rssMiB.toFixed(0)} MiB); MemAvailable fell by ${(memBefore - memUp).toFixed(0)} MiB (page cache and kernel objects too: noisy)`);
+  console.log(`memory: ${m.processes} lab processes (holders, hub, forwarders, sshd${realFlannel ? ', flanneld, the control plane, the lab daemon' : ''}), PSS ${m.pssMiB.toFixed(0)} MiB (RSS summed ${m.rssMiB.toFixed(0)} MiB); MemAvailable fell by ${(memBefore - memUp).toFixed(0)} MiB (page cache and kernel objects too: noisy)`);
   t = Date.now();
   const { killed } = await down(dir);
   const delta = memAvailableMiB() - memBefore;

@@ -633,3 +633,29 @@ export async function removeSandbox(dir: string, node: string, id: string): Prom
   if (/^[0-9a-f]{64}$/.test(id)) await nodeRun(pid, ['rm', '-f', '--', `${CRI_CONFIGS}/${id}.json`]);
   await forgetSandboxRecord(pid, id);
 }
+
+/**
+ * seed 003's leak, made as it happens: for each sandbox id, in order, the real host-local ADD
+ * that the node's network (the first config in /etc/cni/net.d, flannel's delegation over
+ * `subnetEnv`) runs for a new sandbox, and then no DEL, as a runtime that lost its state
+ * never sends one. The sandbox's netns and veth went with it; host-local's reservation is all
+ * that is left, in the node's /var/lib/cni/networks. One shell in the node runs them all
+ * (a process per ADD costs milliseconds here, an nsenter each would cost more). The first
+ * failure stops it with host-local's own error.
+ */
+export async function leakReservations(pid: number, subnetEnv: string, ids: readonly string[]): Promise<void> {
+  for (const id of ids) if (!/^[0-9a-f]{64}$/.test(id)) throw new LabError(`refusing sandbox id ${JSON.stringify(id)}`);
+  const net = await nodeNetwork(pid);
+  const entry = net.plugins.find((p) => p.type === 'flannel');
+  if (!entry) throw new LabError(`${net.file} on the node has no flannel entry to leak addresses of`);
+  const delegate = flannelDelegate(net, entry, subnetEnv);
+  const config = JSON.stringify({ cniVersion: delegate.cniVersion, name: delegate.name, ipam: delegate.ipam });
+  const script = [
+    'cfg=$(cat)',
+    'for id; do',
+    '  out=$(printf %s "$cfg" | CNI_COMMAND=ADD CNI_CONTAINERID=$id CNI_NETNS=/var/run/netns/gone CNI_IFNAME=eth0 CNI_PATH="$P" "$P/host-local") || { printf "%s\\n" "$out" >&2; exit 1; }',
+    'done',
+  ].join('\n');
+  const r = await nodeExec(pid, ['sh', '-c', script, 'kmlab-leak', ...ids], { env: { P: CNI_BIN }, input: config, timeoutMs: 120_000 });
+  if (r.code !== 0) throw new LabError(`host-local ADD while leaking addresses: ${r.stderr.trim() || r.stdout.trim()}`);
+}

@@ -399,19 +399,27 @@ class CriRecords {
 }
 
 
-async function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRecords): Promise<void> {
-  const cbr0 = join(nodeDir, 'varlib.upper', 'cni', 'networks', 'cbr0');
-  mkdirSync(cbr0, { recursive: true });
+/**
+ * seed 003's leaked reservations. With `real` (--real-flannel) only the sandbox ids are
+ * chosen here (the live ones first, so host-local gives them .2 to .4); the node's real
+ * host-local makes the files once the node is up (cni.ts leakReservations). Otherwise the lab
+ * writes them as host-local would.
+ */
+async function writeStaleCni(nodeDir: string, index: number, name: string, cri: CriRecords, real: boolean): Promise<string[]> {
   const prefix = podCidrPrefix(index);
-  const files: Array<[string, string]> = [];
+  const ids: string[] = [];
   for (let host = 2; host <= 254; host++) {
     const live = host <= 1 + LIVE_PODS_PER_NODE;
-    const sandbox = live ? cri.pod(`app-${name}-${host - 1}`, 'default') : randomBytes(32).toString('hex');
-    files.push([`${prefix}.${host}`, `${sandbox}\r\neth0`]);
+    ids.push(live ? cri.pod(`app-${name}-${host - 1}`, 'default') : randomBytes(32).toString('hex'));
   }
+  if (real) return ids;
+  const cbr0 = join(nodeDir, 'varlib.upper', 'cni', 'networks', 'cbr0');
+  mkdirSync(cbr0, { recursive: true });
+  const files: Array<[string, string]> = ids.map((sandbox, k) => [`${prefix}.${k + 2}`, `${sandbox}\r\neth0`]);
   files.push(['last_reserved_ip.0', `${prefix}.254`], ['lock', '']);
   // Written side by side, off the event loop: 255 small files cost seconds here, one after another.
   await Promise.all(files.map(([f, text]) => writeFile(join(cbr0, f), text)));
+  return [];
 }
 
 /**
@@ -784,7 +792,7 @@ export async function up(opts: UpOptions): Promise<LabState> {
       const cri = new CriRecords();
       const staleCni = scenarios.includes('stale-cni');
       const orphanCalico = scenarios.includes('orphan-calico');
-      if (staleCni) await writeStaleCni(nodeDir, i, prepared.name, cri);
+      const leaks = staleCni ? await writeStaleCni(nodeDir, i, prepared.name, cri, !!opts.realFlannel) : [];
       // seed 004: the runtime's records of the pods that have a sandbox, and what a Calico-style DEL needs (calico-cni.ts).
       const calicoSeeds = orphanCalico ? (await import('./calico-cni')).seedSandboxes(prepared, calicoPods(prepared.name).namespace) : [];
       for (const s of calicoSeeds.filter((x) => x.kind !== 'vethOnly')) {
@@ -805,6 +813,11 @@ export async function up(opts: UpOptions): Promise<LabState> {
       const boot: BootOptions = { uplinkDown, flannel: !uplinkDown && !staleCni && !opts.realFlannel, leftovers };
       const booted = { ...prepared, ...(await bootNode(opts.dir, hubPid, prepared, pickPort, boot)), boots: 1 };
       if (calicoSeeds.length) await (await import('./calico-cni')).seedOrphanCalico(markedPid(opts.dir, nodeMarker(opts.dir, prepared.name))!, calicoSeeds);
+      if (leaks.length) {
+        // The flannel lease the node had when its sandboxes leaked: its podCIDR, as flanneld writes subnet.env for it.
+        const subnetEnv = `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=${podCidrPrefix(i)}.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n`;
+        await (await import('./cni')).leakReservations(markedPid(opts.dir, nodeMarker(opts.dir, prepared.name))!, subnetEnv, leaks);
+      }
       return booted;
     });
     await Promise.all(nodes.map((n) => waitForSsh(opts.dir, n)));
