@@ -50,7 +50,7 @@ interface Pod {
 }
 const appPods = (): Pod[] =>
   [
-    ...(JSON.parse(kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'k8s-app=kube-dns', '-o', 'json'])) as { items: Pod[] }).items,
+    ...(JSON.parse(kubectl(['get', 'pods', '-n', 'kube-system', '-l', 'app=coredns', '-o', 'json'])) as { items: Pod[] }).items,
     ...(JSON.parse(kubectl(['get', 'pods', '-n', 'demo', '-l', 'app=web', '-o', 'json'])) as { items: Pod[] }).items,
   ].filter((p) => !p.metadata.deletionTimestamp);
 const getPod = (ns: string, name: string): Pod | undefined => {
@@ -58,15 +58,13 @@ const getPod = (ns: string, name: string): Pod | undefined => {
   return r.code === 0 ? (JSON.parse(r.stdout) as Pod) : undefined;
 };
 
-/** `crictl pods` on the node: name, state and the id's first 13 characters, as crictl prints them. */
+/** `crictl pods` on the node: the id's first 13 characters (as crictl prints them), state, name, namespace. */
 function crictlPods(name: string): Array<{ id: string; state: string; pod: string; namespace: string }> {
   return ssh(name, 'crictl pods')
-    .trim()
     .split('\n')
-    .filter(Boolean)
-    .map((l) => l.split(/\s{2,}/))
-    .filter((f) => f[0] !== 'POD ID')
-    .map((f) => ({ id: f[0], state: f[2], pod: f[3], namespace: f[4] }));
+    .map((l) => /^([0-9a-f]{13})\s+About an hour ago\s+(Ready|NotReady)\s+(\S+)\s+(\S+)/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ id: m[1], state: m[2], pod: m[3], namespace: m[4] }));
 }
 /** host-local's files for the flannel network (cbr0) on the node: address -> the container id in it. */
 function hostLocal(name: string): Map<string, string> {

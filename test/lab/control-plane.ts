@@ -25,7 +25,7 @@ import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { CONTROL_PLANE_NODE_IPS, kubeadmInit } from './kubeadm-cluster';
 import { Patience } from './patience';
 import { freeLowPorts } from './sshd';
-import { CALICO_NODE_DAEMONSET, type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, labRunsCalicoNode, WORKER_USER } from './manifests';
+import { APP_NAMESPACE, CALICO_NODE_DAEMONSET, type ClusterObjects, FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, KUBELET_LABEL, LAB_KUBELET_POD_LABEL, labObjects, labRunsCalicoNode, WORKER_USER } from './manifests';
 
 export { KUBELET_LABEL } from './manifests';
 import type { LabState } from './lab';
@@ -283,7 +283,8 @@ export async function startControlPlane(state: LabState): Promise<ControlPlaneIn
   // Apps cannot be placed while workers are missing (seed 001): wait for the system's part then.
   // kube-flannel's pods, with --real-flannel, wait for the lab daemon's kubelet, which starts after this.
   // calico-node's pods, under nat-*, wait for the lab daemon's kubelet too (calico-node.ts).
-  const labRun = [...(state.realFlannel ? [`${FLANNEL_NAMESPACE}/${FLANNEL_DAEMONSET}`] : []), ...(labRunsCalicoNode(state.scenarios) ? [`kube-system/${CALICO_NODE_DAEMONSET}`] : [])];
+  // With --real-flannel, so do the Deployments' pods (real sandboxes, pod-kubelet.ts): up waits for them later.
+  const labRun = [...(state.realFlannel ? [`${FLANNEL_NAMESPACE}/${FLANNEL_DAEMONSET}`, 'kube-system/coredns', `${APP_NAMESPACE}/web`] : []), ...(labRunsCalicoNode(state.scenarios) ? [`kube-system/${CALICO_NODE_DAEMONSET}`] : [])];
   await waitForWorkloads(dir, 90_000, registered.length === state.nodes.length ? undefined : ['kube-system', FLANNEL_NAMESPACE], labRun);
   return info;
 }

@@ -37,6 +37,7 @@ import { adoptSandbox, calicoAdd, calicoDelete, calicoRecords } from './calico-c
 import { nodeList, runSandbox, removeSandbox, SandboxNetworkError, type SandboxRecord, sandboxRecords, stopSandbox } from './cni';
 import { cniFailure, goQuote } from './cri';
 import { adminRequest, controlPlaneInfo } from './control-plane';
+import { replacedIps } from './flannel-kubelet';
 import { kubeletApiAccess } from './kubelet';
 import { labProcesses, LabError, readState } from './lab';
 import { KUBELET_LABEL, LAB_KUBELET_POD_LABEL } from './manifests';
@@ -54,7 +55,7 @@ interface Condition {
 export interface ApiPod {
   metadata: { name: string; namespace: string; uid: string; deletionTimestamp?: string; labels?: Record<string, string> };
   spec: { nodeName?: string; containers: Array<{ name: string; image: string }> };
-  status?: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; hostIP?: string; startTime?: string; conditions?: Condition[]; containerStatuses?: Array<{ name: string; ready?: boolean; state?: { running?: unknown } }> };
+  status?: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; hostIP?: string; hostIPs?: Array<{ ip: string }>; startTime?: string; conditions?: Condition[]; containerStatuses?: Array<{ name: string; ready?: boolean; state?: { running?: unknown } }> };
 }
 
 interface ApiNode {
@@ -137,7 +138,7 @@ export function sandboxFailedMessage(err: SandboxNetworkError): string {
 export const SANDBOX_RETRY_MS = 10_000;
 
 function say(text: string): void {
-  console.error(`${new Date().toISOString()} calico-kubelet: ${text}`);
+  console.error(`${new Date().toISOString()} pod-kubelet: ${text}`);
 }
 
 export async function api(dir: string, method: string, path: string, body?: { contentType: string; data: unknown }): Promise<{ status: number; body: string }> {
@@ -307,8 +308,10 @@ async function sync(dir: string, runtime: PodRuntime, memory: KubeletMemory, nod
     }
     if (showsRunning(p, sandbox.ip)) continue;
     const path = `/api/v1/namespaces/${p.metadata.namespace}/pods/${p.metadata.name}/status`;
-    const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: p.metadata.uid }, status: runningStatus(p, sandbox, hostIP, Date.now()) } });
-    if (r.status === 404 || r.status === 409 || r.status === 422) continue; // deleted or replaced meanwhile
+    const status = runningStatus(p, sandbox, hostIP, Date.now()) as { podIPs: Array<{ ip: string }>; hostIPs: Array<{ ip: string }> };
+    // A new sandbox's address replaces the old one (a strategic merge would keep both, which the API refuses).
+    const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: p.metadata.uid }, status: { ...status, ...replacedIps(p.status ?? {}, status) } } });
+    if (r.status === 404 || r.status === 409) continue; // deleted or replaced meanwhile
     if (r.status !== 200) throw new LabError(`patching ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
     say(`${name}: ${p.metadata.namespace}/${p.metadata.name}: Running, Ready, podIP ${sandbox.ip}`);
   }
@@ -323,8 +326,9 @@ async function sandboxFailed(dir: string, memory: KubeletMemory, node: string, h
   say(`${node}: ${p.metadata.namespace}/${p.metadata.name}: ${message}`);
   if (!showsSandboxFailed(p)) {
     const path = `/api/v1/namespaces/${p.metadata.namespace}/pods/${p.metadata.name}/status`;
-    const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: p.metadata.uid }, status: sandboxFailedStatus(p, hostIP, nowMs) } });
-    if (r.status !== 200 && r.status !== 404 && r.status !== 409 && r.status !== 422) throw new LabError(`patching ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
+    const status = sandboxFailedStatus(p, hostIP, nowMs) as { hostIPs: Array<{ ip: string }> };
+    const r = await api(dir, 'PATCH', path, { contentType: 'application/strategic-merge-patch+json', data: { metadata: { uid: p.metadata.uid }, status: { ...status, ...replacedIps({ hostIPs: p.status?.hostIPs }, status) } } });
+    if (r.status !== 200 && r.status !== 404 && r.status !== 409) throw new LabError(`patching ${path}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
   }
   const ev = failing.event;
   if (ev && ev.message === message) {
@@ -402,29 +406,55 @@ export async function waitForCalicoPodsRunning(dir: string, timeoutMs = 120_000)
 /** Whether the kubelet has shown how the pod's sandbox went: Running, or waiting in ContainerCreating after a failed try. */
 export const sandboxSettled = (p: ApiPod) => isRunning(p) || showsSandboxFailed(p);
 
+/** flannel's plugin's words while flanneld has not written the node's lease yet. */
+const NO_LEASE_YET = 'loadFlannelSubnetEnv failed';
+
+interface ApiEvent {
+  metadata: { name: string };
+  involvedObject: { uid?: string };
+  message?: string;
+  lastTimestamp?: string;
+}
+
+/** The latest FailedCreatePodSandBox message per pod uid. */
+async function lastSandboxFailures(dir: string): Promise<Map<string, string>> {
+  const events = await getList<ApiEvent>(dir, `/api/v1/events?fieldSelector=${encodeURIComponent('reason=FailedCreatePodSandBox')}`);
+  events.sort((a, b) => (a.lastTimestamp ?? '').localeCompare(b.lastTimestamp ?? '') || a.metadata.name.localeCompare(b.metadata.name));
+  const out = new Map<string, string>();
+  for (const e of events) if (e.involvedObject.uid) out.set(e.involvedObject.uid, e.message ?? '');
+  return out;
+}
+
 /**
  * With --real-flannel: waits until the Deployments' pods (coredns, demo/web) are all placed
- * and each is Running in a real sandbox or Pending after a failed one (a stale cni0, no
- * subnet.env): what `up` waits for. Pods on a node whose kubelet does not run are not waited for.
+ * and each has shown how its sandbox goes once its node's flanneld has: Running in a real
+ * sandbox, or Pending after a failed one (a stale cni0, a full range; on a node whose
+ * kube-flannel pod crash-loops, no lease). A try that failed only because flanneld had not
+ * written the lease yet does not count: the kubelet tries again after its back-off, as a real
+ * one does. What `up` waits for. Pods on a node whose kubelet does not run are not waited for.
  */
 export async function waitForAppPodsSettled(dir: string, timeoutMs = 120_000): Promise<ApiPod[]> {
   const patience = new Patience(timeoutMs);
   let seen = 'nothing yet';
   while (!patience.exhausted) {
     try {
-      const [deployments, pods, nodes] = await patience.charge(
+      const [deployments, pods, nodes, flannel, failures] = await patience.charge(
         Promise.all([
           getList<{ spec: { replicas?: number; template: { metadata: { labels?: Record<string, string> } } } }>(dir, '/apis/apps/v1/deployments'),
           labKubeletPods(dir),
           getList<ApiNode>(dir, '/api/v1/nodes'),
+          getList<ApiPod>(dir, `/api/v1/pods?labelSelector=${encodeURIComponent('k8s-app=kube-flannel-ds')}`),
+          lastSandboxFailures(dir),
         ]),
         5000,
       );
       const want = deployments.filter((d) => d.spec.template.metadata.labels?.[LAB_KUBELET_POD_LABEL.key] === LAB_KUBELET_POD_LABEL.value).reduce((n, d) => n + (d.spec.replicas ?? 1), 0);
       const running = new Set(nodes.filter((n) => n.metadata.labels?.[KUBELET_LABEL] === 'running').map((n) => n.metadata.name));
+      const noLease = new Set(flannel.filter((f) => !f.metadata.deletionTimestamp && !f.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')).map((f) => f.spec.nodeName));
+      const settled = (p: ApiPod) => isRunning(p) || (showsSandboxFailed(p) && (noLease.has(p.spec.nodeName) || !(failures.get(p.metadata.uid) ?? NO_LEASE_YET).includes(NO_LEASE_YET)));
       const live = pods.filter((p) => !p.metadata.deletionTimestamp);
       seen = `${want} wanted; ${live.map((p) => `${p.metadata.name}@${p.spec.nodeName ?? '-'} ${p.status?.phase ?? '-'} ${p.status?.podIP ?? ''}`).join(', ') || 'no pods'}`;
-      if (live.length === want && live.every((p) => p.spec.nodeName && (!running.has(p.spec.nodeName) || sandboxSettled(p)))) return live;
+      if (live.length === want && live.every((p) => p.spec.nodeName && (!running.has(p.spec.nodeName) || settled(p)))) return live;
     } catch (err) {
       seen = (err as Error).message;
     }
