@@ -113,6 +113,17 @@ test('with the real flanneld running: subnet.env and flannel.1 follow the podCID
   expect(found[1].evidence).toEqual([`cni0 has ${N2_STALE_GW}, outside the Node's podCIDR ${N2_CIDR}`, `cni0 has ${N2_STALE_GW}; /run/flannel/subnet.env says FLANNEL_SUBNET=${N2_GW}`]);
   const text = await runCli(['--config', config, 'diagnose', '--cluster', 'lab']);
   expect(text.stdout).toContain('  fix: kubemend run stale-cni --cluster lab --node node2\n');
+  // The seed's symptom, as its pods show it: the lab's kubelet runs each web pod in a real sandbox, and on
+  // these nodes none can be made. host-local's own words, in the kubelet's event for the pod.
+  const pods = JSON.parse(kubectl(['get', 'pods', '-n', 'demo', '-l', 'app=web', '-o', 'json']).stdout) as { items: Array<{ metadata: { name: string; uid: string }; spec: { nodeName: string }; status: { phase: string; containerStatuses?: Array<{ state: { waiting?: { reason: string } } }> } }> };
+  expect(pods.items.length).toBeGreaterThan(0);
+  for (const p of pods.items) {
+    expect(p.status.phase).toBe('Pending');
+    expect(p.status.containerStatuses?.[0].state.waiting?.reason).toBe('ContainerCreating');
+    const events = JSON.parse(kubectl(['get', 'events', '-n', 'demo', '--field-selector', `involvedObject.uid=${p.metadata.uid},reason=FailedCreatePodSandBox`, '-o', 'json']).stdout) as { items: Array<{ message: string }> };
+    const prefix = podCidrPrefix(Number(p.spec.nodeName.replace('node', '')));
+    expect(events.items.map((e) => e.message)).toContainEqual(expect.stringMatching(new RegExp(`plugin type="flannel" failed \\(add\\): failed to allocate for range 0: no IP addresses available in range set: ${prefix.replace(/\./g, '\\.')}\\.1-${prefix.replace(/\./g, '\\.')}\\.254$`)));
+  }
 }, 120_000);
 
 test('the run on every node is refused before approval, changing nothing: node1 is the control plane (the manual procedure is given), node2\'s range is full (ipam-gc first)', async () => {
