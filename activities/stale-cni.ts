@@ -50,7 +50,7 @@ export function createStaleCniActivities(d: Deps) {
     async backupBeforeReset(input: { cluster: string; node: string; runTag: string; audit: AuditContext }): Promise<{ outcome: 'made' | 'already'; dir: string }> {
       const argv = argvOr(() => backupArgv(input.runTag));
       const dir = argv[argv.length - 1];
-      const base = { cluster: input.cluster, node: input.node, step: `${input.node}/backup`, action: `copy /etc/kubernetes, /var/lib/kubelet's kubeadm-flags.env, config.yaml and pki, /etc/cni/net.d, ip addr and ip route into ${dir}` };
+      const base = { cluster: input.cluster, node: input.node, step: `${input.node}/backup`, action: `copy /etc/kubernetes, /var/lib/kubelet's kubeadm-flags.env, config.yaml, instance-config.yaml and pki, /etc/cni/net.d, ip addr and ip route into ${dir}` };
       const r = await runOnNode(input.cluster, input.node, argv);
       const parsed = r.exitCode === 0 ? parseBackupOutput(r.stdout) : null;
       if (!parsed || 'problem' in parsed) {

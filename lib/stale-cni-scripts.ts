@@ -69,7 +69,8 @@ function backupDirOf(runTag: string): string {
 /**
  * Copies what `kubeadm reset` deletes, and what the node's network looked like, into $1 once:
  * built in $1.partial (a half-made one from a killed attempt is made again), renamed into
- * place whole. /etc/kubernetes, the kubelet's kubeadm-flags.env, config.yaml and pki,
+ * place whole. /etc/kubernetes, the kubelet's kubeadm-flags.env, config.yaml,
+ * instance-config.yaml (kubeadm 1.34 keeps the CRI endpoint there) and pki,
  * /etc/cni/net.d, `ip -o addr` and `ip route show table all`. Mode 0700: it holds the node's
  * credentials. Prints `made` or `already`, then the backup's kubeadm-flags.env after a
  * `--- kubeadm-flags.env` line. Exit 3: a copy failed (stderr says which).
@@ -81,7 +82,7 @@ export const BACKUP_SCRIPT = [
   '  rm -rf "$p" && mkdir -p "$p" && chmod 700 "$p" || exit 3',
   '  if [ -d /etc/kubernetes ]; then cp -a /etc/kubernetes "$p/etc-kubernetes" || exit 3; fi',
   '  mkdir "$p/var-lib-kubelet" || exit 3',
-  '  for f in kubeadm-flags.env config.yaml pki; do if [ -e "/var/lib/kubelet/$f" ]; then cp -a "/var/lib/kubelet/$f" "$p/var-lib-kubelet/" || exit 3; fi; done',
+  '  for f in kubeadm-flags.env config.yaml instance-config.yaml pki; do if [ -e "/var/lib/kubelet/$f" ]; then cp -a "/var/lib/kubelet/$f" "$p/var-lib-kubelet/" || exit 3; fi; done',
   '  if [ -d /etc/cni/net.d ]; then cp -a /etc/cni/net.d "$p/cni-net.d" || exit 3; fi',
   '  ip -o addr show > "$p/addresses" || exit 3',
   '  ip route show table all > "$p/routes" || exit 3',

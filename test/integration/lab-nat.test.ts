@@ -82,7 +82,7 @@ test('every node joined and every kubelet registered InternalIP 10.0.2.15 (no --
     expect(ready(n)).toBe('True');
   }
   const files = ssh('node2', 'cat /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet');
-  expect(files.stdout).toBe('KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10"\nKUBELET_EXTRA_ARGS=\n');
+  expect(files.stdout).toBe('KUBELET_KUBEADM_ARGS="--pod-infra-container-image=registry.k8s.io/pause:3.10.1"\nKUBELET_EXTRA_ARGS=\n');
 });
 
 const others = () => ['node1', 'node2', 'node3'].filter((n) => n !== winner);

@@ -143,6 +143,9 @@ test('an approved --full run on node3: backed up, reset (kubeadm\'s output in th
   expect(sshRun('node3', 'test -s /etc/kubernetes/kubelet.conf').status).toBe(0);
   const backup = ssh('node3', `ls /var/lib/kubemend/backup/${runId.replace(/[^A-Za-z0-9-]/g, '-')}/stale-cni`).trim().split('\n');
   expect(backup).toEqual(expect.arrayContaining(['addresses', 'complete', 'etc-kubernetes', 'reset.done', 'reset.out', 'routes', 'var-lib-kubelet']));
+  // What kubeadm reset deletes of the kubelet's: its flags, its config and, since kubeadm v1.34, its instance config (the CRI endpoint).
+  const kubelet = ssh('node3', `ls /var/lib/kubemend/backup/${runId.replace(/[^A-Za-z0-9-]/g, '-')}/stale-cni/var-lib-kubelet`).trim().split('\n');
+  expect(kubelet).toEqual(expect.arrayContaining(['config.yaml', 'instance-config.yaml', 'kubeadm-flags.env']));
   expect(kubectl(['get', 'node', 'node3', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).stdout).toBe('True');
   const pod = (await flannelPod(dir, 'node3'))!;
   expect(pod.uid).not.toBe(oldPod.uid);

@@ -30,7 +30,7 @@ import { REPO_ROOT, TOOLS_BIN } from '../../worker/paths';
 import { Patience } from './patience';
 import { freeLowPort, sshdConfig } from './sshd';
 import { listeningInode, listensOn } from './tcp-listen';
-import { calicoPods, defaultKubeletText, HOSTONLY_PREFIX, joinedAtUp, KUBEADM_FLAGS_TEXT, kubeletsOnNat, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
+import { calicoPods, defaultKubeletText, HOSTONLY_PREFIX, INSTANCE_CONFIG_TEXT, joinedAtUp, KUBEADM_FLAGS_TEXT, kubeletsOnNat, LIVE_PODS_PER_NODE, MAX_NODES, NAT_ADDRESS, NAT_GATEWAY, podCidrPrefix, staleLeasePrefix } from './topology';
 import { type ControlPlaneInfo, requireBinaries, startControlPlane } from './control-plane';
 import { ensureApiServerForwarder, LAB_JOIN_IGNORED_PREFLIGHT } from './kubeadm-cluster';
 import { labCnis, labRunsCalicoNode } from './manifests';
@@ -80,6 +80,7 @@ function writeKubeadmState(nodeDir: string, node: { index: number; role: 'contro
   put(join(etc, 'kubernetes', 'kubelet.conf'), kubeconfigText(node.role === 'control-plane' ? advertise : cpAddress, 'system:node'));
   put(join(varlib, 'kubelet', 'config.yaml'), 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n');
   put(join(varlib, 'kubelet', 'kubeadm-flags.env'), KUBEADM_FLAGS_TEXT);
+  put(join(varlib, 'kubelet', 'instance-config.yaml'), INSTANCE_CONFIG_TEXT);
   put(join(varlib, 'kubelet', 'pki', 'kubelet.crt'), 'kubemend lab placeholder: not a certificate\n');
   if (node.role !== 'control-plane') return;
   put(join(etc, 'kubernetes', 'admin.conf'), kubeconfigText(advertise, 'kubernetes-admin'));

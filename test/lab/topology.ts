@@ -37,7 +37,9 @@ export const NAT_SCENARIOS = ['nat-advertise', 'nat-node-ip'] as const;
 export const kubeletsOnNat = (scenarios: readonly string[]) => NAT_SCENARIOS.some((s) => scenarios.includes(s));
 
 /** kubeadm-flags.env as kubeadm v1.34 writes it for containerd (no --node-ip unless nodeRegistration asks). */
-export const KUBEADM_FLAGS_TEXT = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10"\n';
+export const KUBEADM_FLAGS_TEXT = 'KUBELET_KUBEADM_ARGS="--pod-infra-container-image=registry.k8s.io/pause:3.10.1"\n';
+/** kubeadm v1.34 (NodeLocalCRISocket, beta and on) keeps the CRI endpoint here, not in kubeadm-flags.env. */
+export const INSTANCE_CONFIG_TEXT = 'apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///var/run/containerd/containerd.sock\n';
 /** /etc/default/kubelet: Debian's package ships it with KUBELET_EXTRA_ARGS= (empty), or a provisioner's --node-ip. */
 export const defaultKubeletText = (nodeIp?: string) => `KUBELET_EXTRA_ARGS=${nodeIp ? `--node-ip=${nodeIp}` : ''}\n`;
 

@@ -24,7 +24,7 @@ const viaNat = [{ dst: 'default', gateway: '10.0.2.2', dev: 'enp0s3' }];
 
 describe('flags', () => {
   test('kubeadm-flags.env as kubeadm writes it has no --node-ip; Debian ships KUBELET_EXTRA_ARGS empty', () => {
-    expect(envFileValue(KUBEADM_FLAGS_TEXT, 'KUBELET_KUBEADM_ARGS')).toBe('--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10');
+    expect(envFileValue(KUBEADM_FLAGS_TEXT, 'KUBELET_KUBEADM_ARGS')).toBe('--pod-infra-container-image=registry.k8s.io/pause:3.10.1');
     expect(kubeletNodeIp(KUBEADM_FLAGS_TEXT, defaultKubeletText())).toBeUndefined();
     expect(envFileValue(defaultKubeletText(), 'KUBELET_EXTRA_ARGS')).toBe('');
   });
