@@ -15,7 +15,7 @@ import type { DefaultRouteResult } from '../../workflows/default-route';
 import { podAdd, podDel } from '../lab/cni';
 import { controlPlaneInfo, type ControlPlaneInfo } from '../lab/control-plane';
 import { flanneldPid, readSubnetEnv } from '../lab/flannel';
-import { flannelPod, waitForFlannelCrashLoop, waitForFlannelPodReady } from '../lab/flannel-kubelet';
+import { flannelPod, inCrashLoop, waitForFlannelCrashLoop, waitForFlannelPod, waitForFlannelPodReady } from '../lab/flannel-kubelet';
 import { down, type LabState, readState, requestReboot, up } from '../lab/lab';
 import { describeError, runThroughCrashes } from '../helpers/crash-run';
 import { labSsh, labTestConfig } from '../helpers/lab';
@@ -81,7 +81,19 @@ async function diagnose(): Promise<DiagnoseReport> {
   return JSON.parse(r.stdout) as DiagnoseReport;
 }
 
+/**
+ * Waits until node1's kube-flannel pod has just gone back into CrashLoopBackOff after a
+ * restart later than the one it shows now, so the back-off (10 s and doubling) lies ahead of
+ * whatever reads it next: between back-offs the pod is Running for the second flanneld takes
+ * to fail.
+ */
+async function freshCrashLoop(): Promise<void> {
+  const before = (await flannelPod(dir, 'node1'))?.restartCount ?? 0;
+  await waitForFlannelPod(dir, 'node1', `in CrashLoopBackOff after restart ${before + 1}`, (p) => inCrashLoop(p) && p.restartCount > before, 180_000);
+}
+
 test("diagnose names seed 002 on node1 with the real flanneld's message from its crash-looping pod, and the fix", async () => {
+  await freshCrashLoop();
   const report = await diagnose();
   const found = report.findings.filter((f) => f.seed === '002');
   expect(found.map((f) => f.node)).toEqual(['node1']);
@@ -97,7 +109,7 @@ test("diagnose names seed 002 on node1 with the real flanneld's message from its
   const text = await runCli(['--config', config, 'diagnose', '--cluster', 'lab']);
   expect(text.code).toBe(4);
   expect(text.stdout).toContain('kubemend run default-route --cluster lab --node node1');
-});
+}, 240_000);
 
 test('a node whose configuration gives no interface the default route: the run fails with a clear reason and changes nothing', async () => {
   const original = ssh('node1', 'cat /etc/netplan/50-cloud-init.yaml');
