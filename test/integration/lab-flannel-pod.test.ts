@@ -124,7 +124,10 @@ describe('at up', () => {
 
   test("seed 002: node1's pod is in CrashLoopBackOff with flanneld's own message; no flanneld runs and there is no subnet.env", async () => {
     expect(ssh('node1', 'ip -j route show default').trim()).toBe('[]');
-    const p = await waitForFlannelCrashLoop(dir, 'node1');
+    // Read just after it went back into CrashLoopBackOff (a restart newer than the one it shows now), so
+    // the back-off lies ahead: between back-offs the pod runs flanneld for the second it takes to fail.
+    const restarts = (await waitForFlannelCrashLoop(dir, 'node1')).restartCount;
+    const p = await waitForFlannelPod(dir, 'node1', `in CrashLoopBackOff after restart ${restarts + 1}`, (x) => inCrashLoop(x) && x.restartCount > restarts, 120_000);
     expectCrashLoopOfSeed002(p);
     expect(flanneldPid(dir, 'node1')).toBeUndefined();
     expect(readSubnetEnv(dir, 'node1')).toBeUndefined();
