@@ -378,12 +378,6 @@ export function readState(dir: string): LabState | undefined {
   return existsSync(statePath(dir)) ? (JSON.parse(readFileSync(statePath(dir), 'utf8')) as LabState) : undefined;
 }
 
-/**
- * seed 003, on disk: host-local's files for every address of the node's /24 (a pool with
- * "no IP addresses available in network: cbr0"), each holding "<sandbox id>\r\n<ifname>"
- * as host-local writes them, plus last_reserved_ip.0 and lock. Only LIVE_PODS_PER_NODE
- * of those sandboxes still exist (the crictl stand-in lists them); the rest leaked.
- */
 /** What the crictl stand-in reports for a node, gathered from every scenario, written once. */
 class CriRecords {
   private readonly lines: string[] = ['# kubemend lab: what the crictl stand-in reports. pod <sandbox-id> <name> <namespace> <state> | container <id> <sandbox-id> <name> <pod> <state>'];
@@ -401,7 +395,10 @@ class CriRecords {
 
 
 /**
- * seed 003's leaked reservations. With `real` (--real-flannel) only the sandbox ids are
+ * seed 003's leaked reservations: host-local's files for every address of the node's /24 (a
+ * pool with "no IP addresses available in network: cbr0"), each holding "<sandbox id>\r\n<ifname>",
+ * plus last_reserved_ip.0 and lock. Only LIVE_PODS_PER_NODE of those sandboxes still exist
+ * (the crictl stand-in lists them); the rest leaked. With `real` (--real-flannel) only the sandbox ids are
  * chosen here (the live ones first, so host-local gives them .2 to .4); the node's real
  * host-local makes the files once the node is up (cni.ts leakReservations). Otherwise the lab
  * writes them as host-local would.
